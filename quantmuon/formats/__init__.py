@@ -1,0 +1,28 @@
+"""Storage formats: how one float array is kept between optimizer steps.
+
+Each format is a frozen, hashable dataclass with ``encode(x, *, key=None,
+previous=None) -> Stored`` and ``decode(stored) -> array``. Formats compose:
+``Subspace(factors=Blockwise(bits=8), residual=Grid(bits=4))``.
+"""
+
+from quantmuon.formats.base import Format, Stored, is_stored
+from quantmuon.formats.codebooks import CODEBOOKS, dynamic_codebook
+from quantmuon.formats.float_ import Float
+from quantmuon.formats.floating_point import FloatingPoint
+from quantmuon.formats.grid import Grid
+from quantmuon.formats.subspace import Subspace
+from quantmuon.formats.tiled import Axiswise, Blockwise
+
+__all__ = [
+    "CODEBOOKS",
+    "Axiswise",
+    "Blockwise",
+    "Float",
+    "FloatingPoint",
+    "Format",
+    "Grid",
+    "Stored",
+    "Subspace",
+    "dynamic_codebook",
+    "is_stored",
+]

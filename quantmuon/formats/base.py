@@ -1,0 +1,160 @@
+"""The stored-value pytree and the base class every format derives from.
+
+A *format* says how one float array is kept between optimizer steps. It is a
+frozen, hashable dataclass with ``encode`` and ``decode``. What ``encode``
+returns is a :class:`Stored`: a pytree whose children are the arrays really
+kept in memory (codes, scales, factors, possibly other ``Stored`` values) and
+whose static aux data holds the format and the original shape and dtype. So a
+stored value passes through ``jax.jit``, ``jax.lax.cond``, ``jax.vmap`` and
+Orbax like any optax state.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class Stored:
+  """An array kept in a format: its parts plus static metadata.
+
+  Attributes:
+    parts: mapping from part name ("codes", "scales", "P", ...) to an array or
+      a nested ``Stored``. Iterated in sorted-name order.
+    format: the ``Format`` that produced it (static).
+    shape: the shape of the array it stands for (static).
+    dtype: the dtype the array decodes to by default (static).
+  """
+
+  __slots__ = ("parts", "format", "shape", "dtype")
+
+  def __init__(self, parts: Mapping[str, Any], format: Format,
+               shape: tuple[int, ...], dtype: Any):
+    self.parts = dict(sorted(parts.items()))
+    self.format = format
+    self.shape = tuple(int(d) for d in shape)
+    self.dtype = jnp.dtype(dtype)
+
+  def __getitem__(self, name: str) -> Any:
+    return self.parts[name]
+
+  def tree_flatten_with_keys(self):
+    children = [(jax.tree_util.DictKey(k), v) for k, v in self.parts.items()]
+    return children, (tuple(self.parts), self.format, self.shape, self.dtype)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    names, fmt, shape, dtype = aux
+    obj = object.__new__(cls)
+    obj.parts = dict(zip(names, children, strict=True))
+    obj.format, obj.shape, obj.dtype = fmt, shape, dtype
+    return obj
+
+  def decode(self, dtype: Any = None) -> Array:
+    """Decodes through the format; shorthand for ``format.decode(self)``."""
+    return self.format.decode(self, dtype=dtype)
+
+  def __repr__(self) -> str:
+    parts = ", ".join(
+        f"{k}={getattr(v, 'shape', '?')}:{getattr(v, 'dtype', '?')}"
+        for k, v in self.parts.items())
+    return f"Stored({self.format!r}, shape={self.shape}, {parts})"
+
+
+def is_stored(x: Any) -> bool:
+  return isinstance(x, Stored)
+
+
+class Format(abc.ABC):
+  """Base class of the storage formats.
+
+  Subclasses are frozen dataclasses and implement ``_encode`` and ``_decode``.
+  """
+
+  def encode(self, x: Array, *, key: Array | None = None,
+             previous: Stored | None = None) -> Stored:
+    """Stores ``x`` in this format.
+
+    Args:
+      x: the array to store (any float dtype).
+      key: a ``jax.random`` key, needed when the format rounds
+        stochastically.
+      previous: the value stored at the previous step, for formats that warm
+        start from it (``Subspace``); ignored by the others.
+
+    Returns:
+      A ``Stored`` pytree.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(
+          f"{type(self).__name__}.encode needs a floating-point array, got "
+          f"dtype {x.dtype}; cast it with x.astype(jnp.float32).")
+    return self._encode(x, key=key, previous=previous)
+
+  def decode(self, stored: Stored, dtype: Any = None) -> Array:
+    """Reads a stored value back.
+
+    Args:
+      stored: what ``encode`` returned.
+      dtype: the dtype of the result; float32 when None.
+
+    Returns:
+      An array of ``stored.shape``.
+    """
+    if stored.format != self:
+      raise ValueError(
+          f"stored value was written by {stored.format!r}, not by {self!r}.")
+    out = self._decode(stored)
+    return out.astype(jnp.float32 if dtype is None else dtype)
+
+  def init(self, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Stored:
+    """The stored form of zeros of ``shape``: an optimizer's initial state."""
+    return self.encode(jnp.zeros(shape, dtype))
+
+  @abc.abstractmethod
+  def _encode(self, x: Array, *, key: Array | None,
+              previous: Stored | None) -> Stored:
+    """Format-specific encoding; ``x`` is a float array."""
+
+  @abc.abstractmethod
+  def _decode(self, stored: Stored) -> Array:
+    """Format-specific decoding to float32."""
+
+
+def canonical_dtype(dtype: Any) -> np.dtype:
+  """A hashable, comparable dtype (``jnp.float32`` and 'float32' agree)."""
+  return jnp.dtype(dtype)
+
+
+def set_field(obj: Any, name: str, value: Any) -> None:
+  """Sets a field of a frozen dataclass in ``__post_init__``."""
+  object.__setattr__(obj, name, value)
+
+
+def positive_int(value: Any, name: str) -> int:
+  """Checks that a size parameter is a positive integer."""
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+      or value <= 0:
+    raise ValueError(
+        f"{name} must be a positive integer, got {value!r}.")
+  return int(value)
+
+
+def check_choice(value: Any, name: str, allowed: tuple) -> None:
+  if value not in allowed:
+    raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+
+
+def replace(fmt: Format, **changes: Any) -> Format:
+  """``dataclasses.replace`` for formats."""
+  return dataclasses.replace(fmt, **changes)

@@ -1,0 +1,166 @@
+"""Codebooks: the value levels a code can stand for, on [-1, 1] or [0, 1].
+
+A codebook maps a normalized value ``y = x / scale`` to an integer code in
+``[0, 2**bits)`` and back. Codes are always unsigned indices, so they pack
+the same way whatever the codebook.
+
+- ``linear``: symmetric integers, ``q = round(y * qmax)`` with
+  ``qmax = 2**(bits-1) - 1``, stored as ``q + 2**(bits-1)``.
+- ``dynamic``: the bitsandbytes signed dynamic ("tree") map; nearest level.
+- ``mulaw``: mu-law companding ``sign(y) log(1 + mu|y|) / log(1 + mu)``, then
+  linear codes (MuonQ, arXiv 2605.11396).
+- ``unsigned_linear``: ``linspace(0, 1, 2**bits + 1)[1:]``, nearest level. It
+  has no zero level, so a positive second moment never decodes to zero
+  (torchao's unsigned 4-bit map).
+- ``unsigned_dynamic``: the bitsandbytes unsigned dynamic map with its zero
+  level replaced by half its smallest positive level; nearest level.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+SIGNED = ("linear", "dynamic", "mulaw")
+UNSIGNED = ("unsigned_linear", "unsigned_dynamic")
+CODEBOOKS = SIGNED + UNSIGNED
+BITS = (2, 4, 8)
+
+
+def check_bits(bits: int) -> int:
+  """Raises a ValueError naming ``bits`` unless it is 2, 4 or 8."""
+  if isinstance(bits, bool) or bits not in BITS:
+    raise ValueError(
+        f"bits must be one of {BITS} (codes are packed into bytes), got "
+        f"{bits!r}.")
+  return int(bits)
+
+
+def check_codebook(codebook: str) -> str:
+  if codebook not in CODEBOOKS:
+    raise ValueError(
+        f"codebook must be one of {CODEBOOKS}, got {codebook!r}.")
+  return codebook
+
+
+def qmax(bits: int) -> int:
+  """Largest linear code magnitude: 127 at 8 bits, 7 at 4, 1 at 2."""
+  return 2 ** (bits - 1) - 1
+
+
+@functools.lru_cache(maxsize=None)
+def dynamic_codebook(bits: int = 8, signed: bool = True) -> np.ndarray:
+  """The bitsandbytes dynamic ("tree") quantization map, sorted ascending.
+
+  For exponent level ``i = 0 .. E-1`` (``E = bits - 1`` when signed, else
+  ``bits - 1`` too), the map holds ``10**(i - E + 1)`` times the midpoints of
+  ``linspace(0.1, 1, n_i + 1)``, with ``n_i = 2**i`` (signed, both signs) or
+  ``2**(i+1)`` (unsigned); plus the levels 0 and 1. At 8 bits signed this is
+  exactly bitsandbytes' ``create_dynamic_map(signed=True)``: 256 values; at 4
+  bits it is the map with 3 exponent bits, 16 values.
+
+  Args:
+    bits: 2, 4 or 8.
+    signed: whether the map covers [-1, 1] (True) or [0, 1] (False).
+
+  Returns:
+    A float32 numpy array of ``2**bits`` sorted levels.
+  """
+  check_bits(bits)
+  exponent_bits = bits - 1
+  levels: list[np.ndarray] = []
+  for i in range(exponent_bits):
+    n = 2 ** i if signed else 2 ** (i + 1)
+    bounds = np.linspace(0.1, 1.0, n + 1, dtype=np.float32)
+    means = (bounds[:-1] + bounds[1:]) / np.float32(2.0)
+    magnitude = np.float32(10.0 ** (i - exponent_bits + 1))
+    levels.append(magnitude * means)
+    if signed:
+      levels.append(-magnitude * means)
+  levels.append(np.zeros(1, np.float32))
+  levels.append(np.ones(1, np.float32))
+  table = np.sort(np.concatenate(levels).astype(np.float32))
+  if table.size != 2 ** bits:  # pragma: no cover - construction invariant
+    raise AssertionError(f"dynamic map has {table.size} levels")
+  return table
+
+
+@functools.lru_cache(maxsize=None)
+def levels(codebook: str, bits: int) -> np.ndarray:
+  """The sorted float32 levels a code stands for (before the scale).
+
+  Linear and mu-law codes have ``2**bits - 1`` symmetric levels plus one
+  unused code (the most negative); it decodes to ``-1``.
+  """
+  check_codebook(codebook)
+  check_bits(bits)
+  if codebook in ("linear", "mulaw"):
+    q = np.arange(2 ** bits, dtype=np.float32) - 2 ** (bits - 1)
+    return np.clip(q / np.float32(qmax(bits)), -1, 1).astype(np.float32)
+  if codebook == "dynamic":
+    return dynamic_codebook(bits, signed=True)
+  if codebook == "unsigned_linear":
+    return np.linspace(0, 1, 2 ** bits + 1, dtype=np.float32)[1:]
+  table = dynamic_codebook(bits, signed=False).copy()
+  table[0] = table[1] / np.float32(2.0)  # no zero level
+  return table
+
+
+def compand(y: Array, mu: float) -> Array:
+  """mu-law companding of ``y`` in [-1, 1]."""
+  return jnp.sign(y) * jnp.log1p(mu * jnp.abs(y)) / np.float32(np.log1p(mu))
+
+
+def expand(y: Array, mu: float) -> Array:
+  """Inverse of :func:`compand`."""
+  return jnp.sign(y) * jnp.expm1(jnp.abs(y) * np.float32(np.log1p(mu))) / mu
+
+
+def encode(y: Array, codebook: str, bits: int, mu: float = 255.0,
+           noise: Array | None = None) -> Array:
+  """Normalized values to uint8 codes in ``[0, 2**bits)``.
+
+  Args:
+    y: float32 values, already divided by their scale (in [-1, 1], or [0, 1]
+      for unsigned codebooks; values outside are clipped). NaN codes as zero.
+    codebook: one of ``CODEBOOKS``.
+    bits: 2, 4 or 8.
+    mu: the mu-law parameter (``mulaw`` only).
+    noise: uniform [0, 1) noise of ``y``'s shape for stochastic rounding, or
+      None to round to nearest.
+
+  Returns:
+    uint8 codes of ``y``'s shape (not packed).
+  """
+  y = jnp.nan_to_num(y.astype(jnp.float32), nan=0.0)
+  if codebook == "mulaw":
+    y = compand(jnp.clip(y, -1.0, 1.0), mu)
+  if codebook in ("linear", "mulaw"):
+    m = qmax(bits)
+    v = y * np.float32(m)
+    q = jnp.round(v) if noise is None else jnp.floor(v + noise)
+    return (jnp.clip(q, -m, m) + 2 ** (bits - 1)).astype(jnp.uint8)
+  table = jnp.asarray(levels(codebook, bits))
+  if noise is None:
+    mids = (table[1:] + table[:-1]) / 2
+    return jnp.searchsorted(mids, y, side="left").astype(jnp.uint8)
+  upper = jnp.clip(jnp.searchsorted(table, y, side="left"), 1,
+                   table.size - 1)
+  lo, hi = table[upper - 1], table[upper]
+  p_up = jnp.clip((y - lo) / (hi - lo), 0.0, 1.0)
+  return (upper - 1 + (noise < p_up)).astype(jnp.uint8)
+
+
+def decode(codes: Array, codebook: str, bits: int,
+           mu: float = 255.0) -> Array:
+  """uint8 codes (not packed) to normalized float32 values."""
+  if codebook in ("linear", "mulaw"):
+    q = codes.astype(jnp.float32) - np.float32(2 ** (bits - 1))
+    y = jnp.maximum(q, -qmax(bits)) / np.float32(qmax(bits))
+    return expand(y, mu) if codebook == "mulaw" else y
+  return jnp.asarray(levels(codebook, bits))[codes.astype(jnp.int32)]

@@ -1,0 +1,66 @@
+"""How formats lay an array out: a matrix view, padding and tiles.
+
+Every format sees an array as a matrix: a 0-D or 1-D array as one row, an
+array of rank >= 2 as ``(prod(shape[:-1]), shape[-1])``. Codes keep the
+array's rank and leading axes (only the last axis is packed), and scales are
+laid out per tile of that matrix, so stored state shards like its parameter
+along rows, and along columns when each shard holds whole tiles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+  """The ``(rows, cols)`` matrix view of an array of ``shape``."""
+  if len(shape) == 0:
+    return 1, 1
+  if len(shape) == 1:
+    return 1, shape[0]
+  return math.prod(shape[:-1]), shape[-1]
+
+
+def codes_shape(shape: tuple[int, ...], packed_cols: int) -> tuple[int, ...]:
+  """Shape of the stored codes: the array's, with the last axis packed."""
+  if len(shape) == 0:
+    return (packed_cols,)
+  return tuple(shape[:-1]) + (packed_cols,)
+
+
+def ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
+
+
+def pad_to_tiles(x2: Array, tile_rows: int, tile_cols: int) -> Array:
+  """Zero-pads a matrix so that whole tiles cover it."""
+  m, n = x2.shape
+  pad_m = ceil_div(m, tile_rows) * tile_rows - m
+  pad_n = ceil_div(n, tile_cols) * tile_cols - n
+  if pad_m or pad_n:
+    x2 = jnp.pad(x2, ((0, pad_m), (0, pad_n)))
+  return x2
+
+
+def to_tiles(x2: Array, tile_rows: int, tile_cols: int) -> Array:
+  """(m, n) -> (row tiles, tile_rows, col tiles, tile_cols), zero padded."""
+  xp = pad_to_tiles(x2, tile_rows, tile_cols)
+  mp, np_ = xp.shape
+  return xp.reshape(mp // tile_rows, tile_rows, np_ // tile_cols, tile_cols)
+
+
+def from_tiles(tiles: Array, m: int, n: int) -> Array:
+  """Inverse of :func:`to_tiles`, dropping the padding."""
+  a, b, c, d = tiles.shape
+  return tiles.reshape(a * b, c * d)[:m, :n]
+
+
+def safe_scale(scale: Array) -> Array:
+  """float32 scale with zeros replaced by one (all-zero tiles stay zero)."""
+  scale = scale.astype(jnp.float32)
+  return jnp.where(scale == 0, jnp.float32(1), scale)

@@ -1,0 +1,119 @@
+"""``Subspace``: top-k factors plus a residual, each in its own format.
+
+MuonQ (arXiv 2605.11396) and 4-bit-Muon-GRASP (ICLR 2026) both find that
+low-bit error in Muon's momentum hurts most in its top singular subspace,
+which Newton-Schulz amplifies. They store the momentum M (m x n) as
+``P @ R.T + residual`` with P (m x k) orthonormal and R (n x k), found by a
+power iteration warm-started from the R stored at the previous step:
+
+  Q = R / column_norms(R);  P, _ = qr(M @ Q);  R = M.T @ P;
+  residual = M - P @ R.T
+
+The factors and the residual are then stored in their own formats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from quantmuon.formats import layout
+from quantmuon.formats.base import Format, Stored, positive_int
+from quantmuon.formats.grid import Grid
+from quantmuon.formats.tiled import Blockwise
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Subspace(Format):
+  """Momentum as top-k factors P, R and a residual.
+
+  Args:
+    rank: k, the number of factor columns; None derives it from
+      ``rank_divisor``.
+    rank_divisor: ``k = max(1, min(m, n) // rank_divisor)`` when ``rank`` is
+      None (16 in both papers).
+    power_iters: power iterations a step (both papers use 1).
+    factors: format of P and R.
+    residual: format of the residual (stored in the array's own shape).
+    seed: seed of the Gaussian start of R at the first step.
+  """
+
+  rank: int | None = None
+  rank_divisor: int = 16
+  power_iters: int = 1
+  factors: Format = Blockwise(bits=8, block_size=128)
+  residual: Format = Grid(bits=4)
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.rank is not None:
+      positive_int(self.rank, "rank")
+    positive_int(self.rank_divisor, "rank_divisor")
+    positive_int(self.power_iters, "power_iters")
+    for name in ("factors", "residual"):
+      if not isinstance(getattr(self, name), Format):
+        raise ValueError(f"{name} must be a quantmuon format, got "
+                         f"{getattr(self, name)!r}.")
+
+  def rank_for(self, shape: tuple[int, ...]) -> int:
+    """k for an array of ``shape``; raises if ``rank`` exceeds min(m, n)."""
+    m, n = layout.matrix_shape(shape)
+    if self.rank is None:
+      return max(1, min(m, n) // self.rank_divisor)
+    if self.rank > min(m, n):
+      raise ValueError(
+          f"rank={self.rank} is larger than min(m, n)={min(m, n)} for a "
+          f"parameter of shape {shape}; lower rank or use rank_divisor.")
+    return self.rank
+
+  def _start(self, n: int, k: int) -> Array:
+    """The fixed Gaussian start of R, column-normalized."""
+    g = jax.random.normal(jax.random.key(self.seed), (n, k), jnp.float32)
+    return g / jnp.linalg.norm(g, axis=0, keepdims=True)
+
+  def _normalize_columns(self, r: Array) -> Array:
+    """R / column_norms(R); zero columns restart from the Gaussian start."""
+    norms = jnp.linalg.norm(r, axis=0, keepdims=True)
+    start = self._start(*r.shape)
+    return jnp.where(norms > 0, r / jnp.where(norms > 0, norms, 1), start)
+
+  def init(self, shape, dtype=jnp.float32) -> Stored:
+    """P = 0 and residual = 0 (so M = 0), R = the Gaussian start."""
+    m, n = layout.matrix_shape(shape)
+    k = self.rank_for(shape)
+    parts = {
+        "P": self.factors.encode(jnp.zeros((m, k), jnp.float32)),
+        "R": self.factors.encode(self._start(n, k)),
+        "residual": self.residual.encode(jnp.zeros(shape, jnp.float32)),
+    }
+    return Stored(parts, self, shape, dtype)
+
+  def _encode(self, x, *, key, previous) -> Stored:
+    m, n = layout.matrix_shape(x.shape)
+    k = self.rank_for(x.shape)
+    mat = x.reshape(m, n).astype(jnp.float32)
+    if previous is None:
+      q = self._start(n, k)
+    else:
+      q = self._normalize_columns(previous["R"].decode())
+    for _ in range(self.power_iters):
+      p, _ = jnp.linalg.qr(mat @ q)
+      r = mat.T @ p
+      q = self._normalize_columns(r)
+    residual = (mat - p @ r.T).reshape(x.shape)
+    keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
+    parts = {
+        "P": self.factors.encode(p, key=keys[0]),
+        "R": self.factors.encode(r, key=keys[1]),
+        "residual": self.residual.encode(residual, key=keys[2]),
+    }
+    return Stored(parts, self, x.shape, x.dtype)
+
+  def _decode(self, stored: Stored) -> Array:
+    m, n = layout.matrix_shape(stored.shape)
+    low_rank = stored["P"].decode() @ stored["R"].decode().T
+    return stored["residual"].decode() + low_rank.reshape(stored.shape)

@@ -1,0 +1,152 @@
+"""Absmax-scaled formats: one scale per rectangular tile of the matrix view.
+
+``Blockwise`` (8-bit Muon, arXiv 2509.23106; bitsandbytes) keeps one absmax
+scale per block of ``block_size`` elements; ``Axiswise`` one per tensor, row
+or column (MuonQ, arXiv 2605.11396, uses per-tensor and per-column scales).
+Both are the same computation with different tiles, so they share it here.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from quantmuon.formats import codebooks, layout, packing
+from quantmuon.formats.base import (
+    Format,
+    Stored,
+    canonical_dtype,
+    check_choice,
+    positive_int,
+    set_field,
+)
+
+Array = jax.Array
+ROUNDINGS = ("nearest", "stochastic")
+
+
+def uniform_noise(key: Array | None, shape: tuple[int, ...],
+                  rounding: str, who: str) -> Array | None:
+  """Noise for stochastic rounding, or None when rounding to nearest."""
+  if rounding == "nearest":
+    return None
+  if key is None:
+    raise ValueError(
+        f"{who} has rounding='stochastic' and needs key=jax.random.key(...) "
+        "in encode().")
+  return jax.random.uniform(key, shape, jnp.float32)
+
+
+class _AbsmaxTiled(Format):
+  """Shared encode/decode of the tile-scaled formats."""
+
+  bits: int
+  codebook: str
+  mu: float
+  rounding: str
+  scale_dtype: Any
+
+  def _check_common(self) -> None:
+    codebooks.check_bits(self.bits)
+    codebooks.check_codebook(self.codebook)
+    check_choice(self.rounding, "rounding", ROUNDINGS)
+    if not self.mu > 0:
+      raise ValueError(f"mu must be positive, got {self.mu!r}.")
+    set_field(self, "scale_dtype", canonical_dtype(self.scale_dtype))
+
+  @abc.abstractmethod
+  def tile(self, m: int, n: int) -> tuple[int, int]:
+    """The ``(rows, cols)`` of one scale tile of an ``(m, n)`` matrix."""
+
+  def _encode(self, x, *, key, previous) -> Stored:
+    del previous
+    m, n = layout.matrix_shape(x.shape)
+    tr, tc = self.tile(m, n)
+    tiles = layout.to_tiles(x.reshape(m, n).astype(jnp.float32), tr, tc)
+    scale = jnp.max(jnp.abs(tiles), axis=(1, 3)).astype(self.scale_dtype)
+    y = tiles / layout.safe_scale(scale)[:, None, :, None]
+    noise = uniform_noise(key, y.shape, self.rounding, repr(self))
+    codes = codebooks.encode(y, self.codebook, self.bits, self.mu, noise)
+    codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
+    codes = codes.reshape(layout.codes_shape(x.shape, codes.shape[-1]))
+    return Stored({"codes": codes, "scales": scale}, self, x.shape, x.dtype)
+
+  def _decode(self, stored: Stored) -> Array:
+    m, n = layout.matrix_shape(stored.shape)
+    tr, tc = self.tile(m, n)
+    codes = packing.unpack(stored["codes"].reshape(m, -1), self.bits, n)
+    y = codebooks.decode(codes, self.codebook, self.bits, self.mu)
+    tiles = layout.to_tiles(y, tr, tc)
+    scale = stored["scales"].astype(jnp.float32)[:, None, :, None]
+    return layout.from_tiles(tiles * scale, m, n).reshape(stored.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Blockwise(_AbsmaxTiled):
+  """Codes with one absmax scale per block of ``block_size`` elements.
+
+  Blocks lie along the last axis of the matrix view: a row of ``n >=
+  block_size`` elements is cut into blocks of ``block_size`` (the last one
+  ragged); rows shorter than that are grouped ``block_size // n`` to a block.
+  Whenever ``n`` divides ``block_size`` or ``block_size`` divides ``n`` these
+  are exactly the blocks of the flattened array that bitsandbytes and the
+  8-bit Muon paper use; otherwise blocks never straddle a row, which keeps
+  state local when a parameter is sharded by rows. Padding never changes a
+  scale or a decoded value.
+
+  Args:
+    bits: 2, 4 or 8 bits a code; 4 and 2 are packed two and four a byte.
+    codebook: ``linear``, ``dynamic``, ``mulaw`` or an unsigned codebook.
+    block_size: elements per block.
+    mu: mu-law parameter for ``codebook="mulaw"``.
+    rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
+    scale_dtype: dtype the scales are stored in.
+  """
+
+  bits: int = 8
+  codebook: str = "linear"
+  block_size: int = 2048
+  mu: float = 255.0
+  rounding: str = "nearest"
+  scale_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    self._check_common()
+    positive_int(self.block_size, "block_size")
+
+  def tile(self, m: int, n: int) -> tuple[int, int]:
+    if n >= self.block_size:
+      return 1, self.block_size
+    return max(1, self.block_size // n), n
+
+
+@dataclasses.dataclass(frozen=True)
+class Axiswise(_AbsmaxTiled):
+  """Codes with one absmax scale per tensor, per row or per column.
+
+  Args:
+    bits: 2, 4 or 8 bits a code.
+    codebook: ``linear``, ``dynamic``, ``mulaw`` or an unsigned codebook.
+    axis: ``tensor``, ``row`` or ``col`` of the matrix view.
+    mu: mu-law parameter for ``codebook="mulaw"``.
+    rounding: ``nearest`` or ``stochastic``.
+    scale_dtype: dtype the scales are stored in.
+  """
+
+  bits: int = 8
+  codebook: str = "linear"
+  axis: str = "tensor"
+  mu: float = 255.0
+  rounding: str = "nearest"
+  scale_dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    self._check_common()
+    check_choice(self.axis, "axis", ("tensor", "row", "col"))
+
+  def tile(self, m: int, n: int) -> tuple[int, int]:
+    return {"tensor": (m, n), "row": (1, n), "col": (m, 1)}[self.axis]
