@@ -2,5 +2,35 @@
 
 from quantmuon import formats
 from quantmuon.memory import memory_report, nbytes
+from quantmuon.presets import (
+    muon,
+    muon_4bit,
+    muon_8bit,
+    muon_grasp,
+    muonq,
+    quantized_muon,
+)
+from quantmuon.routing import muon_labels
+from quantmuon.transforms import (
+    QuantizedMomentumState,
+    orthogonalize,
+    scale_by_quantized_momentum,
+    scale_by_shape,
+)
 
-__all__ = ["formats", "memory_report", "nbytes"]
+__all__ = [
+    "QuantizedMomentumState",
+    "formats",
+    "memory_report",
+    "muon",
+    "muon_4bit",
+    "muon_8bit",
+    "muon_grasp",
+    "muon_labels",
+    "muonq",
+    "nbytes",
+    "orthogonalize",
+    "quantized_muon",
+    "scale_by_quantized_momentum",
+    "scale_by_shape",
+]

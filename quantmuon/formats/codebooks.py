@@ -53,7 +53,7 @@ def qmax(bits: int) -> int:
   return 2 ** (bits - 1) - 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dynamic_codebook(bits: int = 8, signed: bool = True) -> np.ndarray:
   """The bitsandbytes dynamic ("tree") quantization map, sorted ascending.
 
@@ -90,7 +90,7 @@ def dynamic_codebook(bits: int = 8, signed: bool = True) -> np.ndarray:
   return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def levels(codebook: str, bits: int) -> np.ndarray:
   """The sorted float32 levels a code stands for (before the scale).
 
@@ -138,12 +138,25 @@ def encode(y: Array, codebook: str, bits: int, mu: float = 255.0,
     uint8 codes of ``y``'s shape (not packed).
   """
   y = jnp.nan_to_num(y.astype(jnp.float32), nan=0.0)
-  if codebook == "mulaw":
-    y = compand(jnp.clip(y, -1.0, 1.0), mu)
   if codebook in ("linear", "mulaw"):
     m = qmax(bits)
-    v = y * np.float32(m)
-    q = jnp.round(v) if noise is None else jnp.floor(v + noise)
+    if codebook == "mulaw":
+      y = jnp.clip(y, -1.0, 1.0)
+      v = compand(y, mu) * np.float32(m)
+    else:
+      v = y * np.float32(m)
+    if noise is None:
+      q = jnp.round(v)
+    elif codebook == "linear":
+      q = jnp.floor(v + noise)
+    else:
+      # Unbiased in y, not in the companded domain: round up with the
+      # probability that puts the mean of the two expanded levels at y.
+      lo = jnp.floor(v)
+      y_lo = expand(lo / np.float32(m), mu)
+      y_hi = expand((lo + 1) / np.float32(m), mu)
+      p_up = jnp.clip((y - y_lo) / (y_hi - y_lo), 0.0, 1.0)
+      q = lo + (noise < p_up)
     return (jnp.clip(q, -m, m) + 2 ** (bits - 1)).astype(jnp.uint8)
   table = jnp.asarray(levels(codebook, bits))
   if noise is None:

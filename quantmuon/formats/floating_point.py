@@ -69,9 +69,17 @@ class FloatingPoint(Format):
                      jnp.uint16 if total <= 16 else jnp.uint32)
 
   def max_finite(self, mantissa_bits: Array | int | None = None) -> Array:
+    """The largest finite value, ``(2 - 2**-M) * 2**bias``.
+
+    With one exponent bit there are no normal numbers (the all-ones exponent
+    is reserved), so it is the largest subnormal, ``(1 - 2**-M) * 2``. Built
+    with ``ldexp``, which is exact; ``jnp.exp2`` is not, even on integers.
+    """
     m = self.mantissa_bits if mantissa_bits is None else mantissa_bits
-    m = jnp.asarray(m, jnp.float32)
-    return (2.0 - jnp.exp2(-m)) * jnp.exp2(jnp.float32(self.bias))
+    ulp = jnp.ldexp(jnp.float32(1.0), -jnp.asarray(m, jnp.int32))
+    if self.exponent_bits == 1:
+      return jnp.ldexp(jnp.float32(1.0) - ulp, 1)
+    return jnp.ldexp(jnp.float32(2.0) - ulp, self.bias)
 
   def round(self, x: Array, *, key: Array | None = None,
             mantissa_bits: Array | int | None = None) -> Array:
@@ -111,7 +119,7 @@ class FloatingPoint(Format):
     v = self.round(x, key=key, mantissa_bits=mantissa_bits)
     m_bits = self.mantissa_bits
     a = jnp.abs(v)
-    min_normal = jnp.exp2(jnp.float32(1 - self.bias))
+    min_normal = np.float32(2.0 ** (1 - self.bias))  # exact, unlike exp2
     _, e = jnp.frexp(a)
     normal = a >= min_normal
     exponent = jnp.where(normal, e - 1 + self.bias, 0)

@@ -1,0 +1,330 @@
+"""Full optimizers: Muon for matrices, AdamW for the rest, state in few bits.
+
+Each preset chains the transforms of :mod:`quantmuon.transforms` with
+optax's own and routes parameters with :func:`quantmuon.muon_labels`:
+
+  scale_by_quantized_momentum -> orthogonalize -> scale_by_shape
+  -> add_decayed_weights -> scale_by_learning_rate
+
+Presets follow their papers (../shared/PAPERS.md):
+
+- :func:`muon`: full precision, numerically ``optax.contrib.muon``.
+- :func:`muon_8bit`: 8-bit Muon (arXiv 2509.23106).
+- :func:`muon_4bit`: naive 4-bit Muon, the baseline the 4-bit papers beat.
+- :func:`muonq`: MuonQ (arXiv 2605.11396).
+- :func:`muon_grasp`: 4-bit-Muon-GRASP (ICLR 2026).
+- :func:`quantized_muon`: the general form.
+
+Structural integer options (``min_size``, ``ns_steps``, ``block_size``, ...)
+default to None, meaning the paper's value, so that
+``optax.inject_hyperparams`` leaves them static; callables (``labels``, a
+``dimension_numbers`` function) must be named in its ``static_args``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from quantmuon import formats, routing
+from quantmuon.formats.base import check_choice
+from quantmuon.transforms import (
+    _tree,
+    orthogonalize,
+    scale_by_quantized_momentum,
+    scale_by_shape,
+)
+
+ScalarOrSchedule = float | jax.Array | optax.Schedule
+
+
+def quantized_muon(
+    learning_rate: ScalarOrSchedule,
+    momentum_format: formats.Format = formats.Blockwise(bits=8),
+    accumulation: str = "sum",
+    normalize: bool = False,
+    nesterov: bool = True,
+    consistent_rms: float | None = 0.2,
+    *,
+    beta: float = 0.95,
+    ns_coeffs: Any = "quintic",
+    ns_steps: int | None = None,
+    eps: float = 1e-7,
+    weight_decay: float = 0.0,
+    weight_decay_mask: Any = None,
+    labels: Callable[[Any], Any] | Any = None,
+    dimension_numbers: Any = None,
+    min_size: int | None = None,
+    seed: int | None = None,
+    adam_learning_rate: ScalarOrSchedule | None = None,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.95,
+    adam_eps: float = 1e-8,
+    adam_weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+  """Muon with its momentum stored in ``momentum_format``; AdamW elsewhere.
+
+  Args:
+    learning_rate: float or optax schedule, for the Muon leaves.
+    momentum_format: how the momentum is stored between steps.
+    accumulation: ``sum`` (heavy ball) or ``ema``.
+    normalize: MuonQ's pre-quantization normalization.
+    nesterov: feed Newton-Schulz the Nesterov mix instead of the momentum.
+    consistent_rms: Moonlight's RMS target (0.2), or None for the width rule
+      ``sqrt(max(1, fan_out / fan_in))``.
+    beta: momentum decay.
+    ns_coeffs: Newton-Schulz coefficients (see :func:`orthogonalize`).
+    ns_steps: Newton-Schulz steps (5).
+    eps: added to the Frobenius norm before Newton-Schulz.
+    weight_decay: decoupled weight decay of the Muon leaves.
+    weight_decay_mask: optax mask for it.
+    labels: None (:func:`quantmuon.muon_labels`), a callable of the params or
+      a tree of ``"muon"`` / ``"adam"`` labels.
+    dimension_numbers: ``MuonDimensionNumbers`` (one, a tree, or a callable)
+      for Muon leaves of rank > 2.
+    min_size: Muon leaves with fewer elements keep float32 momentum (4096).
+    seed: seed for stochastic rounding keys (0).
+    adam_learning_rate: AdamW's rate; None shares ``learning_rate``.
+    adam_b1: AdamW's first-moment decay.
+    adam_b2: AdamW's second-moment decay.
+    adam_eps: AdamW's epsilon.
+    adam_weight_decay: AdamW's decoupled weight decay.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+
+  Raises:
+    ValueError: for bad option values, and at ``init`` for a Muon leaf that
+      is not a matrix and has no dimension numbers.
+  """
+  muon_chain = optax.chain(
+      scale_by_quantized_momentum(
+          beta=beta, nesterov=nesterov, momentum_format=momentum_format,
+          accumulation=accumulation, normalize=normalize, min_size=min_size,
+          seed=seed),
+      orthogonalize(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps,
+                    dimension_numbers=dimension_numbers),
+      scale_by_shape(consistent_rms=consistent_rms,
+                     dimension_numbers=dimension_numbers),
+      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+  adam = optax.adamw(
+      learning_rate=(learning_rate if adam_learning_rate is None
+                     else adam_learning_rate),
+      b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay)
+  label_fn = routing.resolve_labels(labels)
+  tx = optax.partition({routing.MUON: muon_chain, routing.ADAM: adam},
+                       label_fn)
+
+  def init_fn(params):
+    _check_muon_leaves(params, label_fn(params), dimension_numbers)
+    return tx.init(params)
+
+  return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
+
+def _check_muon_leaves(params: Any, labels: Any, dimension_numbers: Any
+                       ) -> None:
+  lookup = _tree.dimension_numbers_by_path(dimension_numbers, params)
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  for (path, p), label in zip(leaves, jax.tree.leaves(labels), strict=True):
+    if label not in (routing.MUON, routing.ADAM):
+      raise ValueError(
+          f"labels must be 'muon' or 'adam', got {label!r} at "
+          f"{jax.tree_util.keystr(path)}.")
+    if label == routing.MUON:
+      try:
+        _tree.matrix_axes(p.shape, lookup(path))
+      except ValueError as err:
+        raise ValueError(f"{jax.tree_util.keystr(path)}: {err}") from None
+
+
+_COMMON = [p for p in inspect.signature(quantized_muon).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def _preset(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """Gives a preset the common keywords of :func:`quantized_muon`.
+
+  The preset's signature lists them explicitly (so ``inject_hyperparams``
+  and ``help`` see them), and an unknown keyword is a ValueError that lists
+  the allowed ones.
+  """
+  own = [p for p in inspect.signature(fn).parameters.values()
+         if p.kind is not inspect.Parameter.VAR_KEYWORD]
+  names = {p.name for p in own}
+  signature = inspect.Signature(
+      own + [p for p in _COMMON if p.name not in names])
+  allowed = set(signature.parameters)
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+      raise ValueError(
+          f"{fn.__name__} got unknown option(s) {unknown}; allowed: "
+          f"{sorted(allowed)}.")
+    return fn(*args, **kwargs)
+
+  wrapper.__signature__ = signature
+  return wrapper
+
+
+@_preset
+def muon(learning_rate: ScalarOrSchedule, nesterov: bool = True,
+         consistent_rms: float | None = None, eps: float = 1e-8,
+         **common: Any) -> optax.GradientTransformationExtraArgs:
+  """Full-precision Muon, numerically ``optax.contrib.muon`` on matrices.
+
+  EMA momentum in float32, optax's bias-corrected Nesterov mix, quintic
+  Newton-Schulz, width scaling (Keller Jordan). The reference the quantized
+  presets are measured against.
+
+  Args:
+    learning_rate: float or schedule.
+    nesterov: Nesterov mix.
+    consistent_rms: None (width rule) or an RMS target.
+    eps: Newton-Schulz epsilon (optax's 1e-8).
+    **common: the keyword options of :func:`quantized_muon`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  return quantized_muon(
+      learning_rate, formats.Float(), accumulation="ema", nesterov=nesterov,
+      consistent_rms=consistent_rms, eps=eps, **common)
+
+
+@_preset
+def muon_8bit(learning_rate: ScalarOrSchedule, scheme: str = "linear",
+              block_size: int | None = None, **common: Any
+              ) -> optax.GradientTransformationExtraArgs:
+  """8-bit Muon ("Effective Quantization of Muon Optimizer States").
+
+  int8 momentum with one float32 absmax scale per block of 2048 elements,
+  ``linear`` or bitsandbytes ``dynamic`` codes; heavy-ball momentum,
+  Nesterov, consistent-RMS 0.2.
+
+  Args:
+    learning_rate: float or schedule.
+    scheme: ``linear`` or ``dynamic``.
+    block_size: elements per scale (2048).
+    **common: the keyword options of :func:`quantized_muon`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  check_choice(scheme, "scheme", ("linear", "dynamic"))
+  fmt = formats.Blockwise(
+      bits=8, codebook=scheme,
+      block_size=_tree.static_int(block_size, "block_size", 2048))
+  return quantized_muon(learning_rate, fmt, accumulation="sum",
+                        nesterov=True, consistent_rms=0.2, **common)
+
+
+@_preset
+def muon_4bit(learning_rate: ScalarOrSchedule, block_size: int | None = None,
+              **common: Any) -> optax.GradientTransformationExtraArgs:
+  """Naive 4-bit Muon: MuonQ's own baseline.
+
+  Linear 4-bit momentum with one scale per tensor (or per block of
+  ``block_size``), heavy-ball momentum, no Nesterov, no normalization,
+  consistent-RMS 0.2.
+
+  Args:
+    learning_rate: float or schedule.
+    block_size: None for a per-tensor scale, else elements per scale.
+    **common: the keyword options of :func:`quantized_muon`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  if block_size is None:
+    fmt = formats.Axiswise(bits=4, axis="tensor")
+  else:
+    fmt = formats.Blockwise(
+        bits=4, block_size=_tree.static_int(block_size, "block_size", 128))
+  return quantized_muon(learning_rate, fmt, accumulation="sum",
+                        nesterov=False, consistent_rms=0.2, **common)
+
+
+@_preset
+def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
+          rank_divisor: int | None = None, mu: float | None = None,
+          residual_granularity: str = "tensor",
+          group_size: int | None = None, **common: Any
+          ) -> optax.GradientTransformationExtraArgs:
+  """MuonQ (arXiv 2605.11396).
+
+  Frobenius pre-normalization of the gradient and the momentum; the momentum
+  stored as top-k factors (k = min(m, n) / 16, one warm-started power
+  iteration) with per-column scales and a residual with one scale per
+  tensor (or per group), all mu-law companded (mu = 255) at 4 bits with
+  float16 scales. Heavy-ball momentum, no Nesterov, consistent-RMS 0.2.
+
+  Args:
+    learning_rate: float or schedule.
+    bits: code width (4).
+    rank_divisor: k = min(m, n) // rank_divisor (16).
+    mu: mu-law parameter (255).
+    residual_granularity: ``tensor`` or ``group``.
+    group_size: elements per residual scale for ``group`` (128).
+    **common: the keyword options of :func:`quantized_muon`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  check_choice(residual_granularity, "residual_granularity",
+               ("tensor", "group"))
+  bits = _tree.static_int(bits, "bits", 4)
+  mu = _tree.static_float(mu, "mu", 255.0)
+  kw = dict(bits=bits, codebook="mulaw", mu=mu, scale_dtype=jnp.float16)
+  if residual_granularity == "tensor":
+    residual = formats.Axiswise(axis="tensor", **kw)
+  else:
+    residual = formats.Blockwise(
+        block_size=_tree.static_int(group_size, "group_size", 128), **kw)
+  fmt = formats.Subspace(
+      rank_divisor=_tree.static_int(rank_divisor, "rank_divisor", 16),
+      factors=formats.Axiswise(axis="col", **kw), residual=residual)
+  return quantized_muon(learning_rate, fmt, accumulation="sum",
+                        normalize=True, nesterov=False, consistent_rms=0.2,
+                        **common)
+
+
+@_preset
+def muon_grasp(learning_rate: ScalarOrSchedule, bits: int | None = None,
+               rank_divisor: int | None = None, tile: int | None = None,
+               **common: Any) -> optax.GradientTransformationExtraArgs:
+  """4-bit-Muon-GRASP ("Achieving low-bit Muon through subspace
+  preservation and grid quantization", ICLR 2026).
+
+  The momentum stored as top-k factors P, R at 8 bits (blocks of 128) and a
+  4-bit residual with grid scales (128 x 128 tiles); one warm-started power
+  iteration a step; heavy-ball momentum, Newton-Schulz of M itself (no
+  Nesterov), consistent-RMS 0.2.
+
+  Args:
+    learning_rate: float or schedule.
+    bits: residual code width (4).
+    rank_divisor: k = min(m, n) // rank_divisor (16).
+    tile: side of the grid tiles (128).
+    **common: the keyword options of :func:`quantized_muon`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  fmt = formats.Subspace(
+      rank_divisor=_tree.static_int(rank_divisor, "rank_divisor", 16),
+      factors=formats.Blockwise(bits=8, block_size=128),
+      residual=formats.Grid(bits=_tree.static_int(bits, "bits", 4),
+                            tile=_tree.static_int(tile, "tile", 128)))
+  return quantized_muon(learning_rate, fmt, accumulation="sum",
+                        nesterov=False, consistent_rms=0.2, **common)

@@ -1,0 +1,149 @@
+"""Tree helpers shared by the transforms: static arguments, per-leaf order,
+and dimension numbers resolved by path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from optax.contrib import MuonDimensionNumbers
+
+Array = jax.Array
+DimNums = MuonDimensionNumbers
+
+
+def static_int(value: Any, name: str, default: int) -> int:
+  """A structural integer argument (a size, a step count, bits).
+
+  Args:
+    value: the argument; None takes ``default``.
+    name: its name, for the error.
+    default: the value used when ``value`` is None.
+
+  Returns:
+    A Python int.
+
+  Raises:
+    ValueError: if ``value`` is traced (e.g. made a hyperparameter by
+      ``optax.inject_hyperparams``) or not an integer.
+  """
+  if value is None:
+    return default
+  if isinstance(value, jax.core.Tracer):
+    raise ValueError(
+        f"{name} sets the shape of the optimizer state and must be a Python "
+        f"int, not a traced value; under optax.inject_hyperparams pass "
+        f"static_args=({name!r},).")
+  if isinstance(value, bool) or not float(value).is_integer():
+    raise ValueError(f"{name} must be an integer, got {value!r}.")
+  return int(value)
+
+
+def static_float(value: Any, name: str, default: float) -> float:
+  """A float argument that a format keeps as static data (e.g. mu-law mu)."""
+  if value is None:
+    return default
+  if isinstance(value, jax.core.Tracer):
+    raise ValueError(
+        f"{name} is static data of a storage format and must be a Python "
+        f"float; under optax.inject_hyperparams pass static_args=({name!r},).")
+  return float(value)
+
+
+def map_in_order(fn: Callable[..., Any], *trees: Any,
+                 is_leaf: Callable[[Any], bool] | None = None) -> Any:
+  """``jax.tree.map`` that makes XLA finish one leaf before the next.
+
+  Each leaf's inputs pass through ``jax.lax.optimization_barrier`` together
+  with the previous leaf's outputs, so XLA cannot interleave the leaves and
+  the temporaries of one leaf are freed before the next leaf's are
+  allocated. This bounds peak memory by the largest leaf instead of the sum
+  over leaves (DESIGN.md, "Performance notes").
+
+  Args:
+    fn: called as ``fn(i, *leaves)`` for leaf position ``i`` (a Python int).
+    *trees: trees of the same structure as the first one (up to ``is_leaf``).
+    is_leaf: passed to the flattening of the first tree.
+
+  Returns:
+    A tree of ``fn``'s outputs with the first tree's structure.
+  """
+  leaves, treedef = jax.tree.flatten(trees[0], is_leaf=is_leaf)
+  others = [treedef.flatten_up_to(t) for t in trees[1:]]
+  outputs: list[Any] = []
+  previous: Any = None
+  for i, leaf in enumerate(leaves):
+    args = (leaf,) + tuple(o[i] for o in others)
+    if previous is not None:
+      _, args = jax.lax.optimization_barrier((previous, args))
+    out = fn(i, *args)
+    outputs.append(out)
+    previous = out
+  return treedef.unflatten(outputs)
+
+
+def is_dim_nums(x: Any) -> bool:
+  return isinstance(x, DimNums)
+
+
+def dimension_numbers_by_path(
+    spec: Any, updates: Any) -> Callable[[tuple], DimNums | None]:
+  """Looks up the dimension numbers of each leaf of ``updates`` by path.
+
+  Args:
+    spec: None (every leaf is a matrix), one ``MuonDimensionNumbers`` for
+      all leaves, a tree of them (None for "not a matrix") with the
+      parameters' structure, or a callable of the updates returning such a
+      tree. Trees are matched by path, so a full-parameter tree works inside
+      ``optax.partition``, where the updates are masked.
+    updates: the updates tree the lookup will serve.
+
+  Returns:
+    A function from a leaf's key path to its dimension numbers (or None).
+  """
+  if callable(spec) and not is_dim_nums(spec):
+    spec = spec(updates)
+  if spec is None or is_dim_nums(spec):
+    return lambda path: spec
+  flat = jax.tree_util.tree_flatten_with_path(
+      spec, is_leaf=lambda x: x is None or is_dim_nums(x))[0]
+  table = {tuple(path): value for path, value in flat}
+  return lambda path: table.get(tuple(path))
+
+
+def matrix_axes(shape: Sequence[int], dim_nums: DimNums | None
+                ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+  """(batch, reduction, output) axes of a leaf, checked.
+
+  Raises:
+    ValueError: for a leaf of rank < 2, or of rank > 2 without dimension
+      numbers.
+  """
+  ndim = len(shape)
+  if dim_nums is None:
+    if ndim != 2:
+      raise ValueError(
+          f"a Muon leaf of shape {tuple(shape)} is not a matrix: give it "
+          "MuonDimensionNumbers (dimension_numbers=...) or route it to AdamW "
+          "(labels=...).")
+    return (), (0,), (1,)
+  if ndim < 2:
+    raise ValueError(
+        f"a leaf of shape {tuple(shape)} has no matrix to orthogonalize; "
+        "route 0-D and 1-D leaves to AdamW.")
+  def norm(axes):
+    return tuple(
+        sorted(a % ndim for a in (axes if isinstance(axes, Sequence)
+                                  else (axes,))))
+  red, out = norm(dim_nums.reduction_axis), norm(dim_nums.output_axis)
+  batch = tuple(a for a in range(ndim) if a not in red + out)
+  return batch, red, out
+
+
+def fans(shape: Sequence[int], dim_nums: DimNums | None) -> tuple[int, int]:
+  """(fan_in, fan_out) of a leaf: products of its reduction / output axes."""
+  _, red, out = matrix_axes(shape, dim_nums)
+  return (int(np.prod([shape[a] for a in red])),
+          int(np.prod([shape[a] for a in out])))
