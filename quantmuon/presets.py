@@ -112,13 +112,15 @@ def quantized_muon(
                     dimension_numbers=dimension_numbers),
       scale_by_shape(consistent_rms=consistent_rms,
                      dimension_numbers=dimension_numbers),
-      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      *_decay(weight_decay, weight_decay_mask),
       optax.scale_by_learning_rate(learning_rate),
   )
-  adam = optax.adamw(
-      learning_rate=(learning_rate if adam_learning_rate is None
-                     else adam_learning_rate),
-      b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay)
+  adam = optax.chain(
+      optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps),
+      *_decay(adam_weight_decay, None),
+      optax.scale_by_learning_rate(
+          learning_rate if adam_learning_rate is None
+          else adam_learning_rate))
   label_fn = routing.resolve_labels(labels)
   tx = optax.partition({routing.MUON: muon_chain, routing.ADAM: adam},
                        label_fn)
@@ -128,6 +130,14 @@ def quantized_muon(
     return tx.init(params)
 
   return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
+
+def _decay(weight_decay: Any, mask: Any) -> list:
+  """Decoupled weight decay, left out when it is a static zero so that
+  ``update(..., params=None)`` works, as optax allows without decay."""
+  if isinstance(weight_decay, int | float) and weight_decay == 0:
+    return []
+  return [optax.add_decayed_weights(weight_decay, mask)]
 
 
 def _check_muon_leaves(params: Any, labels: Any, dimension_numbers: Any

@@ -4,17 +4,11 @@ from quantmuon.transforms.momentum import (
     QuantizedMomentumState,
     scale_by_quantized_momentum,
 )
-from quantmuon.transforms.orthogonalize import (
-    newton_schulz,
-    newton_schulz_schedule,
-    orthogonalize,
-)
+from quantmuon.transforms.newton_schulz import orthogonalize
 from quantmuon.transforms.scale import scale_by_shape
 
 __all__ = [
     "QuantizedMomentumState",
-    "newton_schulz",
-    "newton_schulz_schedule",
     "orthogonalize",
     "scale_by_quantized_momentum",
     "scale_by_shape",

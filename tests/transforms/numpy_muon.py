@@ -1,0 +1,79 @@
+"""Plain numpy re-implementations of the papers' steps (PAPERS.md), written
+independently of the library, for the preset tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+QUINTIC = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(u: np.ndarray, steps: int = 5, eps: float = 1e-7
+                  ) -> np.ndarray:
+  x = u.astype(np.float64)
+  transposed = x.shape[0] > x.shape[1]
+  if transposed:
+    x = x.T
+  x = x / (np.linalg.norm(x) + eps)
+  a, b, c = QUINTIC
+  for _ in range(steps):
+    gram = x @ x.T
+    x = a * x + (b * gram + c * gram @ gram) @ x
+  return x.T if transposed else x
+
+
+def linear_qdq(x: np.ndarray, bits: int, block: int) -> np.ndarray:
+  """Blockwise absmax linear quantize-dequantize of a matrix whose rows are
+  a multiple of... any shape: blocks of the flattened array (the layout
+  coincides when the row length divides ``block``)."""
+  qmax = 2 ** (bits - 1) - 1
+  flat = x.astype(np.float32).ravel()
+  out = np.empty_like(flat)
+  for start in range(0, flat.size, block):
+    chunk = flat[start:start + block]
+    scale = np.abs(chunk).max()
+    scale = scale if scale > 0 else np.float32(1)
+    q = np.clip(np.round(chunk / scale * qmax), -qmax, qmax)
+    out[start:start + block] = q / np.float32(qmax) * scale
+  return out.reshape(x.shape)
+
+
+def mulaw_qdq(x: np.ndarray, bits: int, axis: int | None,
+              mu: float = 255.0) -> np.ndarray:
+  """mu-law 4-bit quantize-dequantize with one scale per tensor (axis None)
+  or per column (axis 0); scales rounded to float16 as MuonQ stores them."""
+  qmax = 2 ** (bits - 1) - 1
+  x = x.astype(np.float32)
+  scale = np.abs(x).max(axis=axis, keepdims=True).astype(np.float16)
+  scale = scale.astype(np.float32)
+  safe = np.where(scale == 0, 1, scale)
+  y = np.clip(x / safe, -1, 1)
+  y = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
+  q = np.clip(np.round(y * qmax), -qmax, qmax) / qmax
+  return (np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu) * scale
+
+
+def grid_qdq(x: np.ndarray, bits: int, tile: int) -> np.ndarray:
+  """GRASP grid scales: element scale = min(row absmax, col absmax) within
+  its tile."""
+  qmax = 2 ** (bits - 1) - 1
+  x = x.astype(np.float32)
+  out = np.zeros_like(x)
+  for i in range(0, x.shape[0], tile):
+    for j in range(0, x.shape[1], tile):
+      t = x[i:i + tile, j:j + tile]
+      row = np.abs(t).max(axis=1, keepdims=True)
+      col = np.abs(t).max(axis=0, keepdims=True)
+      scale = np.minimum(row, col)
+      safe = np.where(scale == 0, 1, scale)
+      q = np.clip(np.round(t / safe * qmax), -qmax, qmax)
+      out[i:i + tile, j:j + tile] = q / np.float32(qmax) * scale
+  return out
+
+
+def power_split(m: np.ndarray, r_prev: np.ndarray):
+  """One warm-started power iteration: P, R, residual."""
+  q = r_prev / np.linalg.norm(r_prev, axis=0, keepdims=True)
+  p, _ = np.linalg.qr(m @ q)
+  r = m.T @ p
+  return p, r, m - p @ r.T

@@ -1,0 +1,261 @@
+"""Each preset against a plain numpy re-implementation of its paper's step,
+and parity of ``muon`` with ``optax.contrib.muon``."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import quantmuon as qm
+from tests.transforms import numpy_muon as ref
+
+LR = 0.01
+SHAPE = (48, 80)  # k = 48 // 16 = 3
+STEPS = 5
+
+
+def _grads(seed: int = 0) -> list[np.ndarray]:
+  rng = np.random.default_rng(seed)
+  low = rng.normal(size=(SHAPE[0], 4)) @ rng.normal(size=(4, SHAPE[1]))
+  return [(low * (1 + 0.1 * t) + 0.3 * rng.normal(size=SHAPE)
+           ).astype(np.float32) for t in range(STEPS)]
+
+
+def _run(tx: optax.GradientTransformation, grads: list[np.ndarray]):
+  params = {"w": jnp.zeros(SHAPE)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  outs = []
+  for g in grads:
+    u, state = update({"w": jnp.asarray(g)}, state, params)
+    outs.append(np.asarray(u["w"]))
+  return outs, state
+
+
+def _muon_momentum(state):
+  return state.inner_states["muon"].inner_state[0].momentum["w"]
+
+
+def _close(ours: list[np.ndarray], theirs: list[np.ndarray], rtol: float):
+  for t, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+    err = np.linalg.norm(a - b) / np.linalg.norm(b)
+    assert err < rtol, f"step {t}: relative error {err:.2e}"
+
+
+def _scale() -> float:
+  return 0.2 * np.sqrt(max(SHAPE))
+
+
+def test_muon_matches_optax_contrib_muon():
+  rng = np.random.default_rng(1)
+  params = {"a": jnp.asarray(rng.normal(size=(32, 64)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(96, 40)), jnp.float32)}
+  theirs = optax.contrib.muon(0.02, weight_decay=0.1)
+  ours = qm.muon(0.02, weight_decay=0.1)
+  s_theirs, s_ours = theirs.init(params), ours.init(params)
+  for t in range(10):
+    grads = jax.tree.map(lambda p: jnp.cos(p * (t + 1)), params)
+    u_theirs, s_theirs = jax.jit(theirs.update)(grads, s_theirs, params)
+    u_ours, s_ours = jax.jit(ours.update)(grads, s_ours, params)
+    for name in params:
+      diff = jnp.max(jnp.abs(u_theirs[name] - u_ours[name]))
+      assert diff <= 1e-6, (t, name, diff)
+    params = optax.apply_updates(params, u_theirs)
+
+
+def test_muon_8bit_matches_numpy_paper_step():
+  grads = _grads()
+  ours, _ = _run(qm.muon_8bit(LR, min_size=0, block_size=16 * SHAPE[1]),
+                 grads)
+  m_q = np.zeros(SHAPE, np.float32)
+  theirs = []
+  for g in grads:
+    m = 0.95 * m_q + g
+    theirs.append(-LR * _scale() * ref.newton_schulz(g + 0.95 * m))
+    m_q = ref.linear_qdq(m, 8, 16 * SHAPE[1])
+  _close(ours, theirs, 1e-4)
+
+
+def test_muon_4bit_matches_numpy_naive_step():
+  grads = _grads()
+  ours, _ = _run(qm.muon_4bit(LR, min_size=0), grads)
+  m_q = np.zeros(SHAPE, np.float32)
+  theirs = []
+  for g in grads:
+    m = 0.95 * m_q + g
+    theirs.append(-LR * _scale() * ref.newton_schulz(m))
+    m_q = ref.linear_qdq(m, 4, m.size)
+  _close(ours, theirs, 1e-4)
+
+
+def _initial_r(tx) -> np.ndarray:
+  state = tx.init({"w": jnp.zeros(SHAPE)})
+  return np.asarray(_muon_momentum(state)["R"].decode())
+
+
+def test_muonq_matches_numpy_paper_step():
+  grads = _grads()
+  tx = qm.muonq(LR, min_size=0)
+  ours, _ = _run(tx, grads)
+  r_q = _initial_r(tx)
+  m_q = np.zeros(SHAPE, np.float32)
+  theirs = []
+  for g in grads:
+    g = g / (np.linalg.norm(g) + 1e-7)
+    m = 0.95 * m_q + g
+    m = m / (np.linalg.norm(m) + 1e-7)
+    theirs.append(-LR * _scale() * ref.newton_schulz(m))
+    p, r, residual = ref.power_split(m, r_q)
+    p_q, r_q = ref.mulaw_qdq(p, 4, axis=0), ref.mulaw_qdq(r, 4, axis=0)
+    m_q = ref.mulaw_qdq(residual, 4, axis=None) + p_q @ r_q.T
+  _close(ours, theirs, 2e-3)
+
+
+def test_muon_grasp_matches_numpy_paper_step():
+  grads = _grads()
+  tx = qm.muon_grasp(LR, min_size=0, tile=32)
+  ours, _ = _run(tx, grads)
+  r_q = _initial_r(tx)
+  m_q = np.zeros(SHAPE, np.float32)
+  theirs = []
+  for g in grads:
+    m = 0.95 * m_q + g
+    theirs.append(-LR * _scale() * ref.newton_schulz(m))
+    p, r, residual = ref.power_split(m, r_q)
+    # P (48 x 3) and R (80 x 3): rows of 3 grouped 128 // 3 = 42 to a block.
+    p_q = ref.linear_qdq(p, 8, 42 * 3)
+    r_q = ref.linear_qdq(r, 8, 42 * 3)
+    m_q = ref.grid_qdq(residual, 4, 32) + p_q @ r_q.T
+  _close(ours, theirs, 2e-3)
+
+
+def test_quantization_matters_in_these_tests():
+  """The reference tests can fail: naive 4-bit differs from full Muon."""
+  grads = _grads()
+  naive, _ = _run(qm.muon_4bit(LR, min_size=0), grads)
+  full, _ = _run(qm.quantized_muon(LR, qm.formats.Float(), nesterov=False),
+                 grads)
+  errs = [np.linalg.norm(a - b) / np.linalg.norm(b)
+          for a, b in zip(naive[1:], full[1:], strict=True)]
+  assert max(errs) > 1e-2
+
+
+@functools.cache
+def _params():
+  rng = np.random.default_rng(0)
+  return {
+      "embed": {"embedding": jnp.asarray(rng.normal(size=(50, 16)),
+                                         jnp.float32)},
+      "dense": {"kernel": jnp.asarray(rng.normal(size=(64, 96)),
+                                      jnp.float32),
+                "bias": jnp.zeros((96,))},
+  }
+
+
+ALL_PRESETS = {
+    "muon": qm.muon,
+    "muon_8bit": qm.muon_8bit,
+    "muon_4bit": qm.muon_4bit,
+    "muonq": qm.muonq,
+    "muon_grasp": qm.muon_grasp,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_PRESETS))
+def test_preset_contract(name):
+  """jit, stable state structure/dtypes, inject_hyperparams, apply_if_finite,
+  MultiSteps and lax.cond for every preset."""
+  params = _params()
+  make = ALL_PRESETS[name]
+  tx = optax.inject_hyperparams(make, static_args=("min_size",))(
+      learning_rate=1e-3, min_size=0)
+  tx = optax.apply_if_finite(tx, max_consecutive_errors=3)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  step = jax.jit(tx.update)
+  updates, new_state = step(grads, state, params)
+  assert jax.tree.structure(new_state) == jax.tree.structure(state)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new_state),
+                  strict=True):
+    assert a.shape == b.shape and a.dtype == b.dtype
+  assert all(bool(jnp.all(jnp.isfinite(u)))
+             for u in jax.tree.leaves(updates))
+  # A non-finite step leaves every bit of the (quantized) state as it was.
+  bad = jax.tree.map(lambda g: g.at[(0,) * g.ndim].set(jnp.nan), grads)
+  _, after_bad = step(bad, new_state, params)
+  for a, b in zip(jax.tree.leaves(new_state.inner_state),
+                  jax.tree.leaves(after_bad.inner_state), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert int(after_bad.notfinite_count) == 1
+  # MultiSteps and lax.cond see the same structure.
+  multi = optax.MultiSteps(make(1e-3), every_k_schedule=2)
+  m_state = multi.init(params)
+  _, m_state2 = jax.jit(multi.update)(grads, m_state, params)
+  assert jax.tree.structure(m_state2) == jax.tree.structure(m_state)
+  plain = make(1e-3)
+  p_state = plain.init(params)
+  chosen = jax.jit(lambda flag, s: jax.lax.cond(
+      flag, lambda s: plain.update(grads, s, params)[1], lambda s: s, s))(
+          True, p_state)
+  assert jax.tree.structure(chosen) == jax.tree.structure(p_state)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_params_keep_dtype(dtype):
+  params = jax.tree.map(lambda p: p.astype(dtype), _params())
+  tx = qm.muon_8bit(1e-3, min_size=0)
+  state = tx.init(params)
+  updates, state2 = jax.jit(tx.update)(params, state, params)
+  new = optax.apply_updates(params, updates)
+  assert all(p.dtype == dtype for p in jax.tree.leaves(new))
+  assert jax.tree.structure(state) == jax.tree.structure(state2)
+
+
+def test_params_none_and_extra_args_pass_through():
+  params = _params()
+  tx = qm.muonq(1e-3, min_size=0)
+  state = tx.init(params)
+  updates, _ = jax.jit(lambda g, s: tx.update(g, s, None, unused=1))(
+      params, state)
+  assert jax.tree.structure(updates) == jax.tree.structure(params)
+
+
+def test_state_bytes_follow_the_format():
+  params = {"w": jnp.zeros((256, 512))}
+  sizes = {}
+  for name, make in ALL_PRESETS.items():
+    state = jax.eval_shape(make(1e-3).init, params)
+    sizes[name] = qm.nbytes(state.inner_states["muon"]) / (256 * 512)
+  assert sizes["muon"] >= 4.0
+  assert sizes["muon_8bit"] <= 1.005
+  assert sizes["muon_4bit"] <= 0.505
+  assert sizes["muonq"] <= 0.57
+  assert sizes["muon_grasp"] <= 0.68
+
+
+def test_errors_name_the_argument():
+  with pytest.raises(ValueError, match="scheme"):
+    qm.muon_8bit(1e-3, scheme="log")
+  with pytest.raises(ValueError, match="nonsense"):
+    qm.muonq(1e-3, nonsense=1)
+  with pytest.raises(ValueError, match="residual_granularity"):
+    qm.muonq(1e-3, residual_granularity="row")
+  with pytest.raises(ValueError, match="tile"):
+    qm.muon_grasp(1e-3, tile=0)
+  with pytest.raises(ValueError, match="block_size"):
+    qm.muon_8bit(1e-3, block_size=-4)
+  with pytest.raises(ValueError, match="rank"):
+    tx = qm.quantized_muon(1e-3, qm.formats.Subspace(rank=100), min_size=0)
+    tx.init({"w": jnp.zeros((8, 32))})
+  with pytest.raises(ValueError, match="static_args"):
+    tx = optax.inject_hyperparams(qm.muon_8bit)(learning_rate=1e-3,
+                                                min_size=0)
+    jax.jit(tx.update)(_params(), tx.init(_params()), _params())
+  with pytest.raises(ValueError, match="MuonDimensionNumbers"):
+    tx = qm.muon(1e-3, labels={"w": "muon"})
+    tx.init({"w": jnp.zeros((2, 8, 32))})
