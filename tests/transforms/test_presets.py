@@ -59,7 +59,7 @@ def test_muon_matches_optax_contrib_muon():
   ours = qm.muon(0.02, weight_decay=0.1)
   s_theirs, s_ours = theirs.init(params), ours.init(params)
   for t in range(10):
-    grads = jax.tree.map(lambda p: jnp.cos(p * (t + 1)), params)
+    grads = jax.tree.map(lambda p, t=t: jnp.cos(p * (t + 1)), params)
     u_theirs, s_theirs = jax.jit(theirs.update)(grads, s_theirs, params)
     u_ours, s_ours = jax.jit(ours.update)(grads, s_ours, params)
     for name in params:
