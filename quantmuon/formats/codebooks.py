@@ -176,7 +176,7 @@ def _order_key(bits: np.ndarray | Array) -> np.ndarray | Array:
   return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bucket_table(codebook: str, bits: int) -> tuple[np.ndarray, np.ndarray,
                                                      int]:
   """Midpoints and, per bucket of float32 values, how many lie below it.
