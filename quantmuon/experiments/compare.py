@@ -1,0 +1,218 @@
+"""Trains every optimizer on the same model, data and seeds, and reports.
+
+``compare(config, workdir)`` runs each name in ``config.optimizers`` for each
+seed in ``config.seeds`` (or ``config.seed``), with the rate in
+``config.learning_rates``. Width-scaled ``muon`` gives its AdamW part the
+``adamw`` rate; every other optimizer uses one rate for both parts.
+
+With ``config.lr_sweep`` (multipliers, e.g. ``"0.5,1,2"``) it first tunes one
+rate per group of ``optimizers.RATE_GROUPS``: AdamW, width-scaled Muon, and
+consistent-RMS full-precision Muon (``muon_rms``), whose rate the quantized
+presets share. Each group's rate is scaled by each multiplier, the first
+seed is trained, and the lowest final validation loss wins.
+
+Writes ``results.json``, ``results.md``, ``loss_curves.png`` and
+``memory.png`` to ``workdir`` (see ``report``), and each run's metrics under
+``workdir/runs`` (``workdir/sweep`` for the sweep).
+
+Run it as ``quantmuon-compare --config configs/compare.py --workdir DIR`` or
+``python -m quantmuon.experiments.compare ...``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from quantmuon.experiments import optimizers, report
+from quantmuon.experiments.train import train
+
+REFERENCE = "muon"
+
+
+def parse_list(text: str) -> list[str]:
+  """Splits a comma-separated config string, dropping blanks."""
+  return [s.strip() for s in str(text).split(",") if s.strip()]
+
+
+def seeds_of(config: ml_collections.ConfigDict) -> list[int]:
+  """``config.seeds`` as ints, or ``[config.seed]`` when it is empty."""
+  return [int(s) for s in parse_list(config.seeds)] or [int(config.seed)]
+
+
+def run_config(config: ml_collections.ConfigDict, name: str, seed: int,
+               learning_rate: float | None = None
+               ) -> ml_collections.ConfigDict:
+  """The single-run config of optimizer ``name`` at ``seed``.
+
+  Args:
+    config: the comparison config.
+    name: an optimizer name.
+    seed: the run's seed.
+    learning_rate: overrides ``config.learning_rates[name]``.
+
+  Returns:
+    A copy of ``config`` with ``optimizer`` and ``seed`` set.
+  """
+  out = ml_collections.ConfigDict(config.to_dict())
+  rates = config.learning_rates
+  out.seed = seed
+  out.optimizer.name = name
+  out.optimizer.learning_rate = float(
+      rates[name] if learning_rate is None else learning_rate)
+  out.optimizer.adam_learning_rate = (
+      float(rates["adamw"]) if optimizers.rate_group(name) == "muon" else 0.0)
+  return out
+
+
+def sweep(config: ml_collections.ConfigDict, workdir: str,
+          names: list[str]) -> dict[str, Any]:
+  """Tunes the rate of each group that ``names`` touch, in place.
+
+  Args:
+    config: the comparison config; its ``learning_rates`` are updated.
+    workdir: the sweep runs go to ``workdir/sweep``.
+    names: the optimizers being compared.
+
+  Returns:
+    Per group: the rates tried, their final validation losses, the best.
+  """
+  multipliers = [float(m) for m in parse_list(config.lr_sweep)]
+  seed = seeds_of(config)[0]
+  groups = [g for g in optimizers.RATE_GROUPS
+            if any(optimizers.rate_group(n) == g for n in names)]
+  out = {}
+  for group in groups:  # adamw first: width-scaled muon's AdamW part uses it
+    base = float(config.learning_rates[group])
+    tried = []
+    for m in multipliers:
+      lr = base * m
+      run_dir = os.path.join(workdir, "sweep", group, f"lr_{lr:.4g}")
+      summary = train(run_config(config, group, seed, lr), run_dir,
+                      desc=f"sweep {group} lr={lr:.3g}")
+      loss = summary["final_val_loss"]
+      tried.append({"learning_rate": lr, "multiplier": m,
+                    "final_val_loss": loss})
+    finite = [t for t in tried if math.isfinite(t["final_val_loss"])]
+    best = min(finite, key=lambda t: t["final_val_loss"]) if finite else None
+    if best is not None:
+      for member in optimizers.RATE_GROUPS[group]:
+        config.learning_rates[member] = best["learning_rate"]
+    out[group] = {"tried": tried, "base": base,
+                  "best": best["learning_rate"] if best else None,
+                  "members": list(optimizers.RATE_GROUPS[group])}
+  return out
+
+
+def _mean_curve(curves: list[list[list[float]]]) -> list[list[float]]:
+  n = min(len(c) for c in curves)
+  steps = [c[0] for c in curves[0][:n]]
+  values = np.mean([[v for _, v in c[:n]] for c in curves], axis=0)
+  return [[s, float(v)] for s, v in zip(steps, values, strict=True)]
+
+
+def aggregate(runs: dict[str, list[dict[str, Any]]],
+              reference: str) -> dict[str, dict[str, Any]]:
+  """Mean and spread over seeds, and gaps to the reference optimizer.
+
+  Args:
+    runs: optimizer name -> per-seed summaries (same seeds, same order).
+    reference: the optimizer the gaps, memory and time ratios refer to.
+
+  Returns:
+    Per optimizer: mean of each summary number (``*_std`` and
+    ``*_per_seed`` beside the losses), the seed-paired ``gap_pct`` (mean,
+    ``gap_pct_std``) to ``reference``, ``memory_reduction`` and
+    ``time_ratio``, mean curves and the per-seed runs.
+  """
+  out: dict[str, dict[str, Any]] = {}
+  ref = runs[reference]
+  for name, summaries in runs.items():
+    agg: dict[str, Any] = {"learning_rate": summaries[0]["learning_rate"],
+                           "seeds": [s["seed"] for s in summaries]}
+    for key in ("final_val_loss", "best_val_loss", "final_train_loss",
+                "step_time_s"):
+      values = [s[key] for s in summaries]
+      agg[key] = float(np.mean(values))
+      agg[key + "_std"] = float(np.std(values))
+      agg[key + "_per_seed"] = values
+    for key in ("state_bytes", "state_bytes_per_param",
+                "compiled_step_memory_bytes", "params"):
+      agg[key] = summaries[0][key]
+    agg["compiled_step_memory"] = summaries[0]["compiled_step_memory"]
+    gaps = [100 * (s["final_val_loss"] - r["final_val_loss"])
+            / r["final_val_loss"]
+            for s, r in zip(summaries, ref, strict=True)]
+    agg["gap_pct"] = float(np.mean(gaps))
+    agg["gap_pct_std"] = float(np.std(gaps))
+    agg["memory_reduction"] = (ref[0]["state_bytes"]
+                               / max(summaries[0]["state_bytes"], 1))
+    agg["time_ratio"] = agg["step_time_s"] / float(
+        np.mean([r["step_time_s"] for r in ref]))
+    agg["diverged"] = any(s.get("diverged") for s in summaries)
+    agg["train_curve"] = _mean_curve([s["train_curve"] for s in summaries])
+    agg["val_curve"] = _mean_curve([s["val_curve"] for s in summaries])
+    agg["runs"] = summaries
+    out[name] = agg
+  return out
+
+
+def compare(config: ml_collections.ConfigDict, workdir: str
+            ) -> dict[str, Any]:
+  """Runs the comparison and writes the report files to ``workdir``.
+
+  Args:
+    config: the comparison config (``optimizers``, ``seeds``,
+      ``learning_rates``, ``lr_sweep`` and a single-run config).
+    workdir: the output directory.
+
+  Returns:
+    What ``results.json`` holds.
+  """
+  start = time.perf_counter()
+  config = ml_collections.ConfigDict(config.to_dict())  # unlocked copy
+  names = parse_list(config.optimizers)
+  unknown = [n for n in names if n not in optimizers.NAMES]
+  if not names or unknown:
+    raise ValueError(f"config.optimizers must list names from "
+                     f"{optimizers.NAMES}; got {config.optimizers!r}.")
+  os.makedirs(workdir, exist_ok=True)
+  swept = sweep(config, workdir, names) if parse_list(config.lr_sweep) else {}
+  seeds = seeds_of(config)
+  runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+  for seed in seeds:
+    for name in names:
+      run_dir = os.path.join(workdir, "runs", name, f"seed_{seed}")
+      label = name if len(seeds) == 1 else f"{name} seed={seed}"
+      runs[name].append(train(run_config(config, name, seed), run_dir,
+                              desc=label))
+  reference = REFERENCE if REFERENCE in names else names[0]
+  results = {
+      "reference": reference,
+      "seeds": seeds,
+      "task": runs[names[0]][0]["task"],
+      "learning_rates": {n: config.learning_rates[n] for n in names},
+      "lr_note": config.lr_note,
+      "lr_sweep": swept,
+      "optimizers": aggregate(runs, reference),
+      "wall_time_s": time.perf_counter() - start,
+      "config": config.to_dict(),
+  }
+  report.write_all(results, workdir)
+  return results
+
+
+def main() -> None:
+  """``quantmuon-compare``: the comparison from a config file."""
+  from quantmuon.experiments import cli
+
+  cli.run(cli.compare_command)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,96 @@
+"""The config every experiment starts from; files under configs/ edit it.
+
+Sections:
+  task: ``lm`` (GPT on a byte corpus) or ``digits`` (MLP/CNN classifier).
+  seed: model initialization and batch order.
+  model: the network's shape (see ``lm_model`` and ``digits_model``).
+  data: corpus path and split (``lm``), validation share (both).
+  train: steps, batch size, evaluation, logging and checkpoint intervals.
+  optimizer: name and hyperparameters of a single run.
+  optimizers, seeds, learning_rates, lr_sweep, lr_note: what
+    ``quantmuon-compare`` runs (see ``compare.py``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from quantmuon.experiments import optimizers
+
+
+def lm_model(**overrides) -> ml_collections.ConfigDict:
+  """A GPT decoder's shape (see ``model.GPTConfig``)."""
+  fields = dict(vocab_size=256, context=128, width=128, depth=4, heads=4,
+                mlp_ratio=4, tied_head=False)
+  fields.update(overrides)
+  return ml_collections.ConfigDict(fields)
+
+
+def digits_model(**overrides) -> ml_collections.ConfigDict:
+  """A digits classifier: ``kind`` ``mlp`` or ``cnn``, ``width``, ``depth``."""
+  fields = dict(kind="mlp", width=256, depth=2)
+  fields.update(overrides)
+  return ml_collections.ConfigDict(fields)
+
+
+def learning_rates(adamw: float, muon: float, muon_rms: float
+                   ) -> ml_collections.ConfigDict:
+  """Per-optimizer peak rates; every consistent-RMS preset shares ``muon_rms``.
+
+  Args:
+    adamw: AdamW's rate (also the AdamW part of width-scaled ``muon``).
+    muon: width-scaled full-precision Muon's rate.
+    muon_rms: the rate of full-precision consistent-RMS Muon and of the
+      quantized presets, its twins.
+
+  Returns:
+    A ConfigDict ``name -> rate`` over every optimizer name.
+  """
+  group_rate = {"adamw": adamw, "muon": muon, "muon_rms": muon_rms}
+  return ml_collections.ConfigDict(
+      {name: group_rate[optimizers.rate_group(name)]
+       for name in optimizers.NAMES})
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The full set of fields, with small defaults."""
+  config = ml_collections.ConfigDict()
+  config.task = "lm"
+  config.seed = 0
+  config.model = lm_model()
+  config.data = ml_collections.ConfigDict(dict(
+      path="",            # file or directory; "" = Python's stdlib source
+      suffixes="",        # e.g. ".py,.txt"; "" = .py for the stdlib, else all
+      max_bytes=0,        # 0 = read the whole corpus
+      chunk_size=4096,    # split granularity (at least context + 1)
+      val_fraction=0.1,
+  ))
+  config.train = ml_collections.ConfigDict(dict(
+      steps=200,
+      batch_size=32,
+      eval_every=50,
+      eval_batches=8,
+      log_every=10,
+      checkpoint_every=0,  # 0 = no checkpoints
+      progress=True,
+  ))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="muon_8bit",
+      learning_rate=3e-3,
+      adam_learning_rate=0.0,  # 0 = same as learning_rate
+      weight_decay=0.0,
+      adam_weight_decay=0.0,
+      warmup_steps=20,
+      final_lr_ratio=0.1,
+      options=ml_collections.ConfigDict(),  # extra preset keywords
+  ))
+  # What quantmuon-compare runs.
+  config.optimizers = ",".join(("adamw", "muon", "muon_8bit",
+                                "muon_8bit_dynamic", "muon_4bit", "muonq",
+                                "muon_grasp"))
+  config.seeds = ""       # e.g. "0,1,2"; "" = just config.seed
+  config.learning_rates = learning_rates(adamw=3e-3, muon=0.02,
+                                         muon_rms=3e-3)
+  config.lr_sweep = ""    # rate multipliers, e.g. "0.5,1,2"; "" = no sweep
+  config.lr_note = ""     # how the rates were found
+  return config

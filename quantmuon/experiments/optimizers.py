@@ -1,0 +1,126 @@
+"""Optimizers by name, with the warmup + cosine schedule of the experiments.
+
+Names: ``adamw`` (optax), ``muon`` (full precision, width scaling, its own
+larger rate), ``muon_rms`` (full precision with Moonlight's consistent-RMS
+scaling: the full-precision twin of the quantized presets, which share its
+rate), ``muon_8bit``, ``muon_8bit_dynamic``, ``muon_4bit``, ``muonq`` and
+``muon_grasp``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+import quantmuon
+
+# name -> (preset, fixed keyword arguments)
+PRESETS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "muon": (quantmuon.muon, {}),
+    "muon_rms": (quantmuon.muon, {"consistent_rms": 0.2}),
+    "muon_8bit": (quantmuon.muon_8bit, {"scheme": "linear"}),
+    "muon_8bit_dynamic": (quantmuon.muon_8bit, {"scheme": "dynamic"}),
+    "muon_4bit": (quantmuon.muon_4bit, {}),
+    "muonq": (quantmuon.muonq, {}),
+    "muon_grasp": (quantmuon.muon_grasp, {}),
+}
+NAMES = ("adamw", *PRESETS)
+
+# Optimizers that share a learning rate; the sweep tunes the first of each
+# group and gives the result to the others.
+RATE_GROUPS: dict[str, tuple[str, ...]] = {
+    "adamw": ("adamw",),
+    "muon": ("muon",),
+    "muon_rms": ("muon_rms", "muon_8bit", "muon_8bit_dynamic", "muon_4bit",
+                 "muonq", "muon_grasp"),
+}
+
+
+def rate_group(name: str) -> str:
+  """The group (named by its swept member) whose rate ``name`` shares."""
+  for group, members in RATE_GROUPS.items():
+    if name in members:
+      return group
+  raise ValueError(f"unknown optimizer {name!r}; known: {NAMES}.")
+
+
+def schedule(peak: float, steps: int, warmup_steps: int,
+             final_ratio: float) -> optax.Schedule:
+  """Linear warmup from 0 to ``peak``, then cosine decay.
+
+  Args:
+    peak: the learning rate after warmup.
+    steps: total training steps.
+    warmup_steps: length of the warmup.
+    final_ratio: the rate at the last step over ``peak``.
+
+  Returns:
+    An optax schedule.
+  """
+  warmup = min(warmup_steps, max(steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      0.0, peak, warmup, max(steps, warmup + 1), peak * final_ratio)
+
+
+def _is_muon_leaf(params: Any) -> Any:
+  return jax.tree.map(lambda label: label == "muon",
+                      quantmuon.muon_labels(params))
+
+
+def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: float,
+          adam_weight_decay: float) -> optax.GradientTransformation:
+  """AdamW (b1 0.9, b2 0.95) with the presets' split of weight decay.
+
+  Args:
+    learning_rate: float or schedule.
+    weight_decay: decay of the leaves the presets give to Muon.
+    adam_weight_decay: decay of the others (embeddings, head, norms).
+
+  Returns:
+    An optax optimizer.
+  """
+  return optax.chain(
+      optax.scale_by_adam(b1=0.9, b2=0.95, eps=1e-8),
+      optax.add_decayed_weights(weight_decay, _is_muon_leaf),
+      optax.add_decayed_weights(
+          adam_weight_decay,
+          lambda p: jax.tree.map(lambda m: not m, _is_muon_leaf(p))),
+      optax.scale_by_learning_rate(learning_rate))
+
+
+def build(config: ml_collections.ConfigDict, steps: int
+          ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer named by ``config.name`` and its learning-rate schedule.
+
+  Args:
+    config: ``name``, ``learning_rate``, ``adam_learning_rate`` (0 shares
+      ``learning_rate``), ``weight_decay``, ``adam_weight_decay``,
+      ``warmup_steps``, ``final_lr_ratio``, and ``options`` (extra keyword
+      arguments of the preset, e.g. ``min_size``).
+    steps: total training steps, for the schedule.
+
+  Returns:
+    ``(optimizer, schedule of the main learning rate)``.
+  """
+  name = config.name
+  if name not in NAMES:
+    raise ValueError(f"unknown optimizer {name!r}; known: {NAMES}.")
+
+  def sched(peak: float) -> optax.Schedule:
+    return schedule(peak, steps, config.warmup_steps, config.final_lr_ratio)
+
+  lr = sched(config.learning_rate)
+  adam_lr = sched(config.adam_learning_rate or config.learning_rate)
+  options = dict(config.get("options", {}) or {})
+  if name == "adamw":
+    return adamw(lr, config.weight_decay, config.adam_weight_decay), lr
+  preset, fixed = PRESETS[name]
+  tx = preset(lr, weight_decay=config.weight_decay,
+              adam_learning_rate=adam_lr,
+              adam_weight_decay=config.adam_weight_decay,
+              **fixed, **options)
+  return tx, lr

@@ -1,0 +1,184 @@
+"""The comparison's report: results.json, results.md and two plots."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _mb(n: float) -> str:
+  return f"{n / 2**20:.2f}"
+
+
+def _pm(mean: float, std: float, seeds: int, fmt: str) -> str:
+  text = format(mean, fmt)
+  return text + (f" ± {format(std, fmt.lstrip('+'))}" if seeds > 1 else "")
+
+
+def machine() -> str:
+  """A one-line description of where the run happened."""
+  devices = jax.devices()
+  kind = devices[0].device_kind if devices else "?"
+  return (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+          f"{len(devices)} x {kind} ({jax.default_backend()}), "
+          f"jax {jax.__version__}")
+
+
+def markdown(results: dict[str, Any]) -> str:
+  """The results table and its context as Markdown.
+
+  Args:
+    results: what ``compare.compare`` returns.
+
+  Returns:
+    The text of results.md.
+  """
+  ref = results["reference"]
+  opts = results["optimizers"]
+  seeds = len(results["seeds"])
+  task = results["task"]
+  steps = results["config"]["train"]["steps"]
+  lines = [
+      "# quantmuon comparison",
+      "",
+      f"- date: {results.get('date', '')}",
+      f"- machine: {results.get('machine', '')}",
+      f"- task: {task.get('task')}, {task.get('params'):,} parameters, "
+      f"{steps} steps, seeds {results['seeds']}",
+      f"- wall time: {results['wall_time_s'] / 60:.1f} min",
+      f"- reference: `{ref}` (full precision)",
+      "",
+      "| optimizer | lr | final val loss | best val loss | gap to "
+      f"{ref} (%) | state MiB | bytes/param | memory reduction | "
+      "step ms | time ratio | compiled step MiB |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for name, r in opts.items():
+    flag = " (diverged)" if r.get("diverged") else ""
+    lines.append(
+        f"| `{name}`{flag} | {r['learning_rate']:.3g} | "
+        f"{_pm(r['final_val_loss'], r['final_val_loss_std'], seeds, '.4f')} "
+        f"| {_pm(r['best_val_loss'], r['best_val_loss_std'], seeds, '.4f')} "
+        f"| {_pm(r['gap_pct'], r['gap_pct_std'], seeds, '+.2f')} | "
+        f"{_mb(r['state_bytes'])} | {r['state_bytes_per_param']:.2f} | "
+        f"{r['memory_reduction']:.2f}x | {1e3 * r['step_time_s']:.1f} | "
+        f"{r['time_ratio']:.2f} | {_mb(r['compiled_step_memory_bytes'])} |")
+  lines += [
+      "",
+      f"Gap: (final val loss - {ref}'s) / {ref}'s, paired by seed"
+      + (" (mean ± std over seeds)" if seeds > 1 else "") + ". Memory "
+      f"reduction: {ref}'s optimizer-state bytes over the optimizer's "
+      "(`quantmuon.nbytes`). Time ratio: median step time over "
+      f"{ref}'s. Compiled step: arguments + outputs + temporaries of the "
+      "jitted train step (`memory_analysis`).",
+  ]
+  if results.get("lr_note"):
+    lines += ["", f"Learning rates: {results['lr_note']}"]
+  if results.get("lr_sweep"):
+    lines += ["", "## Learning-rate sweep", "",
+              "| group (shared by) | rate | final val loss |", "|---|---|---|"]
+    for group, s in results["lr_sweep"].items():
+      for t in s["tried"]:
+        best = " **best**" if t["learning_rate"] == s["best"] else ""
+        lines.append(f"| `{group}` ({', '.join(s['members'])}) | "
+                     f"{t['learning_rate']:.3g}{best} | "
+                     f"{t['final_val_loss']:.4f} |")
+  return "\n".join(lines) + "\n"
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+  if window <= 1 or len(values) < window:
+    return values
+  kernel = np.ones(window) / window
+  return np.convolve(values, kernel, mode="valid")
+
+
+def plot_losses(results: dict[str, Any], path: str) -> None:
+  """Validation (left) and smoothed training (right) loss per optimizer.
+
+  Args:
+    results: what ``compare.compare`` returns.
+    path: the PNG to write.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
+  for name, r in results["optimizers"].items():
+    val = np.array(r["val_curve"])
+    if len(val):
+      ax_val.plot(val[:, 0], val[:, 1], marker="o", ms=3, label=name)
+    train = np.array(r["train_curve"])
+    if len(train):
+      window = max(1, len(train) // 25)
+      ax_train.plot(train[window - 1:, 0] if window > 1 else train[:, 0],
+                    _smooth(train[:, 1], window), label=name)
+  ax_val.set(title="validation loss", xlabel="step", ylabel="loss")
+  ax_train.set(title="training loss (moving average)", xlabel="step")
+  for ax in (ax_val, ax_train):
+    ax.grid(alpha=0.3)
+    finals = [r["final_val_loss"] for r in results["optimizers"].values()
+              if np.isfinite(r["final_val_loss"])]
+    if finals:  # zoom on the end of training, where the gaps are
+      lo, hi = min(finals), max(finals)
+      ax.set_ylim(lo - 0.1 * (hi - lo + 0.05), hi + 1.5 * (hi - lo + 0.05))
+  ax_val.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_memory(results: dict[str, Any], path: str) -> None:
+  """Optimizer-state bytes and compiled-step bytes per optimizer.
+
+  Args:
+    results: what ``compare.compare`` returns.
+    path: the PNG to write.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = list(results["optimizers"])
+  opts = results["optimizers"]
+  state = [opts[n]["state_bytes"] / 2**20 for n in names]
+  step = [opts[n]["compiled_step_memory_bytes"] / 2**20 for n in names]
+  fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(12, 4.5))
+  for ax, values, title in ((ax_s, state, "optimizer state (MiB)"),
+                            (ax_c, step, "compiled train step (MiB)")):
+    bars = ax.bar(names, values, color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_all(results: dict[str, Any], workdir: str) -> None:
+  """Writes results.json, results.md, loss_curves.png and memory.png.
+
+  Args:
+    results: what ``compare.compare`` returns; ``date`` and ``machine`` are
+      added.
+    workdir: the output directory.
+  """
+  now = datetime.datetime.now().astimezone()
+  results.setdefault("date", now.isoformat(timespec="seconds"))
+  results.setdefault("machine", machine())
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=1)
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(markdown(results))
+  plot_losses(results, os.path.join(workdir, "loss_curves.png"))
+  plot_memory(results, os.path.join(workdir, "memory.png"))

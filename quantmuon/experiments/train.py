@@ -1,0 +1,242 @@
+"""One training run: jitted step, evaluation, JSON-lines metrics, checkpoints.
+
+``train(config, workdir)`` trains ``config.task`` with ``config.optimizer``
+and returns a summary (losses, state bytes, step time, compiled memory).
+With ``resume=True`` it continues from the newest checkpoint in
+``workdir/checkpoints``; batches depend only on ``(seed, step)`` and the
+restored arrays are the saved ones, so the continued run is bit-exact.
+
+Run it as ``quantmuon-train --config configs/train.py --workdir DIR`` or
+``python -m quantmuon.experiments.train ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+import quantmuon
+from quantmuon.experiments import checkpoint, metrics, optimizers, tasks
+
+StepFn = Callable[[Any, Any, tasks.Batch], tuple[Any, Any, dict[str, Any]]]
+
+
+def make_step(graphdef: nnx.GraphDef, loss: tasks.LossFn,
+              tx: optax.GradientTransformation) -> StepFn:
+  """The jitted training step ``(params, opt_state, batch) -> ...``.
+
+  Args:
+    graphdef: the model's graph, merged with the params inside the step.
+    loss: the task's loss.
+    tx: the optimizer.
+
+  Returns:
+    A jitted function returning ``(params, opt_state, metrics)``; it donates
+    its params and state.
+  """
+
+  def step(params, opt_state, batch):
+    def objective(p):
+      return loss(nnx.merge(graphdef, p), batch)
+
+    grads, out = jax.grad(objective, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, out
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval(graphdef: nnx.GraphDef, loss: tasks.LossFn
+              ) -> Callable[[Any, list[tasks.Batch]], dict[str, float]]:
+  """The evaluation: mean of the task's metrics over fixed batches.
+
+  Args:
+    graphdef: the model's graph.
+    loss: the task's loss.
+
+  Returns:
+    ``(params, batches) -> {metric: mean value}``.
+  """
+  one = jax.jit(lambda params, batch: loss(nnx.merge(graphdef, params),
+                                           batch)[1])
+
+  def evaluate(params, batches):
+    outs = [one(params, batch) for batch in batches]
+    return {k: float(np.mean([o[k] for o in outs])) for k in outs[0]}
+
+  return evaluate
+
+
+def memory_stats(compiled: Any) -> dict[str, int]:
+  """Bytes of a compiled step: arguments, outputs, temporaries, aliases.
+
+  Args:
+    compiled: ``jax.jit(f).lower(...).compile()``.
+
+  Returns:
+    The sizes, and ``total`` = arguments + outputs + temporaries (0 where
+    the backend reports nothing).
+  """
+  stats = compiled.memory_analysis()
+  names = {"arguments": "argument_size_in_bytes",
+           "outputs": "output_size_in_bytes",
+           "temporaries": "temp_size_in_bytes",
+           "aliased": "alias_size_in_bytes"}
+  out = {k: int(getattr(stats, v, 0) or 0) for k, v in names.items()}
+  out["total"] = out["arguments"] + out["outputs"] + out["temporaries"]
+  return out
+
+
+def _median_step_time(records: list[dict[str, Any]]) -> float:
+  times = [r["step_time_s"] for r in records if r.get("split") == "train"]
+  times = times[2:] if len(times) > 4 else times  # first calls warm up
+  return float(np.median(times)) if times else float("nan")
+
+
+def summarize(records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+  """A run's summary from its metric records.
+
+  Args:
+    records: the JSON-lines records (``split`` ``train`` or ``val``).
+    **extra: fields to add (optimizer, bytes, memory, ...).
+
+  Returns:
+    ``final_val_loss``, ``best_val_loss``, ``final_train_loss``,
+    ``step_time_s``, ``train_curve`` and ``val_curve`` (lists of
+    ``[step, loss]``), and ``extra``.
+  """
+  train = [[r["step"], r["loss"]] for r in records if r["split"] == "train"]
+  val = [[r["step"], r["loss"]] for r in records if r["split"] == "val"]
+  out = dict(extra)
+  out.update(
+      final_val_loss=val[-1][1] if val else float("nan"),
+      best_val_loss=min(v for _, v in val) if val else float("nan"),
+      final_train_loss=train[-1][1] if train else float("nan"),
+      step_time_s=_median_step_time(records),
+      train_curve=train, val_curve=val)
+  final = [r for r in records if r["split"] == "val"]
+  if final:
+    out["final_val_metrics"] = {k: v for k, v in final[-1].items()
+                                if k not in ("step", "split")}
+  return out
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+          *, resume: bool = False, desc: str | None = None,
+          stop_after: int | None = None) -> dict[str, Any]:
+  """Trains ``config.task`` with ``config.optimizer`` for ``train.steps``.
+
+  Writes ``metrics.jsonl``, ``summary.json`` and, when
+  ``train.checkpoint_every`` > 0, ``checkpoints/`` to ``workdir``.
+
+  Args:
+    config: the experiment config (see ``defaults.base_config``).
+    workdir: the run's directory.
+    resume: continue from the newest checkpoint in ``workdir`` (a fresh run
+      when there is none).
+    desc: label of the progress bar (the optimizer name by default).
+    stop_after: stop once this many steps are done, as if interrupted (the
+      schedule still spans ``train.steps``); None runs to the end.
+
+  Returns:
+    The summary (see ``summarize``) with ``optimizer``, ``seed``,
+    ``learning_rate``, ``params``, ``state_bytes``,
+    ``state_bytes_per_param``, ``compiled_step_memory_bytes``,
+    ``compiled_step_memory`` (its parts), ``task`` and ``diverged`` (the
+    run stopped at a non-finite loss; its validation losses are then NaN).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  tc = config.train
+  task = tasks.make_task(config, config.seed)
+  graphdef, state = nnx.split(task.model)
+  params = nnx.to_pure_dict(state)
+  tx, lr_schedule = optimizers.build(config.optimizer, tc.steps)
+  opt_state = tx.init(params)
+  n_params = sum(int(p.size) for p in jax.tree.leaves(params))
+  state_bytes = quantmuon.nbytes(opt_state)
+
+  step_fn = make_step(graphdef, task.loss, tx)
+  compiled = step_fn.lower(params, opt_state, task.train_batch(0)).compile()
+  memory = memory_stats(compiled)
+  evaluate = make_eval(graphdef, task.loss)
+
+  log = metrics.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  ckpt = None
+  if tc.checkpoint_every > 0 or resume:
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                   tc.checkpoint_every)
+  start = ckpt.latest_step() if resume else None
+  if start is None:
+    start = 0
+    log.clear()
+  else:
+    params, opt_state = ckpt.restore(start, params, opt_state)
+    log.truncate(start)
+
+  items = task.info["items_per_step"]
+  bar = tqdm(total=tc.steps, initial=start, disable=not tc.progress,
+             desc=desc or config.optimizer.name, dynamic_ncols=True)
+  postfix: dict[str, str] = {}
+  diverged = False
+  end = tc.steps if stop_after is None else min(stop_after, tc.steps)
+  for step in range(start, end):
+    batch = task.train_batch(step)
+    t0 = time.perf_counter()
+    params, opt_state, out = compiled(params, opt_state, batch)
+    loss = float(out["loss"])
+    dt = time.perf_counter() - t0
+    done = step + 1
+    log.write({"step": done, "split": "train", "loss": loss,
+               "lr": float(lr_schedule(step)), "step_time_s": dt})
+    if not np.isfinite(loss):
+      diverged = True
+      bar.write(f"{config.optimizer.name}: training loss is {loss} at step "
+                f"{done}; stopping this run.")
+      break
+    if done % tc.eval_every == 0 or done == tc.steps:
+      val = evaluate(params, task.eval_batches)
+      log.write({"step": done, "split": "val", **val})
+      postfix["val"] = f"{val['loss']:.4f}"
+    if done % tc.log_every == 0 or done == tc.steps:
+      postfix["loss"] = f"{loss:.4f}"
+      postfix[f"{task.info['unit']}/s"] = f"{items / dt:,.0f}"
+      bar.set_postfix(postfix, refresh=False)
+    if ckpt is not None:
+      ckpt.maybe_save(done, params, opt_state)
+    bar.update(1)
+  bar.close()
+  if ckpt is not None:
+    ckpt.close()
+
+  summary = summarize(
+      log.read(), optimizer=config.optimizer.name, seed=config.seed,
+      learning_rate=config.optimizer.learning_rate, params=n_params,
+      state_bytes=state_bytes, state_bytes_per_param=state_bytes / n_params,
+      compiled_step_memory_bytes=memory["total"],
+      compiled_step_memory=memory, task=task.info, diverged=diverged)
+  if diverged:
+    summary["final_val_loss"] = summary["best_val_loss"] = float("nan")
+  with open(os.path.join(workdir, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+def main() -> None:
+  """``quantmuon-train``: one run from a config file."""
+  from quantmuon.experiments import cli
+
+  cli.run(cli.train_command)
+
+
+if __name__ == "__main__":
+  main()

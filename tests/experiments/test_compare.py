@@ -1,0 +1,82 @@
+"""The comparison: a short run writes every output; the sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from quantmuon.experiments import compare, optimizers
+from tests.experiments.conftest import tiny_config
+
+FIELDS = ("final_val_loss", "best_val_loss", "state_bytes",
+          "state_bytes_per_param", "step_time_s",
+          "compiled_step_memory_bytes", "train_curve", "val_curve",
+          "gap_pct", "memory_reduction", "time_ratio")
+
+
+def test_compare_writes_every_output(tmp_path):
+  config = tiny_config(steps=5)
+  config.optimizers = "muon,muon_4bit"
+  config.seeds = "0,1"
+  results = compare.compare(config, str(tmp_path))
+  for name in ("results.json", "results.md", "loss_curves.png",
+               "memory.png"):
+    assert os.path.getsize(tmp_path / name) > 0, name
+  saved = json.loads(open(tmp_path / "results.json").read())
+  assert saved["reference"] == "muon" and saved["seeds"] == [0, 1]
+  for name in ("muon", "muon_4bit"):
+    r = saved["optimizers"][name]
+    for field in FIELDS:
+      assert field in r, (name, field)
+    assert len(r["runs"]) == 2 and len(r["final_val_loss_per_seed"]) == 2
+    assert len(r["train_curve"]) == 5
+  muon, four = saved["optimizers"]["muon"], saved["optimizers"]["muon_4bit"]
+  assert muon["gap_pct"] == 0 and muon["memory_reduction"] == 1
+  assert four["state_bytes"] < muon["state_bytes"]
+  assert muon["learning_rate"] == config.learning_rates.muon
+  table = open(tmp_path / "results.md").read()
+  assert "| `muon_4bit` |" in table and "gap to muon" in table
+  assert results["optimizers"].keys() == saved["optimizers"].keys()
+
+
+def test_sweep_picks_the_best_rate(tmp_path):
+  config = tiny_config(steps=3)
+  config.optimizers = "adamw"
+  config.lr_sweep = "0.01,1"
+  results = compare.compare(config, str(tmp_path))
+  sweep = results["lr_sweep"]
+  assert list(sweep) == ["adamw"]
+  tried = sweep["adamw"]["tried"]
+  assert [t["multiplier"] for t in tried] == [0.01, 1.0]
+  best = min(tried, key=lambda t: t["final_val_loss"])["learning_rate"]
+  assert sweep["adamw"]["best"] == best
+  assert results["learning_rates"]["adamw"] == best
+  assert "Learning-rate sweep" in open(tmp_path / "results.md").read()
+
+
+def test_unknown_optimizer_is_an_error(tmp_path):
+  config = tiny_config()
+  config.optimizers = "muon,sgd"
+  with pytest.raises(ValueError, match="config.optimizers"):
+    compare.compare(config, str(tmp_path))
+
+
+def test_every_optimizer_builds_and_steps():
+  import jax
+  import jax.numpy as jnp
+
+  params = {"wte": {"embedding": jnp.ones((16, 64))},
+            "fc": {"kernel": jnp.ones((64, 64)) * 0.1, "bias": jnp.zeros(64)}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
+  config = tiny_config().optimizer
+  for name in optimizers.NAMES:
+    config.name = name
+    tx, schedule = optimizers.build(config, 10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    assert all(math.isfinite(float(jnp.abs(u).sum()))
+               for u in jax.tree.leaves(updates)), name
+  assert float(schedule(0)) == 0.0
+  assert optimizers.rate_group("muonq") == "muon_rms"
