@@ -118,8 +118,15 @@ class Format(abc.ABC):
     return out.astype(jnp.float32 if dtype is None else dtype)
 
   def init(self, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Stored:
-    """The stored form of zeros of ``shape``: an optimizer's initial state."""
-    return self.encode(jnp.zeros(shape, dtype))
+    """The stored form of zeros of ``shape``: an optimizer's initial state.
+
+    Zeros round to the same codes under any rounding, so a fixed key serves
+    formats that round stochastically. The zeros pass an optimization
+    barrier: otherwise XLA constant-folds the whole encoding under ``jit``,
+    which takes seconds for large parameters.
+    """
+    zeros = jax.lax.optimization_barrier(jnp.zeros(shape, dtype))
+    return self.encode(zeros, key=jax.random.key(0))
 
   @abc.abstractmethod
   def _encode(self, x: Array, *, key: Array | None,

@@ -86,9 +86,10 @@ class Subspace(Format):
     m, n = layout.matrix_shape(shape)
     k = self.rank_for(shape)
     parts = {
-        "P": self.factors.encode(jnp.zeros((m, k), jnp.float32)),
-        "R": self.factors.encode(self._start(n, k)),
-        "residual": self.residual.encode(jnp.zeros(shape, jnp.float32)),
+        "P": self.factors.init((m, k)),
+        "R": self.factors.encode(self._start(n, k),
+                                 key=jax.random.key(self.seed)),
+        "residual": self.residual.init(shape),
     }
     return Stored(parts, self, shape, dtype)
 
