@@ -13,14 +13,19 @@ from quantmuon.presets import (
 from quantmuon.routing import muon_labels
 from quantmuon.transforms import (
     QuantizedMomentumState,
+    log_mantissa_schedule,
     orthogonalize,
+    quantize_gradients,
+    quantize_state,
     scale_by_quantized_momentum,
     scale_by_shape,
+    snap_params,
 )
 
 __all__ = [
     "QuantizedMomentumState",
     "formats",
+    "log_mantissa_schedule",
     "memory_report",
     "muon",
     "muon_4bit",
@@ -30,7 +35,10 @@ __all__ = [
     "muonq",
     "nbytes",
     "orthogonalize",
+    "quantize_gradients",
+    "quantize_state",
     "quantized_muon",
     "scale_by_quantized_momentum",
     "scale_by_shape",
+    "snap_params",
 ]

@@ -37,6 +37,7 @@ from quantmuon.formats.base import check_choice
 from quantmuon.transforms import (
     _tree,
     orthogonalize,
+    quantize_state,
     scale_by_quantized_momentum,
     scale_by_shape,
 )
@@ -67,6 +68,7 @@ def quantized_muon(
     adam_b2: float = 0.95,
     adam_eps: float = 1e-8,
     adam_weight_decay: float = 0.0,
+    adam_state_format: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with its momentum stored in ``momentum_format``; AdamW elsewhere.
 
@@ -95,6 +97,10 @@ def quantized_muon(
     adam_b2: AdamW's second-moment decay.
     adam_eps: AdamW's epsilon.
     adam_weight_decay: AdamW's decoupled weight decay.
+    adam_state_format: None keeps AdamW's state in float32; else the
+      ``state_format`` of :func:`quantmuon.quantize_state` for it (with the
+      same ``min_size`` and ``seed``), e.g. ``{"mu": Blockwise(8,
+      "dynamic"), "nu": Blockwise(8, "unsigned_dynamic")}`` for 8-bit AdamW.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -121,6 +127,9 @@ def quantized_muon(
       optax.scale_by_learning_rate(
           learning_rate if adam_learning_rate is None
           else adam_learning_rate))
+  if adam_state_format is not None:
+    adam = quantize_state(adam, adam_state_format, min_size=min_size,
+                          seed=seed)
   label_fn = routing.resolve_labels(labels)
   tx = optax.partition({routing.MUON: muon_chain, routing.ADAM: adam},
                        label_fn)

@@ -1,0 +1,259 @@
+"""Any optax optimizer's state, stored in a format between steps.
+
+``quantize_state(optax.adamw(...), {"mu": Blockwise(8, "dynamic"), "nu":
+Blockwise(8, "unsigned_dynamic")})`` is 8-bit AdamW (the bitsandbytes
+recipe: dynamic maps, blocks of absmax scales, small tensors kept in
+float32). Each step decodes the stored state, runs the inner optimizer in
+full precision and encodes its new state, so only what is stored between
+steps is quantized. With ``FloatingPoint`` formats it is the q_M / q_V
+component of "A Convergence Analysis of Adaptive Optimizers under
+Floating-point Quantization" (arXiv 2510.21314).
+
+Second moments are non-negative and divide the update: store them with an
+unsigned codebook (``unsigned_linear``, ``unsigned_dynamic``), whose levels
+exclude zero, so that a positive value never decodes to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from quantmuon import formats
+from quantmuon.transforms import _tree, fp
+
+Array = jax.Array
+StateFormat = (formats.Format | Mapping[str, formats.Format | None]
+               | Callable[[tuple, Array], formats.Format | None])
+STATE_STREAM = 3  # folded into the seed (fp.py uses 1 and 2)
+
+
+@jax.tree_util.register_pytree_with_keys_class
+class StoredLeaf:
+  """One leaf of the inner state kept in a format by :func:`quantize_state`.
+
+  A pytree node with one child, ``stored``; it marks which leaves the
+  wrapper encoded (the inner state may hold ``formats.Stored`` of its own).
+  """
+
+  __slots__ = ("stored",)
+
+  def __init__(self, stored: formats.Stored):
+    self.stored = stored
+
+  def tree_flatten_with_keys(self):
+    return [(jax.tree_util.GetAttrKey("stored"), self.stored)], None
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    del aux
+    return cls(children[0])
+
+  def __repr__(self) -> str:
+    return f"StoredLeaf({self.stored!r})"
+
+
+def is_stored_leaf(x: Any) -> bool:
+  return isinstance(x, StoredLeaf)
+
+
+class QuantizedState(NamedTuple):
+  """State of :func:`quantize_state`.
+
+  Attributes:
+    count: steps taken (int32): the mantissa schedule's argument and the
+      salt of the stochastic-rounding keys.
+    inner: the inner optimizer's state, its quantized leaves replaced by
+      ``StoredLeaf`` values.
+  """
+  count: chex.Array
+  inner: Any
+
+
+def quantize_state(
+    inner: optax.GradientTransformation,
+    state_format: StateFormat,
+    *,
+    min_size: int | None = 4096,
+    mantissa_bits: fp.MantissaBits = None,
+    seed: int | None = 0,
+) -> optax.GradientTransformationExtraArgs:
+  """Stores the state of ``inner`` in a format between steps.
+
+  Every floating-point leaf of the inner state with at least ``min_size``
+  elements, for which ``state_format`` gives a format, is encoded after
+  each update and decoded before the next; integer leaves (counts), small
+  leaves and leaves given None stay as they are. The wrapped transform
+  emits exactly the inner one's updates for the decoded state, so with
+  ``formats.Float()`` it is bit-for-bit the inner optimizer.
+
+  The state keeps its structure, shapes and dtypes from step to step, so
+  it works under ``jax.jit``, ``jax.lax.cond``, ``optax.MultiSteps``,
+  ``optax.apply_if_finite`` and ``optax.inject_hyperparams`` (as the inner
+  transform or around it). During the update the decoded state is held in
+  full precision.
+
+  Args:
+    inner: any optax transform (extra update arguments are passed on).
+    state_format: one format for every eligible leaf; or a mapping from
+      state field name (``"mu"``, ``"nu"``, ... : the name of the innermost
+      NamedTuple field holding the leaf, found by matching the parameter
+      paths at the end of the leaf's key path) to a format or None; or a
+      callable ``(key_path, leaf) -> format | None`` called at ``init`` for
+      each eligible leaf.
+    min_size: leaves with fewer elements stay as they are (4096, as in
+      bitsandbytes).
+    mantissa_bits: overrides the mantissa width of ``FloatingPoint``
+      formats (other formats ignore it): an int up to the format's own
+      width, or a schedule of the step count (traced; clipped to the
+      format's width), e.g. :func:`quantmuon.log_mantissa_schedule`. The
+      format's width is the storage width.
+    seed: seed of the keys of formats that round stochastically; keys are
+      folded with the step count and the leaf's position, so a resumed run
+      draws the same keys.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a
+    ``QuantizedState``.
+
+  Raises:
+    ValueError: for a ``state_format`` of the wrong kind, and at ``init``
+      for a mapping naming a field the inner state does not have or an int
+      ``mantissa_bits`` wider than a ``FloatingPoint`` format.
+  """
+  resolve = _resolver(state_format)
+  min_size = _tree.static_int(min_size, "min_size", 4096)
+  if min_size < 0:
+    raise ValueError(f"min_size must be non-negative, got {min_size}.")
+  seed = _tree.static_int(seed, "seed", 0)
+  width = fp.mantissa_fn(mantissa_bits)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    state = inner.init(params)
+    fmts = resolve(state, params, min_size)
+    if isinstance(mantissa_bits, int):
+      for fmt in fmts:
+        if isinstance(fmt, formats.FloatingPoint):
+          fp.mantissa_fn(mantissa_bits, limit=fmt.mantissa_bits)
+    count = jnp.zeros([], jnp.int32)
+    leaves, treedef = jax.tree.flatten(state)
+    stored = _encode(leaves, fmts, count, count)
+    return QuantizedState(count, treedef.unflatten(stored))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    decoded = jax.tree.map(
+        lambda x: _decode(x) if is_stored_leaf(x) else x, state.inner,
+        is_leaf=is_stored_leaf)
+    updates, new = inner.update(updates, decoded, params, **extra_args)
+    count = optax.safe_increment(state.count)
+    previous = jax.tree.leaves(state.inner, is_leaf=is_stored_leaf)
+    leaves, treedef = jax.tree.flatten(new)
+    fmts = [p.stored.format if is_stored_leaf(p) else None
+            for p in previous]
+    dtypes = [p.stored.dtype if is_stored_leaf(p) else None
+              for p in previous]
+    leaves = [x if d is None else x.astype(d)
+              for x, d in zip(leaves, dtypes, strict=True)]
+    stored = _encode(leaves, fmts, state.count, count)
+    return updates, QuantizedState(count, treedef.unflatten(stored))
+
+  def _encode(leaves: list, fmts: list, step: Array, salt: Array) -> list:
+    """Encodes the leaves that have a format; ``step`` feeds the schedule
+    and ``salt`` the keys."""
+    base = jax.random.fold_in(
+        jax.random.fold_in(jax.random.key(seed), STATE_STREAM), salt)
+    out = []
+    for i, (x, fmt) in enumerate(zip(leaves, fmts, strict=True)):
+      if fmt is None:
+        out.append(x)
+        continue
+      key = jax.random.fold_in(base, i)
+      if isinstance(fmt, formats.FloatingPoint) and width is not None:
+        m = jnp.minimum(width(step), fmt.mantissa_bits)
+        out.append(StoredLeaf(fmt.encode(x, key=key, mantissa_bits=m)))
+      else:
+        out.append(StoredLeaf(fmt.encode(x, key=key)))
+    return out
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _decode(leaf: StoredLeaf) -> Array:
+  return leaf.stored.decode(leaf.stored.dtype)
+
+
+def field_name(path: tuple, param_paths: frozenset) -> str | None:
+  """The state field holding a leaf: the last attribute name on its path
+  before the parameter path it ends with (the longest such), if any."""
+  path = tuple(path)
+  prefix = path
+  for cut in range(len(path) + 1):
+    if path[cut:] in param_paths:
+      prefix = path[:cut]
+      break
+  names = [k.name for k in prefix if isinstance(k, jax.tree_util.GetAttrKey)]
+  return names[-1] if names else None
+
+
+def _eligible(leaf: Any, min_size: int) -> bool:
+  dtype = getattr(leaf, "dtype", None)
+  return (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+          and leaf.size >= min_size)
+
+
+def _check_format(fmt: Any, where: str) -> formats.Format | None:
+  if fmt is not None and not isinstance(fmt, formats.Format):
+    raise ValueError(
+        f"state_format{where} must be a quantmuon.formats format or None, "
+        f"got {fmt!r}.")
+  return fmt
+
+
+def _resolver(state_format: Any) -> Callable[[Any, Any, int], list]:
+  """Checks ``state_format`` and returns ``(state, params, min_size) ->``
+  one format or None per leaf of the state."""
+  if isinstance(state_format, formats.Format):
+    def pick(path, leaf, name):
+      return state_format
+    names = None
+  elif isinstance(state_format, Mapping):
+    for key, fmt in state_format.items():
+      if not isinstance(key, str):
+        raise ValueError(
+            f"state_format's keys must be state field names (str), got "
+            f"{key!r}.")
+      _check_format(fmt, f"[{key!r}]")
+    names = frozenset(state_format)
+
+    def pick(path, leaf, name):
+      return state_format.get(name)
+  elif callable(state_format):
+    def pick(path, leaf, name):
+      return _check_format(state_format(path, leaf),
+                           f"({jax.tree_util.keystr(path)}, leaf)")
+    names = None
+  else:
+    raise ValueError(
+        "state_format must be a format, a mapping from state field name to "
+        f"format, or a callable (path, leaf) -> format; got {state_format!r}.")
+
+  def resolve(state: Any, params: Any, min_size: int) -> list:
+    param_paths = frozenset(
+        tuple(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    found = {field_name(path, param_paths) for path, _ in leaves}
+    if names is not None and names - found:
+      raise ValueError(
+          f"state_format names unknown state field(s) "
+          f"{sorted(names - found)}; the inner state's fields are "
+          f"{sorted(n for n in found if n is not None)}.")
+    return [pick(path, leaf, field_name(path, param_paths))
+            if _eligible(leaf, min_size) else None for path, leaf in leaves]
+
+  return resolve
