@@ -1,0 +1,108 @@
+"""Codebooks: the dynamic map, linear and mu-law levels, nearest coding."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from quantmuon.formats import codebooks, dynamic_codebook
+
+from . import reference as ref
+
+encode = jax.jit(codebooks.encode, static_argnums=(1, 2, 3))
+decode = jax.jit(codebooks.decode, static_argnums=(1, 2, 3))
+
+
+def test_dynamic_8bit_equals_bitsandbytes():
+  expected = ref.bnb_dynamic_map(signed=True, max_exponent_bits=7,
+                                 total_bits=8)
+  got = dynamic_codebook(8, signed=True)
+  assert got.shape == (256,)
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+  assert got[-1] == 1.0 and 0.0 in got
+  assert np.all(np.diff(got) > 0)
+  # The signed map has +1 but no -1: its most negative level is -0.99296875.
+  np.testing.assert_allclose(got[0], -(1 - 0.9 / 128), rtol=1e-6)
+
+
+def test_dynamic_4bit_has_16_values():
+  got = dynamic_codebook(4, signed=True)
+  assert got.shape == (16,)
+  assert len(np.unique(got)) == 16
+  np.testing.assert_allclose(
+      got, ref.bnb_dynamic_map(True, max_exponent_bits=3, total_bits=4),
+      rtol=1e-6, atol=0)
+
+
+def test_dynamic_unsigned_equals_bitsandbytes():
+  got = dynamic_codebook(8, signed=False)
+  np.testing.assert_allclose(got, ref.bnb_dynamic_map(False, 7, 8),
+                             rtol=1e-6, atol=0)
+  assert np.all(got >= 0)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_levels(bits):
+  q = ref.qmax(bits)
+  lin = codebooks.levels("linear", bits)
+  assert lin.shape == (2 ** bits,)
+  np.testing.assert_allclose(lin[1:], np.arange(-q, q + 1) / q, rtol=1e-7)
+  assert lin[0] == -1.0  # the unused most negative code
+  assert lin[2 ** (bits - 1)] == 0.0
+  mu = codebooks.levels("mulaw", bits)
+  np.testing.assert_array_equal(mu, lin)  # mu-law codes are linear codes
+  unsigned = codebooks.levels("unsigned_linear", bits)
+  assert unsigned.min() > 0 and unsigned.max() == 1.0
+  assert codebooks.levels("unsigned_dynamic", bits).min() > 0
+
+
+def test_compand_expand_inverse():
+  y = np.linspace(-1, 1, 101, dtype=np.float32)
+  c = np.asarray(codebooks.compand(y, 255.0))
+  np.testing.assert_allclose(c, ref.mulaw_compand(y), atol=1e-6)
+  np.testing.assert_allclose(codebooks.expand(c, 255.0), y, atol=2e-6)
+  assert np.all(np.diff(c) > 0)
+
+
+@pytest.mark.parametrize("codebook", ["linear", "dynamic", "mulaw"])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_nearest_codes_match_numpy(codebook, bits):
+  rng = np.random.default_rng(bits)
+  y = np.concatenate([
+      rng.uniform(-1, 1, 2000), rng.uniform(-0.01, 0.01, 500),
+      [-1.0, 1.0, 0.0, -1.5, 1.5]]).astype(np.float32)
+  got = np.asarray(encode(y, codebook, bits))
+  np.testing.assert_array_equal(got, ref.codes(y, codebook, bits))
+  assert got.dtype == np.uint8 and got.max() < 2 ** bits
+  decoded = np.asarray(decode(got, codebook, bits))
+  np.testing.assert_allclose(decoded, ref.table(codebook, bits)[got],
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_nan_codes_as_zero():
+  for codebook in ("linear", "dynamic", "mulaw"):
+    c = encode(np.array([np.nan], np.float32), codebook, 4)
+    chex.assert_trees_all_equal(decode(c, codebook, 4),
+                                np.zeros(1, np.float32))
+
+
+@pytest.mark.parametrize("bits", [3, 0, 16, True])
+def test_bad_bits(bits):
+  with pytest.raises(ValueError, match="bits"):
+    codebooks.check_bits(bits)
+
+
+def test_stochastic_codes_pick_a_neighbouring_level():
+  y = np.random.default_rng(0).uniform(-0.99, 0.99, 300).astype(np.float32)
+  noise = jax.random.uniform(jax.random.key(1), y.shape)
+  for codebook in ("linear", "dynamic", "mulaw"):
+    levels = ref.table(codebook, 4)
+    got = levels[np.asarray(encode(y, codebook, 4, 255.0, noise))]
+    upper = np.searchsorted(levels, y, side="left")
+    below, above = levels[np.maximum(upper - 1, 0)], levels[upper]
+    ok = np.isclose(got, below, atol=1e-6) | np.isclose(got, above,
+                                                        atol=1e-6)
+    assert ok.all(), (codebook, y[~ok], got[~ok])

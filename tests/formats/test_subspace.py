@@ -1,0 +1,119 @@
+"""Subspace: top-k factors from a warm-started power iteration, plus a
+residual."""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from quantmuon.formats import Blockwise, Float, Grid, Subspace
+
+from . import util
+
+
+@functools.cache
+def warm_encoder(fmt: Subspace):
+  return jax.jit(lambda x, previous: fmt.encode(x, previous=previous))
+
+
+def low_rank_plus_noise(m: int, n: int, singular_values: list[float],
+                        sigma: float, seed: int = 0) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  k = len(singular_values)
+  u, _ = np.linalg.qr(rng.standard_normal((m, k)))
+  v, _ = np.linalg.qr(rng.standard_normal((n, k)))
+  x = (u * np.asarray(singular_values)) @ v.T
+  return (x + sigma * rng.standard_normal((m, n))).astype(np.float32)
+
+
+def largest_principal_angle(a: np.ndarray, b: np.ndarray) -> float:
+  """Largest principal angle, in degrees, between the column spans."""
+  qa, _ = np.linalg.qr(np.asarray(a, np.float64))
+  qb, _ = np.linalg.qr(np.asarray(b, np.float64))
+  cosines = np.linalg.svd(qa.T @ qb, compute_uv=False)
+  return float(np.degrees(np.arccos(np.clip(cosines.min(), -1.0, 1.0))))
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (10, 6)])
+def test_full_rank_leaves_no_residual(shape):
+  fmt = Subspace(rank=min(shape), factors=Float(), residual=Float())
+  x = util.normal(shape, seed=1)
+  stored = util.encode(fmt, x)
+  residual = util.decode(stored["residual"])
+  assert np.abs(residual).max() < 1e-5 * np.abs(x).max()
+  np.testing.assert_allclose(util.decode(stored), x, atol=1e-5)
+  p = util.decode(stored["P"])
+  np.testing.assert_allclose(p.T @ p, np.eye(min(shape)), atol=1e-5)
+
+
+def test_parts_and_rank_divisor():
+  fmt = Subspace(rank_divisor=16)  # k = min(64, 40) // 16 = 2
+  x = util.normal((4, 16, 40), seed=2)  # matrix view (64, 40)
+  stored = util.encode(fmt, x)
+  assert fmt.rank_for(x.shape) == 2
+  chex.assert_shape(stored["P"].decode(), (64, 2))
+  chex.assert_shape(stored["R"].decode(), (40, 2))
+  chex.assert_shape(stored["residual"].decode(), x.shape)
+  out = util.decode(stored)
+  chex.assert_shape(out, x.shape)
+  # 8-bit factors and a 4-bit grid residual: a few percent.
+  assert util.rel_err(x, out) < 0.1
+  assert Subspace(rank_divisor=1000).rank_for((5, 7)) == 1
+
+
+def test_warm_start_recovers_top_subspace():
+  x = low_rank_plus_noise(48, 32, [5.0, 4.0, 3.0, 2.5], sigma=0.1)
+  top = np.linalg.svd(x)[0][:, :4]
+  fmt = Subspace(rank=4)  # 8-bit factors, 4-bit grid residual
+  cold = util.encode(fmt, x)  # one power iteration from the Gaussian start
+  cold_angle = largest_principal_angle(top, util.decode(cold["P"]))
+  stored = cold
+  for _ in range(5):
+    stored = warm_encoder(fmt)(x, stored)
+  warm_angle = largest_principal_angle(top, util.decode(stored["P"]))
+  assert cold_angle > 20.0, cold_angle
+  assert warm_angle < 3.0, warm_angle
+  # The factors carry the top directions, the residual little but noise.
+  s = np.linalg.svd(x, compute_uv=False)
+  tail = np.sqrt(np.sum(s[4:] ** 2))
+  residual = util.decode(stored["residual"])
+  assert np.linalg.norm(residual) < 1.1 * tail
+
+
+def test_subspace_beats_its_residual_format_on_low_rank_matrices():
+  x = low_rank_plus_noise(64, 64, [40.0, 30.0, 20.0, 10.0], sigma=0.1,
+                          seed=3)
+  fmt = Subspace(rank=4, factors=Blockwise(bits=8, block_size=64),
+                 residual=Grid(bits=4, tile=32))
+  stored = util.encode(fmt, x)
+  for _ in range(3):
+    stored = warm_encoder(fmt)(x, stored)
+  plain = util.rel_err(x, util.roundtrip(Grid(bits=4, tile=32))(x))
+  split = util.rel_err(x, util.decode(stored))
+  assert split < 0.5 * plain, (split, plain)
+
+
+def test_zeros_and_init_decode_to_zero():
+  fmt = Subspace(rank=4)  # the shape and format of the warm-start test
+  zeros = np.zeros((48, 32), np.float32)
+  init = jax.jit(lambda: fmt.init((48, 32)))()
+  for stored in (util.encode(fmt, zeros), init,
+                 warm_encoder(fmt)(zeros, init)):
+    out = util.decode(stored)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out, 0.0)
+
+
+def test_rank_too_large():
+  with pytest.raises(ValueError, match="rank"):
+    Subspace(rank=7).encode(np.ones((6, 10), np.float32))
+  with pytest.raises(ValueError, match="rank"):
+    Subspace(rank=7).init((10, 6))
+  with pytest.raises(ValueError, match="rank"):
+    Subspace(rank=0)
+  with pytest.raises(ValueError, match="factors"):
+    Subspace(factors="int8")
