@@ -1,0 +1,134 @@
+"""Optimizer-step cost of every preset against ``optax.contrib.muon``.
+
+On a GPT-like parameter tree (4 layers; q, k, v, o, fc1, fc2 matrices;
+embeddings, head and norms routed to AdamW in every optimizer), at weight
+decay 0, measured in one run:
+
+- state bytes per matrix parameter (Muon leaves only) and the reduction
+  against full-precision Muon;
+- optimizer-step time as a ratio to ``optax.contrib.muon``;
+- compiled step memory (arguments + outputs + temporaries, from XLA's
+  memory analysis) as a ratio to ``optax.contrib.muon``.
+
+Usage: python -m benchmarks.optimizer_step [--widths 256,512] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import quantmuon as qm
+from benchmarks import common
+
+PRESETS = {
+    "muon": lambda: qm.muon(1e-3),
+    "muon_8bit": lambda: qm.muon_8bit(1e-3),
+    "muon_8bit_dynamic": lambda: qm.muon_8bit(1e-3, scheme="dynamic"),
+    "muon_4bit": lambda: qm.muon_4bit(1e-3),
+    "muonq": lambda: qm.muonq(1e-3),
+    "muon_grasp": lambda: qm.muon_grasp(1e-3),
+}
+
+
+def gpt_params(width: int, layers: int = 4, vocab: int = 4096) -> dict:
+  """A GPT-like parameter tree (float32 zeros are enough for timing)."""
+  d = width
+  block = {
+      "attn": {name: {"kernel": jnp.zeros((d, d))}
+               for name in ("query", "key", "value", "out")},
+      "mlp": {"fc1": {"kernel": jnp.zeros((d, 4 * d))},
+              "fc2": {"kernel": jnp.zeros((4 * d, d))}},
+      "ln1": {"scale": jnp.ones((d,))}, "ln2": {"scale": jnp.ones((d,))},
+  }
+  params = {f"block_{i}": block for i in range(layers)}
+  params["embed"] = {"embedding": jnp.zeros((vocab, d))}
+  params["lm_head"] = {"kernel": jnp.zeros((d, vocab))}
+  return jax.tree.map(jnp.array, params)  # distinct buffers per leaf
+
+
+def optax_muon(labels) -> optax.GradientTransformation:
+  dims = jax.tree.map(
+      lambda label: optax.contrib.MuonDimensionNumbers()
+      if label == "muon" else None, labels)
+  return optax.contrib.muon(1e-3, adam_b2=0.95,
+                            muon_weight_dimension_numbers=dims)
+
+
+def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
+            repeats: int) -> dict:
+  """Time, compiled memory and state bytes of one optimizer step."""
+  state = tx.init(params)
+  step = jax.jit(tx.update)
+  compiled = step.lower(grads, state, params).compile()
+  mem = compiled.memory_analysis()
+  memory = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+            + mem.temp_size_in_bytes)
+  updates, state = compiled(grads, state, params)  # warm up
+  jax.block_until_ready(updates)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    updates, state = compiled(grads, state, params)
+    jax.block_until_ready((updates, state))
+    times.append(time.perf_counter() - start)
+  return {"step_s": float(np.median(times)), "memory_bytes": int(memory),
+          "temp_bytes": int(mem.temp_size_in_bytes), "state": state}
+
+
+def muon_state_bytes(state, labels) -> int:
+  """Bytes of the Muon branch's state (momentum of the matrix leaves)."""
+  inner = state.inner_states["muon"].inner_state
+  return qm.nbytes(inner)
+
+
+def run(widths: list[int], repeats: int) -> list[dict]:
+  rows = []
+  for width in widths:
+    params = gpt_params(width)
+    labels = qm.muon_labels(params)
+    grads = jax.tree.map(
+        lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
+    n_matrix = sum(p.size for p, label in zip(
+        jax.tree.leaves(params), jax.tree.leaves(labels), strict=True)
+        if label == "muon")
+    reference = measure(optax_muon(labels), params, grads, repeats)
+    results = {name: measure(make(), params, grads, repeats)
+               for name, make in PRESETS.items()}
+    full = muon_state_bytes(results["muon"]["state"], labels)
+    for name, result in results.items():
+      state_bytes = muon_state_bytes(result["state"], labels)
+      rows.append({
+          "width": width,
+          "optimizer": name,
+          "state_bytes_per_matrix_param": state_bytes / n_matrix,
+          "state_reduction_vs_muon": full / state_bytes,
+          "step_time_ratio": result["step_s"] / reference["step_s"],
+          "step_memory_ratio": result["memory_bytes"]
+          / reference["memory_bytes"],
+          "step_s": result["step_s"],
+          "step_memory_bytes": result["memory_bytes"],
+          "optax_muon_step_s": reference["step_s"],
+          "optax_muon_memory_bytes": reference["memory_bytes"],
+      })
+  return rows
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--widths", default="256,512")
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+  rows = run([int(w) for w in args.widths.split(",")], args.repeats)
+  common.report("optimizer_step", rows, columns=[
+      "width", "optimizer", "state_bytes_per_matrix_param",
+      "state_reduction_vs_muon", "step_time_ratio", "step_memory_ratio"])
+
+
+if __name__ == "__main__":
+  main()
