@@ -69,6 +69,7 @@ def quantized_muon(
     adam_eps: float = 1e-8,
     adam_weight_decay: float = 0.0,
     adam_state_format: Any = None,
+    impl: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with its momentum stored in ``momentum_format``; AdamW elsewhere.
 
@@ -101,6 +102,9 @@ def quantized_muon(
       ``state_format`` of :func:`quantmuon.quantize_state` for it (with the
       same ``min_size`` and ``seed``), e.g. ``{"mu": Blockwise(8,
       "dynamic"), "nu": Blockwise(8, "unsigned_dynamic")}`` for 8-bit AdamW.
+    impl: how the momentum step runs: ``auto`` (fused Pallas kernels when
+      lowering for TPU or GPU, XLA for the CPU), ``xla``, ``pallas`` or
+      ``pallas_interpret`` (see :mod:`quantmuon.kernels.dispatch`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -113,7 +117,7 @@ def quantized_muon(
       scale_by_quantized_momentum(
           beta=beta, nesterov=nesterov, momentum_format=momentum_format,
           accumulation=accumulation, normalize=normalize, min_size=min_size,
-          seed=seed),
+          seed=seed, impl=impl),
       orthogonalize(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps,
                     dimension_numbers=dimension_numbers),
       scale_by_shape(consistent_rms=consistent_rms,

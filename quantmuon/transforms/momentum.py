@@ -24,6 +24,7 @@ from quantmuon.transforms import _tree
 
 Array = jax.Array
 ACCUMULATIONS = ("ema", "sum")
+IMPLS = ("auto", "xla", "pallas", "pallas_interpret")
 NORMALIZE_EPS = 1e-7
 
 
@@ -100,6 +101,56 @@ def momentum_step(stored: formats.Stored, g: Array, beta: Array,
   return new, fmt.encode(new, key=key, previous=stored)
 
 
+def emit(m: Array, g: Array, count: Array, beta: Array, accumulation: str,
+         nesterov: bool) -> Array:
+  """The momentum handed on: optax's (bias-corrected) or the heavy ball's.
+
+  Args:
+    m: the new momentum.
+    g: the gradient as accumulated (:func:`prepare_gradient`).
+    count: the step count (after incrementing).
+    beta: momentum decay.
+    accumulation: ``ema`` or ``sum``.
+    nesterov: the Nesterov mix instead of the momentum.
+
+  Returns:
+    The fresh momentum, float32.
+  """
+  if accumulation == "sum":
+    return g + beta * m if nesterov else m
+  if nesterov:
+    m_hat = m / (1 - beta ** optax.safe_increment(count))
+    g_hat = g / (1 - beta ** count)
+    return beta * m_hat + (1 - beta) * g_hat
+  return m / (1 - beta ** count)
+
+
+def momentum_update(stored: formats.Stored, g: Array, *, beta: Array,
+                    accumulation: str, normalize: bool, nesterov: bool,
+                    count: Array, key: Array | None
+                    ) -> tuple[Array, formats.Stored]:
+  """One leaf's step on the XLA path: the reference of the fused kernels.
+
+  Args:
+    stored: the stored momentum.
+    g: the gradient.
+    beta: momentum decay.
+    accumulation: ``ema`` or ``sum``.
+    normalize: MuonQ normalization.
+    nesterov: emit the Nesterov mix.
+    count: the step count (after incrementing).
+    key: random key for stochastic rounding, else None.
+
+  Returns:
+    ``(fresh momentum in g's dtype, new stored momentum)``.
+  """
+  new, new_stored = momentum_step(stored, g, beta, accumulation, normalize,
+                                  key)
+  fresh = emit(new, prepare_gradient(g, normalize), count, beta,
+               accumulation, nesterov)
+  return fresh.astype(g.dtype), new_stored
+
+
 def scale_by_quantized_momentum(
     beta: float = 0.95,
     nesterov: bool = True,
@@ -108,6 +159,7 @@ def scale_by_quantized_momentum(
     normalize: bool = False,
     min_size: int | None = 4096,
     seed: int | None = 0,
+    impl: str = "auto",
 ) -> optax.GradientTransformation:
   """Momentum kept in ``momentum_format`` between steps.
 
@@ -126,12 +178,16 @@ def scale_by_quantized_momentum(
     min_size: leaves with fewer elements are stored in float32.
     seed: seed of the keys for formats that round stochastically; keys are
       folded with the step count, so a resumed run draws the same keys.
+    impl: ``auto`` (fused Pallas kernels when lowering for TPU or GPU, XLA
+      for the CPU), ``xla``, ``pallas`` or ``pallas_interpret``; see
+      :mod:`quantmuon.kernels.dispatch`.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
     ``QuantizedMomentumState``.
   """
   check_choice(accumulation, "accumulation", ACCUMULATIONS)
+  check_choice(impl, "impl", IMPLS)
   if not isinstance(momentum_format, formats.Format):
     raise ValueError(
         "momentum_format must be a quantmuon.formats format, got "
@@ -152,25 +208,18 @@ def scale_by_quantized_momentum(
     stored = treedef.flatten_up_to(state.momentum)
     base_key = jax.random.fold_in(jax.random.key(seed), count)
 
+    # Imported here: the kernels build on this module's reference path.
+    from quantmuon.kernels import dispatch
+
     def leaf(i, g, s):
       key = jax.random.fold_in(base_key, i)
-      new, new_stored = momentum_step(s, g, beta, accumulation, normalize,
-                                      key)
-      fresh = _emit(new, prepare_gradient(g, normalize), count)
-      return fresh.astype(g.dtype), new_stored
+      return dispatch.fused_step(
+          s, g, beta=beta, accumulation=accumulation, normalize=normalize,
+          nesterov=nesterov, count=count, key=key, impl=impl)
 
     outs = _tree.map_in_order(leaf, grads, stored)
     fresh = treedef.unflatten([o[0] for o in outs])
     momentum = treedef.unflatten([o[1] for o in outs])
     return fresh, QuantizedMomentumState(count, momentum)
-
-  def _emit(m: Array, g: Array, count: Array) -> Array:
-    if accumulation == "sum":
-      return g + beta * m if nesterov else m
-    if nesterov:
-      m_hat = m / (1 - beta ** optax.safe_increment(count))
-      g_hat = g / (1 - beta ** count)
-      return beta * m_hat + (1 - beta) * g_hat
-    return m / (1 - beta ** count)
 
   return optax.GradientTransformation(init_fn, update_fn)

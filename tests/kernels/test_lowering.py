@@ -1,0 +1,141 @@
+"""Every kernel lowers for TPU and for CUDA, on this CPU-only machine.
+
+``jax.export`` with ``platforms=["tpu"]`` runs Pallas's Mosaic lowering and
+``["cuda"]`` its Triton lowering without either device. Each exported
+module must hold the kernel's custom call and the kernel by name.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import quantmuon as qm
+from quantmuon import formats as F
+from quantmuon import kernels
+
+CUSTOM_CALLS = {"tpu": "tpu_custom_call", "cuda": kernels.TRITON_CALL}
+F16 = jnp.float16
+
+# Each kernel (family, source, sink) with the codebooks and widths.
+CASES = {
+    "blockwise_rows_8bit": (F.Blockwise(bits=8), (64, 4096), False,
+                            ["rows_momentum_encode"]),
+    "blockwise_group_dynamic": (F.Blockwise(bits=8, codebook="dynamic"),
+                                (384, 200), False,
+                                ["group_momentum_encode"]),
+    "blockwise_4bit_mulaw_odd": (F.Blockwise(bits=4, codebook="mulaw",
+                                             block_size=128), (64, 201),
+                                 True, ["rows_momentum_encode"]),
+    "blockwise_2bit_stochastic": (F.Blockwise(bits=2, block_size=256,
+                                              rounding="stochastic"),
+                                  (40, 300), False, ["rows_momentum_encode"]),
+    "axiswise_tensor_f16": (F.Axiswise(bits=4, codebook="mulaw",
+                                       scale_dtype=F16), (384, 200), True,
+                            ["given_momentum_stats", "given_momentum_encode"]),
+    "axiswise_col": (F.Axiswise(bits=8, axis="col"), (130, 200), False,
+                     ["given_momentum_stats", "given_momentum_encode"]),
+    "axiswise_row_2bit": (F.Axiswise(bits=2, axis="row"), (130, 203), False,
+                          ["given_momentum_stats", "given_momentum_encode"]),
+    "grid_4bit": (F.Grid(bits=4), (384, 200), False,
+                  ["grid_momentum_encode"]),
+    "grid_dynamic_stochastic": (F.Grid(bits=8, tile=32, codebook="dynamic",
+                                       rounding="stochastic"), (100, 70),
+                                False, ["grid_momentum_encode"]),
+    "subspace_grid": (F.Subspace(residual=F.Grid(bits=4)), (256, 200), False,
+                      ["grid_momentum_store", "grid_input_encode"]),
+    "subspace_axiswise": (F.Subspace(
+        factors=F.Axiswise(bits=4, codebook="mulaw", axis="col",
+                           scale_dtype=F16),
+        residual=F.Axiswise(bits=4, codebook="mulaw", scale_dtype=F16)),
+        (256, 200), True, ["given_momentum_store", "given_input_stats",
+                           "given_input_encode"]),
+    "subspace_blockwise": (F.Subspace(residual=F.Blockwise(
+        bits=4, block_size=128)), (256, 200), False,
+        ["rows_momentum_store", "rows_input_encode"]),
+}
+
+
+def _step(impl: str, normalize: bool):
+  def step(stored, g):
+    return kernels.fused_step(
+        stored, g, beta=0.95, accumulation="sum", normalize=normalize,
+        nesterov=True, count=jnp.asarray(3, jnp.int32),
+        key=jax.random.key(0), impl=impl)
+  return step
+
+
+def _export(fn, platforms, *args) -> str:
+  exported = jax.export.export(
+      jax.jit(fn), platforms=platforms,
+      disabled_checks=kernels.export_disabled_checks())(*args)
+  return exported.mlir_module()
+
+
+@pytest.mark.parametrize("platform", ["tpu", "cuda"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernel_lowers(name, platform):
+  fmt, shape, normalize, expected = CASES[name]
+  text = _export(_step("pallas", normalize), [platform], fmt.init(shape),
+                 jnp.ones(shape, jnp.bfloat16))
+  assert CUSTOM_CALLS[platform] in text
+  found = set(re.findall(r"quantmuon_(\w+?)\b", text))
+  assert set(expected) <= found, found
+
+
+def test_auto_exported_from_cpu_carries_the_kernel():
+  tx = qm.muon_8bit(0.01)  # impl="auto"
+  params = {"w": jnp.zeros((64, 4096))}
+  grads = {"w": jnp.ones((64, 4096))}
+  state = tx.init(params)
+  for platform, call in CUSTOM_CALLS.items():
+    assert call in _export(tx.update, [platform], grads, state, params)
+
+
+def test_auto_on_cpu_is_the_xla_path():
+  fmt, shape, _, _ = CASES["grid_4bit"]
+  stored, g = fmt.init(shape), jnp.ones(shape)
+  text = jax.jit(_step("auto", False)).lower(stored, g).as_text()
+  assert "custom_call" not in text and "quantmuon_" not in text
+  auto = jax.jit(_step("auto", False))(stored, g)
+  xla = jax.jit(_step("xla", False))(stored, g)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
+                                   auto, xla))
+
+
+def test_pallas_on_cpu_points_to_interpret():
+  fmt, shape, _, _ = CASES["grid_4bit"]
+  with pytest.raises(ValueError, match="pallas_interpret"):
+    jax.jit(_step("pallas", False))(fmt.init(shape), jnp.ones(shape))
+
+
+def test_formats_without_kernels_take_xla_under_any_impl():
+  for fmt in (F.Float(), F.FloatingPoint(exponent_bits=5, mantissa_bits=2)):
+    text = _export(_step("pallas", False), ["tpu"], fmt.init((64, 64)),
+                   jnp.ones((64, 64)))
+    assert "tpu_custom_call" not in text
+
+
+def test_configuration_without_kernel_raises_under_pallas():
+  fmt = F.Blockwise(bits=8, codebook="unsigned_linear")
+  assert kernels.unsupported_reason(fmt, (64, 64)) is not None
+  with pytest.raises(ValueError, match="no kernel"):
+    _export(_step("pallas", False), ["tpu"], fmt.init((64, 64)),
+            jnp.ones((64, 64)))
+  text = _export(_step("auto", False), ["tpu"], fmt.init((64, 64)),
+                 jnp.ones((64, 64)))
+  assert "tpu_custom_call" not in text
+
+
+def test_impl_is_checked():
+  with pytest.raises(ValueError, match="impl"):
+    qm.scale_by_quantized_momentum(impl="cuda")
+  with pytest.raises(ValueError, match="impl"):
+    qm.muon_grasp(0.01, impl="triton")
+  assert "impl" in qm.muonq.__signature__.parameters
+  assert isinstance(qm.muon(0.01, impl="pallas"),
+                    optax.GradientTransformationExtraArgs)
