@@ -284,3 +284,20 @@ def test_preset_adam_state_format():
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(u))
   for name in ("muon_8bit", "muonq"):
     getattr(qm, name)(1e-2, adam_state_format=ADAM8).init(params)
+
+
+def test_state_round_trips_through_orbax(rng, tmp_path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  params = _params(rng)
+  tx = qm.quantize_state(optax.adamw(1e-2), ADAM8, min_size=0)
+  _, states = _run(tx, params, 1)
+  state = states[-1]
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "state", state)
+    ckptr.wait_until_finished()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = ckptr.restore(tmp_path / "state", abstract)
+  assert _structure(restored) == _structure(state)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored),
+                  strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
