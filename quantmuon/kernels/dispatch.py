@@ -34,7 +34,7 @@ from typing import Any
 
 import jax
 from jax.extend import core as jex_core
-from jax.interpreters import mlir
+from jax.interpreters import batching, mlir
 
 from quantmuon import formats
 from quantmuon.formats.base import check_choice
@@ -96,6 +96,8 @@ def _no_cpu_lowering(ctx: Any, x: Any) -> Any:
 
 mlir.register_lowering(_accelerator_p, lambda ctx, x: [x])
 mlir.register_lowering(_accelerator_p, _no_cpu_lowering, platform="cpu")
+batching.primitive_batchers[_accelerator_p] = (
+    lambda args, dims: (_accelerator_p.bind(*args), dims[0]))
 
 
 def fused_step(stored: formats.Stored, g: Array, *, beta: Any,

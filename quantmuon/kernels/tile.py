@@ -25,7 +25,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from quantmuon.kernels import codec as codec_lib
 
@@ -194,7 +193,3 @@ def zero_code_byte(codec: codec_lib.Codec) -> int:
   z = codec.zero_code
   return int(sum(z << (codec.bits * s) for s in range(codec.per_byte)))
 
-
-def noise_unused() -> np.ndarray:
-  """Placeholder noise for kernels that round to nearest (never read)."""
-  return np.zeros((1,), np.float32)

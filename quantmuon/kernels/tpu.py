@@ -264,9 +264,8 @@ def pack(codec: codec_lib.Codec, codes: Array) -> Array:
   return full.astype(jnp.int32).astype(jnp.uint8)
 
 
-def _specs(geo: Geometry, v: View, step: tile_lib.Step, ins: dict[str, Any]
-           ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Block specs of the view-shaped operands and the shapes they take."""
+def _specs(geo: Geometry, v: View) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Block specs of the view's operands by name, and the shared ones."""
   k = geo.per_byte
   br, bc = v.block_rows, v.block_cols
   if geo.kind == "grid":
@@ -291,7 +290,6 @@ def _specs(geo: Geometry, v: View, step: tile_lib.Step, ins: dict[str, Any]
   specs = {"codes": byte, "g": elem, "low_rank": elem, "x": elem,
            "noise": elem, "scales": scale, "given": scale[0],
            "scalars": pl.BlockSpec(memory_space=pltpu.SMEM)}
-  del step, ins
   return specs, {"elem": elem, "byte": byte, "scale": scale}
 
 
@@ -329,7 +327,7 @@ def run(geo: Geometry, step: tile_lib.Step, ins: dict[str, Any], *,
     if "scales" in vins:
       vins["scalars"] = vins["scalars"].at[tile_lib.SCALE_IN].set(
           vins.pop("scales")[0].reshape(()).astype(jnp.float32))
-  specs, shared = _specs(geo, v, step, ins)
+  specs, shared = _specs(geo, v)
   in_names, in_vals, in_specs = [], [], []
   for name, value in vins.items():
     if isinstance(value, tuple):
