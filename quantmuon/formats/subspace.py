@@ -93,18 +93,33 @@ class Subspace(Format):
     }
     return Stored(parts, self, shape, dtype)
 
-  def _encode(self, x, *, key, previous) -> Stored:
-    m, n = layout.matrix_shape(x.shape)
-    k = self.rank_for(x.shape)
-    mat = x.reshape(m, n).astype(jnp.float32)
+  def factorize(self, mat: Array, previous: Stored | None = None
+                ) -> tuple[Array, Array]:
+    """The warm-started power iteration on an ``(m, n)`` float32 matrix.
+
+    Args:
+      mat: the momentum as a matrix.
+      previous: the stored value whose R starts the iteration; None starts
+        from the fixed Gaussian.
+
+    Returns:
+      ``(P, R)``: P (m x k) with orthonormal columns and R = mat.T @ P.
+    """
     if previous is None:
-      q = self._start(n, k)
+      q = self._start(mat.shape[1], self.rank_for(mat.shape))
     else:
       q = self._normalize_columns(previous["R"].decode())
     for _ in range(self.power_iters):
       p, _ = jnp.linalg.qr(mat @ q)
       r = mat.T @ p
       q = self._normalize_columns(r)
+    return p, r
+
+  def _encode(self, x, *, key, previous) -> Stored:
+    m, n = layout.matrix_shape(x.shape)
+    self.rank_for(x.shape)  # raises for a rank the shape cannot hold
+    mat = x.reshape(m, n).astype(jnp.float32)
+    p, r = self.factorize(mat, previous)
     residual = (mat - p @ r.T).reshape(x.shape)
     keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
     parts = {

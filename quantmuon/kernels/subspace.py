@@ -35,29 +35,6 @@ def check(fmt: formats.Subspace, shape: tuple[int, ...]) -> None:
   geometry.of(fmt.residual, shape)
 
 
-def factorize(fmt: formats.Subspace, mat: Array, previous: formats.Stored
-              ) -> tuple[Array, Array]:
-  """``Subspace._encode``'s warm-started power iteration, step for step.
-
-  Kept in step with the format by the kernel tests, which compare the codes
-  this path stores with the format's own bit for bit.
-
-  Args:
-    fmt: the format.
-    mat: the ``(m, n)`` float32 momentum.
-    previous: the stored value (its R is the warm start).
-
-  Returns:
-    ``(P, R)`` as the format computes them.
-  """
-  q = fmt._normalize_columns(previous["R"].decode())  # noqa: SLF001
-  for _ in range(fmt.power_iters):
-    p, _ = jnp.linalg.qr(mat @ q)
-    r = mat.T @ p
-    q = fmt._normalize_columns(r)  # noqa: SLF001
-  return p, r
-
-
 def step(stored: formats.Stored, g: Array, *, cfg: absmax.Config,
          step_scalars: Array, key: Array | None, backend: str,
          interpret: bool) -> tuple[Array, formats.Stored]:
@@ -81,7 +58,7 @@ def step(stored: formats.Stored, g: Array, *, cfg: absmax.Config,
   new, fresh = absmax.accumulate(
       stored["residual"], g, low_rank=low_old, cfg=cfg,
       step_scalars=step_scalars, backend=backend, interpret=interpret)
-  p, r = factorize(fmt, new, stored)
+  p, r = fmt.factorize(new, stored)
   keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
   residual = absmax.encode(fmt.residual, new, low_rank=p @ r.T,
                            shape=stored.shape, key=keys[2], backend=backend,
