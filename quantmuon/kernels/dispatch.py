@@ -40,9 +40,9 @@ from quantmuon import formats
 from quantmuon.formats.base import check_choice
 from quantmuon.kernels import absmax, geometry, subspace
 from quantmuon.kernels.gpu import TRITON_CALL
+from quantmuon.transforms.momentum import IMPLS
 
 Array = jax.Array
-from quantmuon.transforms.momentum import IMPLS  # noqa: E402
 
 
 def has_kernel_family(fmt: formats.Format) -> bool:
