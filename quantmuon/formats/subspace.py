@@ -6,7 +6,7 @@ which Newton-Schulz amplifies. They store the momentum M (m x n) as
 ``P @ R.T + residual`` with P (m x k) orthonormal and R (n x k), found by a
 power iteration warm-started from the R stored at the previous step:
 
-  Q = R / column_norms(R);  P, _ = qr(M @ Q);  R = M.T @ P;
+  Q = R / column_norms(R);  P = orth(M @ Q);  R = M.T @ P;
   residual = M - P @ R.T
 
 The factors and the residual are then stored in their own formats.
@@ -25,6 +25,33 @@ from quantmuon.formats.grid import Grid
 from quantmuon.formats.tiled import Blockwise
 
 Array = jax.Array
+
+
+def orthonormalize(a: Array) -> Array:
+  """An orthonormal basis of the columns of a tall ``a`` (m x k), m >= k.
+
+  Shifted Cholesky QR, twice (CholeskyQR2): two k x k Gram matrices and
+  triangular solves instead of a Householder QR, which XLA runs slowly on
+  the CPU (0.73 s against 0.05 s for 4096 x 256 here) and the MXU does not
+  help. The small shift keeps rank-deficient inputs finite (their null
+  directions come out near zero, which the residual absorbs: ``M = P R^T +
+  residual`` holds for any P). Equals Householder QR's Q up to column signs.
+
+  Args:
+    a: float32 matrix.
+
+  Returns:
+    float32 matrix of ``a``'s shape with orthonormal columns (up to the
+    shift).
+  """
+  k = a.shape[1]
+  eye = jnp.eye(k, dtype=a.dtype)
+  for _ in range(2):
+    gram = a.T @ a
+    shift = 1e-6 * jnp.trace(gram) / k + jnp.finfo(a.dtype).tiny
+    chol = jnp.linalg.cholesky(gram + shift * eye)
+    a = jax.scipy.linalg.solve_triangular(chol, a.T, lower=True).T
+  return a
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,14 +130,15 @@ class Subspace(Format):
         from the fixed Gaussian.
 
     Returns:
-      ``(P, R)``: P (m x k) with orthonormal columns and R = mat.T @ P.
+      ``(P, R)``: P (m x k) with orthonormal columns (see
+      :func:`orthonormalize`) and R = mat.T @ P.
     """
     if previous is None:
       q = self._start(mat.shape[1], self.rank_for(mat.shape))
     else:
       q = self._normalize_columns(previous["R"].decode())
     for _ in range(self.power_iters):
-      p, _ = jnp.linalg.qr(mat @ q)
+      p = orthonormalize(mat @ q)
       r = mat.T @ p
       q = self._normalize_columns(r)
     return p, r
