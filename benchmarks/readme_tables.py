@@ -1,0 +1,112 @@
+"""Prints the README's results tables from ``benchmarks/results/*.json``.
+
+Every number in the README's results section comes from this command, which
+reads what the benchmarks recorded (with their date and machine):
+
+  python -m benchmarks.readme_tables
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS
+
+FORMAT_ROWS = (
+    "fp32", "bf16", "block2048-linear8", "block2048-dynamic8",
+    "block128-linear4", "tensor-linear4", "tensor-mulaw4", "col-linear4",
+    "grid128-linear4", "muonq-subspace4", "grasp-subspace4", "fp8-e4m3",
+    "block128-linear2",
+)
+
+
+def _load(name: str) -> dict[str, Any] | None:
+  path = RESULTS / f"{name}.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def _where(env: dict[str, Any]) -> str:
+  device = env.get("cpu") or env.get("processor")
+  devices = env.get("devices") or []
+  if env.get("backend") not in (None, "cpu") and devices:
+    device = devices[0]
+  return (f"{env['date'][:10]}, {device} ({env.get('backend', 'cpu')}), "
+          f"jax {env['jax']}")
+
+
+def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]],
+              fmt: str = "{:.4g}") -> str:
+  head = "| " + " | ".join(title for _, title in columns) + " |"
+  rule = "|" + "---|" * len(columns)
+  lines = [head, rule]
+  for row in rows:
+    cells = [fmt.format(row[k]) if isinstance(row[k], float) else str(row[k])
+             for k, _ in columns]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def optimizer_step() -> str | None:
+  data = _load("optimizer_step")
+  if data is None:
+    return None
+  table = _markdown(data["rows"], [
+      ("width", "width"), ("optimizer", "preset"),
+      ("state_bytes_per_matrix_param", "state B / matrix param"),
+      ("state_reduction_vs_muon", "state reduction vs muon"),
+      ("step_time_ratio", "step time vs optax muon"),
+      ("step_memory_ratio", "step memory vs optax muon")], "{:.3g}")
+  return (f"Optimizer step on a 4-layer GPT-like tree "
+          f"(`python -m benchmarks.optimizer_step`; "
+          f"{_where(data['environment'])}):\n\n{table}")
+
+
+def formats() -> str | None:
+  data = _load("formats")
+  if data is None:
+    return None
+  by_name = {row["format"]: row for row in data["rows"]}
+  rows = [by_name[name] for name in FORMAT_ROWS if name in by_name]
+  table = _markdown(rows, [
+      ("format", "format"), ("rel_err", "relative error"),
+      ("ns_rel_err", "error after Newton-Schulz"),
+      ("bytes_per_elem", "bytes / element")])
+  shape = "x".join(str(d) for d in data["settings"]["shape"])
+  return (f"Storage formats on a {shape} momentum matrix "
+          f"(`python -m benchmarks.formats`; "
+          f"{_where(data['environment'])}):\n\n{table}")
+
+
+def fp_quantization() -> str | None:
+  data = _load("fp_quantization")
+  if data is None:
+    return None
+  findings = "\n".join(f"- {line}" for line in data["findings"])
+  return (f"Floating-point-quantized training, final gradient norm "
+          f"(`python -m benchmarks.fp_quantization`; "
+          f"{_where(data['environment'])}):\n\n"
+          f"{data['tables']['grad_norm']}\n\n{findings}")
+
+
+def kernels() -> str | None:
+  data = _load("kernels_cpu")
+  if data is None:
+    return None
+  table = _markdown(data["rows"], [
+      ("kernel", "kernel"), ("shape", "shape"), ("xla_ms", "XLA ms"),
+      ("xla_GBps", "XLA GB/s")], "{:.3g}")
+  return (f"Momentum step per format family, XLA path on the CPU "
+          f"(`python -m benchmarks.kernels`; "
+          f"{_where(data['environment'])}); no GPU or TPU numbers yet:"
+          f"\n\n{table}")
+
+
+def main() -> None:
+  sections = [optimizer_step(), formats(), kernels(), fp_quantization()]
+  print("\n\n".join(s for s in sections if s))
+
+
+if __name__ == "__main__":
+  main()
