@@ -33,6 +33,7 @@ from quantmuon.experiments import optimizers, report
 from quantmuon.experiments.train import train
 
 REFERENCE = "muon"
+TWIN = "muon_rms"  # full precision with the quantized presets' scaling
 
 
 def parse_list(text: str) -> list[str]:
@@ -116,6 +117,13 @@ def _mean_curve(curves: list[list[list[float]]]) -> list[list[float]]:
   return [[s, float(v)] for s, v in zip(steps, values, strict=True)]
 
 
+def _gap(runs: list[dict[str, Any]], ref: list[dict[str, Any]]
+         ) -> tuple[float, float]:
+  gaps = [100 * (s["final_val_loss"] - r["final_val_loss"])
+          / r["final_val_loss"] for s, r in zip(runs, ref, strict=True)]
+  return float(np.mean(gaps)), float(np.std(gaps))
+
+
 def aggregate(runs: dict[str, list[dict[str, Any]]],
               reference: str) -> dict[str, dict[str, Any]]:
   """Mean and spread over seeds, and gaps to the reference optimizer.
@@ -127,7 +135,8 @@ def aggregate(runs: dict[str, list[dict[str, Any]]],
   Returns:
     Per optimizer: mean of each summary number (``*_std`` and
     ``*_per_seed`` beside the losses), the seed-paired ``gap_pct`` (mean,
-    ``gap_pct_std``) to ``reference``, ``memory_reduction`` and
+    ``gap_pct_std``) to ``reference`` (and ``twin_gap_pct`` to
+    ``muon_rms`` when it ran), ``memory_reduction`` and
     ``time_ratio``, mean curves and the per-seed runs.
   """
   out: dict[str, dict[str, Any]] = {}
@@ -145,11 +154,10 @@ def aggregate(runs: dict[str, list[dict[str, Any]]],
                 "compiled_step_memory_bytes", "params"):
       agg[key] = summaries[0][key]
     agg["compiled_step_memory"] = summaries[0]["compiled_step_memory"]
-    gaps = [100 * (s["final_val_loss"] - r["final_val_loss"])
-            / r["final_val_loss"]
-            for s, r in zip(summaries, ref, strict=True)]
-    agg["gap_pct"] = float(np.mean(gaps))
-    agg["gap_pct_std"] = float(np.std(gaps))
+    agg["gap_pct"], agg["gap_pct_std"] = _gap(summaries, ref)
+    if TWIN in runs:
+      agg["twin_gap_pct"], agg["twin_gap_pct_std"] = _gap(summaries,
+                                                          runs[TWIN])
     agg["memory_reduction"] = (ref[0]["state_bytes"]
                                / max(summaries[0]["state_bytes"], 1))
     agg["time_ratio"] = agg["step_time_s"] / float(

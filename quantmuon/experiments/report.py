@@ -44,6 +44,11 @@ def markdown(results: dict[str, Any]) -> str:
   seeds = len(results["seeds"])
   task = results["task"]
   steps = results["config"]["train"]["steps"]
+  twin = all("twin_gap_pct" in r for r in opts.values())
+  head = ["optimizer", "lr", "final val loss", "best val loss",
+          f"gap to {ref} (%)"] + (["gap to muon_rms (%)"] if twin else []) + [
+              "state MiB", "bytes/param", "memory reduction", "step ms",
+              "time ratio", "compiled step MiB"]
   lines = [
       "# quantmuon comparison",
       "",
@@ -54,21 +59,24 @@ def markdown(results: dict[str, Any]) -> str:
       f"- wall time: {results['wall_time_s'] / 60:.1f} min",
       f"- reference: `{ref}` (full precision)",
       "",
-      "| optimizer | lr | final val loss | best val loss | gap to "
-      f"{ref} (%) | state MiB | bytes/param | memory reduction | "
-      "step ms | time ratio | compiled step MiB |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "| " + " | ".join(head) + " |",
+      "|" + "---|" * len(head),
   ]
   for name, r in opts.items():
     flag = " (diverged)" if r.get("diverged") else ""
-    lines.append(
-        f"| `{name}`{flag} | {r['learning_rate']:.3g} | "
-        f"{_pm(r['final_val_loss'], r['final_val_loss_std'], seeds, '.4f')} "
-        f"| {_pm(r['best_val_loss'], r['best_val_loss_std'], seeds, '.4f')} "
-        f"| {_pm(r['gap_pct'], r['gap_pct_std'], seeds, '+.2f')} | "
-        f"{_mb(r['state_bytes'])} | {r['state_bytes_per_param']:.2f} | "
-        f"{r['memory_reduction']:.2f}x | {1e3 * r['step_time_s']:.1f} | "
-        f"{r['time_ratio']:.2f} | {_mb(r['compiled_step_memory_bytes'])} |")
+    cells = [
+        f"`{name}`{flag}", f"{r['learning_rate']:.3g}",
+        _pm(r["final_val_loss"], r["final_val_loss_std"], seeds, ".4f"),
+        _pm(r["best_val_loss"], r["best_val_loss_std"], seeds, ".4f"),
+        _pm(r["gap_pct"], r["gap_pct_std"], seeds, "+.2f")]
+    if twin:
+      cells.append(_pm(r["twin_gap_pct"], r["twin_gap_pct_std"], seeds,
+                       "+.2f"))
+    cells += [_mb(r["state_bytes"]), f"{r['state_bytes_per_param']:.2f}",
+              f"{r['memory_reduction']:.2f}x",
+              f"{1e3 * r['step_time_s']:.1f}", f"{r['time_ratio']:.2f}",
+              _mb(r["compiled_step_memory_bytes"])]
+    lines.append("| " + " | ".join(cells) + " |")
   lines += [
       "",
       f"Gap: (final val loss - {ref}'s) / {ref}'s, paired by seed"
@@ -78,6 +86,11 @@ def markdown(results: dict[str, Any]) -> str:
       f"{ref}'s. Compiled step: arguments + outputs + temporaries of the "
       "jitted train step (`memory_analysis`).",
   ]
+  if twin:
+    lines += [
+        "", "`muon_rms` is full-precision Muon with the consistent-RMS "
+        "scaling (0.2 sqrt(max(m, n))) the quantized presets use, at their "
+        "shared rate: the gap to it is the cost of quantization alone."]
   if results.get("lr_note"):
     lines += ["", f"Learning rates: {results['lr_note']}"]
   if results.get("lr_sweep"):
@@ -113,14 +126,17 @@ def plot_losses(results: dict[str, Any], path: str) -> None:
 
   fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
   for name, r in results["optimizers"].items():
+    style = {"label": name}
+    if name == results["reference"]:  # the reference stands out
+      style.update(color="black", linestyle="--", linewidth=2, zorder=5)
     val = np.array(r["val_curve"])
     if len(val):
-      ax_val.plot(val[:, 0], val[:, 1], marker="o", ms=3, label=name)
+      ax_val.plot(val[:, 0], val[:, 1], marker="o", ms=3, **style)
     train = np.array(r["train_curve"])
     if len(train):
       window = max(1, len(train) // 25)
       ax_train.plot(train[window - 1:, 0] if window > 1 else train[:, 0],
-                    _smooth(train[:, 1], window), label=name)
+                    _smooth(train[:, 1], window), **style)
   ax_val.set(title="validation loss", xlabel="step", ylabel="loss")
   ax_train.set(title="training loss (moving average)", xlabel="step")
   for ax in (ax_val, ax_train):
@@ -137,7 +153,7 @@ def plot_losses(results: dict[str, Any], path: str) -> None:
 
 
 def plot_memory(results: dict[str, Any], path: str) -> None:
-  """Optimizer-state bytes and compiled-step bytes per optimizer.
+  """Optimizer-state bytes, and the compiled step's bytes by kind.
 
   Args:
     results: what ``compare.compare`` returns.
@@ -150,14 +166,23 @@ def plot_memory(results: dict[str, Any], path: str) -> None:
 
   names = list(results["optimizers"])
   opts = results["optimizers"]
-  state = [opts[n]["state_bytes"] / 2**20 for n in names]
-  step = [opts[n]["compiled_step_memory_bytes"] / 2**20 for n in names]
   fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for ax, values, title in ((ax_s, state, "optimizer state (MiB)"),
-                            (ax_c, step, "compiled train step (MiB)")):
-    bars = ax.bar(names, values, color="tab:blue")
-    ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_title(title)
+  state = [opts[n]["state_bytes"] / 2**20 for n in names]
+  bars = ax_s.bar(names, state, color="tab:blue")
+  ax_s.bar_label(bars, fmt="%.2f", fontsize=8)
+  ax_s.set_title("optimizer state (MiB, quantmuon.nbytes)")
+  bottom = np.zeros(len(names))
+  for part in ("arguments", "outputs", "temporaries"):
+    values = np.array([opts[n]["compiled_step_memory"][part] / 2**20
+                       for n in names])
+    ax_c.bar(names, values, bottom=bottom, label=part)
+    bottom += values
+  for i, total in enumerate(bottom):
+    ax_c.annotate(f"{total:.1f}", (i, total), ha="center", va="bottom",
+                  fontsize=8)
+  ax_c.set_title("compiled train step (MiB)")
+  ax_c.legend(fontsize=8)
+  for ax in (ax_s, ax_c):
     ax.tick_params(axis="x", rotation=30)
     ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()

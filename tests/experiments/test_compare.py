@@ -19,7 +19,7 @@ FIELDS = ("final_val_loss", "best_val_loss", "state_bytes",
 
 def test_compare_writes_every_output(tmp_path):
   config = tiny_config(steps=5)
-  config.optimizers = "muon,muon_4bit"
+  config.optimizers = "muon,muon_rms,muon_4bit"
   config.seeds = "0,1"
   results = compare.compare(config, str(tmp_path))
   for name in ("results.json", "results.md", "loss_curves.png",
@@ -27,9 +27,9 @@ def test_compare_writes_every_output(tmp_path):
     assert os.path.getsize(tmp_path / name) > 0, name
   saved = json.loads(open(tmp_path / "results.json").read())
   assert saved["reference"] == "muon" and saved["seeds"] == [0, 1]
-  for name in ("muon", "muon_4bit"):
+  for name in ("muon", "muon_rms", "muon_4bit"):
     r = saved["optimizers"][name]
-    for field in FIELDS:
+    for field in FIELDS + ("twin_gap_pct",):
       assert field in r, (name, field)
     assert len(r["runs"]) == 2 and len(r["final_val_loss_per_seed"]) == 2
     assert len(r["train_curve"]) == 5
@@ -37,8 +37,10 @@ def test_compare_writes_every_output(tmp_path):
   assert muon["gap_pct"] == 0 and muon["memory_reduction"] == 1
   assert four["state_bytes"] < muon["state_bytes"]
   assert muon["learning_rate"] == config.learning_rates.muon
+  assert saved["optimizers"]["muon_rms"]["twin_gap_pct"] == 0
   table = open(tmp_path / "results.md").read()
-  assert "| `muon_4bit` |" in table and "gap to muon" in table
+  assert "| `muon_4bit` |" in table and "gap to muon (%)" in table
+  assert "gap to muon_rms (%)" in table and " ± " in table
   assert results["optimizers"].keys() == saved["optimizers"].keys()
 
 

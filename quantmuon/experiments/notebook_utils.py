@@ -1,0 +1,332 @@
+"""Helpers shared by the notebooks in ``notebooks/``.
+
+- the fast mode: ``QUANTMUON_FAST=1`` shrinks every run (:func:`fast`,
+  :func:`pick`, :func:`experiment_config`), so that CI executes all the
+  notebooks in a few minutes;
+- training the experiment's model with any optax optimizer, not only the
+  named ones (:func:`train_with`), and the full-precision heavy-ball twin of
+  the quantized presets (:func:`fp32_twin`);
+- a real momentum matrix, captured from a short training run
+  (:func:`capture_momentum`);
+- output: figures as PNG of a modest size (:func:`show`), Markdown text and
+  tables computed from the notebook's own numbers (:func:`say`,
+  :func:`markdown_table`);
+- the benchmarks (:func:`load_benchmark`), which live beside the package.
+
+Importing it silences tqdm's "IProgress not found" warning, which a notebook
+without ipywidgets would otherwise print when the training loop is imported;
+import it before ``quantmuon.experiments.train``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import io
+import os
+import pathlib
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+import quantmuon
+from quantmuon import formats
+from quantmuon.experiments import optimizers, tasks
+
+FAST_ENV = "QUANTMUON_FAST"
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+
+def fast() -> bool:
+  """Whether ``QUANTMUON_FAST`` asks for the fast (CI) mode."""
+  return os.environ.get(FAST_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def pick(full: Any, fast_value: Any) -> Any:
+  """``fast_value`` in fast mode, else ``full``."""
+  return fast_value if fast() else full
+
+
+def repo_root() -> pathlib.Path:
+  """The repository's root (``configs/``, ``benchmarks/``, ``notebooks/``)."""
+  return pathlib.Path(__file__).resolve().parents[2]
+
+
+def load_config(name: str = "compare", *args: Any
+                ) -> ml_collections.ConfigDict:
+  """``get_config(*args)`` of ``configs/<name>.py``, as the CLI loads it.
+
+  Args:
+    name: the file's stem, e.g. ``compare``.
+    *args: passed to ``get_config``.
+
+  Returns:
+    The config.
+  """
+  path = repo_root() / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"_configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)
+
+
+def experiment_config() -> ml_collections.ConfigDict:
+  """The config of ``quantmuon-compare`` (``configs/compare.py``).
+
+  In fast mode the GPT shrinks to one block of width 64 (its matrices still
+  reach the presets' 4096-element ``min_size``, so they are quantized) and
+  trains 24 steps of 8 windows. Progress bars are off.
+  """
+  config = ml_collections.ConfigDict(load_config("compare").to_dict())
+  config.train.progress = False
+  config.train.checkpoint_every = 0
+  if fast():
+    config.model.context = 32
+    config.model.width = 64
+    config.model.depth = 1
+    config.model.heads = 2
+    config.model.mlp_ratio = 2
+    config.data.max_bytes = 1 << 21
+    config.data.chunk_size = 1024
+    config.train.steps = 24
+    config.train.batch_size = 8
+    config.train.eval_every = 12
+    config.train.eval_batches = 2
+    config.train.log_every = 12
+    config.optimizer.warmup_steps = 4
+  return config
+
+
+def lr_schedule(config: ml_collections.ConfigDict, peak: float
+                ) -> optax.Schedule:
+  """The experiments' warmup + cosine schedule for ``config``'s run."""
+  oc = config.optimizer
+  return optimizers.schedule(peak, config.train.steps, oc.warmup_steps,
+                             oc.final_lr_ratio)
+
+
+def fp32_twin(learning_rate: optax.ScalarOrSchedule, **kwargs: Any
+              ) -> optax.GradientTransformationExtraArgs:
+  """Full-precision Muon with the quantized presets' own settings.
+
+  Heavy-ball momentum (``M = beta M + G``), Newton-Schulz of M itself (no
+  Nesterov), consistent-RMS 0.2: what ``muon_4bit``, ``muonq`` and
+  ``muon_grasp`` do, with the momentum kept in float32.
+  """
+  return quantmuon.quantized_muon(
+      learning_rate, formats.Float(), accumulation="sum", nesterov=False,
+      consistent_rms=0.2, **kwargs)
+
+
+def train_with(config: ml_collections.ConfigDict,
+               tx: optax.GradientTransformation, name: str
+               ) -> tuple[dict[str, Any], Any, Any]:
+  """Trains ``config.task`` with the optimizer ``tx`` (no files written).
+
+  The same task, batches, step and evaluation as ``train.train``, so a
+  named optimizer gives the same losses either way; ``tx`` may be any
+  optax optimizer (build its schedule with :func:`lr_schedule`).
+
+  Args:
+    config: the experiment config (``train.steps``, ``eval_every``, ...).
+    tx: the optimizer.
+    name: the run's name in the summary.
+
+  Returns:
+    ``(summary, params, opt_state)``: ``train.summarize``'s summary with
+    ``optimizer``, ``params``, ``state_bytes``, ``state_bytes_per_param``,
+    ``diverged`` and ``wall_time_s``; the final parameters and state.
+  """
+  from quantmuon.experiments import train
+
+  start = time.perf_counter()
+  tc = config.train
+  task = tasks.make_task(config, config.seed)
+  graphdef, state = nnx.split(task.model)
+  params = nnx.to_pure_dict(state)
+  opt_state = tx.init(params)
+  n_params = sum(int(p.size) for p in jax.tree.leaves(params))
+  state_bytes = quantmuon.nbytes(opt_state)
+  step_fn = train.make_step(graphdef, task.loss, tx)
+  evaluate = train.make_eval(graphdef, task.loss)
+  records: list[dict[str, Any]] = []
+  diverged = False
+  for step in range(tc.steps):
+    t0 = time.perf_counter()
+    params, opt_state, out = step_fn(params, opt_state,
+                                     task.train_batch(step))
+    loss = float(out["loss"])
+    records.append({"step": step + 1, "split": "train", "loss": loss,
+                    "step_time_s": time.perf_counter() - t0})
+    if not np.isfinite(loss):
+      diverged = True
+      break
+    if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
+      records.append({"step": step + 1, "split": "val",
+                      **evaluate(params, task.eval_batches)})
+  summary = train.summarize(
+      records, optimizer=name, seed=config.seed, params=n_params,
+      state_bytes=state_bytes, state_bytes_per_param=state_bytes / n_params,
+      diverged=diverged, wall_time_s=time.perf_counter() - start)
+  if diverged:
+    summary["final_val_loss"] = summary["best_val_loss"] = float("nan")
+  return summary, params, opt_state
+
+
+def _path_name(path: Sequence[Any]) -> str:
+  keys = []
+  for k in path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(k, attr):
+        keys.append(str(getattr(k, attr)))
+        break
+  return ".".join(keys)
+
+
+def _stored_momentum(opt_state: Any) -> dict[str, formats.Stored]:
+  """Parameter path -> the stored momentum, in a preset's state."""
+  def is_momentum(x):
+    return isinstance(x, quantmuon.QuantizedMomentumState)
+
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_momentum)
+           if is_momentum(s)]
+  if len(found) != 1:
+    raise ValueError(f"expected one QuantizedMomentumState, found "
+                     f"{len(found)}.")
+  leaves = jax.tree_util.tree_flatten_with_path(
+      found[0].momentum, is_leaf=formats.is_stored)[0]
+  return {_path_name(path): stored for path, stored in leaves
+          if formats.is_stored(stored)}
+
+
+def momentum_of(opt_state: Any) -> dict[str, np.ndarray]:
+  """The decoded Muon momentum of every matrix in a preset's state.
+
+  Args:
+    opt_state: the state of a :func:`quantmuon.quantized_muon` preset.
+
+  Returns:
+    Parameter path (``blocks.0.mlp.fc.kernel``) -> float32 momentum.
+  """
+  return {name: np.asarray(stored.decode(), np.float32)
+          for name, stored in _stored_momentum(opt_state).items()}
+
+
+def momentum_format(tx: optax.GradientTransformation,
+                    shape: tuple[int, int]) -> formats.Format:
+  """The format in which the Muon preset ``tx`` stores a matrix's momentum.
+
+  Args:
+    tx: a preset, e.g. ``quantmuon.muonq(1e-3)``.
+    shape: the matrix's shape.
+
+  Returns:
+    The format (float32 ``Float`` below the preset's ``min_size``).
+  """
+  params = {"w": jax.ShapeDtypeStruct(tuple(shape), jnp.float32)}
+  stored = _stored_momentum(jax.eval_shape(tx.init, params))
+  return stored["w"].format
+
+
+def capture_momentum(config: ml_collections.ConfigDict | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """Real momentum: train the experiment's model, keep Muon's momentum.
+
+  Trains ``config`` (default :func:`experiment_config`) with
+  :func:`fp32_twin` at the quantized presets' learning rate and returns
+  the heavy-ball momentum of every Muon matrix after the last step.
+
+  Args:
+    config: the experiment config.
+
+  Returns:
+    ``(momentum by parameter path, the run's summary)``.
+  """
+  config = experiment_config() if config is None else config
+  rate = float(config.learning_rates["muon_rms"])
+  tx = fp32_twin(lr_schedule(config, rate))
+  summary, _, opt_state = train_with(config, tx, "fp32 heavy-ball Muon")
+  return momentum_of(opt_state), summary
+
+
+@functools.cache
+def _encoders(fmt: formats.Format) -> tuple[Any, Any]:
+  return (jax.jit(fmt.encode),
+          jax.jit(lambda x, previous: fmt.encode(x, previous=previous)))
+
+
+def store(fmt: formats.Format, x: Any, warm_steps: int = 3
+          ) -> formats.Stored:
+  """Encodes ``x``; a ``Subspace`` is warm-started ``warm_steps`` times.
+
+  As ``quantmuon.demo.store`` (a subspace format's power iteration starts
+  from the factors stored at the previous step; re-encoding the same matrix
+  a few times gives the subspace it settles on), with the compiled
+  functions kept per format, so that many matrices of a few shapes compile
+  once.
+  """
+  first, warm = _encoders(fmt)
+  stored = first(jnp.asarray(x))
+  if isinstance(fmt, formats.Subspace):
+    for _ in range(warm_steps):
+      stored = warm(jnp.asarray(x), stored)
+  return stored
+
+
+def show(fig: Any, dpi: int = 80) -> None:
+  """Displays a matplotlib figure as a PNG of modest size, then closes it.
+
+  The PNG is written by the figure itself, so it works whatever the
+  backend (the experiment's report switches matplotlib to Agg).
+  """
+  import matplotlib.pyplot as plt
+  from IPython.display import Image, display
+
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+  plt.close(fig)
+  display(Image(data=buf.getvalue(), format="png"))
+
+
+def say(text: str) -> None:
+  """Displays Markdown text (e.g. findings computed from the outputs)."""
+  from IPython.display import Markdown, display
+
+  display(Markdown(text))
+
+
+def _cell(value: Any, digits: int) -> str:
+  if isinstance(value, float | np.floating):
+    return f"{value:.{digits}g}"
+  return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]],
+                   columns: Sequence[str] | None = None,
+                   digits: int = 4) -> str:
+  """Rows of dicts as a Markdown table (floats to ``digits`` digits)."""
+  columns = list(columns or rows[0])
+  lines = ["| " + " | ".join(columns) + " |",
+           "|" + "|".join("---" for _ in columns) + "|"]
+  for row in rows:
+    lines.append("| " + " | ".join(_cell(row.get(c, ""), digits)
+                                   for c in columns) + " |")
+  return "\n".join(lines)
+
+
+def load_benchmark(name: str) -> Any:
+  """Imports ``benchmarks/<name>.py`` (which lives beside the package)."""
+  root = str(repo_root())
+  if root not in sys.path:
+    sys.path.insert(0, root)
+  return importlib.import_module(f"benchmarks.{name}")
