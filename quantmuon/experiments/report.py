@@ -183,7 +183,7 @@ def plot_memory(results: dict[str, Any], path: str) -> None:
   ax_c.set_title("compiled train step (MiB)")
   ax_c.legend(fontsize=8)
   for ax in (ax_s, ax_c):
-    ax.tick_params(axis="x", rotation=30)
+    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
