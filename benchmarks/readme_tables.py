@@ -9,7 +9,6 @@ reads what the benchmarks recorded (with their date and machine):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS
@@ -46,6 +45,18 @@ def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]],
              for k, _ in columns]
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def compare() -> str | None:
+  path = RESULTS / "compare" / "results.md"
+  if not path.exists():
+    return None
+  lines = path.read_text().splitlines()
+  facts = [line[2:] for line in lines if line.startswith("- ")]
+  table = "\n".join(line for line in lines if line.startswith("|"))
+  return (f"The main job, `quantmuon-compare --config configs/compare.py` "
+          f"({'; '.join(facts)}); report, curves and memory plot in "
+          f"`benchmarks/results/compare/`:\n\n{table}")
 
 
 def optimizer_step() -> str | None:
@@ -104,7 +115,8 @@ def kernels() -> str | None:
 
 
 def main() -> None:
-  sections = [optimizer_step(), formats(), kernels(), fp_quantization()]
+  sections = [compare(), optimizer_step(), formats(), kernels(),
+              fp_quantization()]
   print("\n\n".join(s for s in sections if s))
 
 
