@@ -107,15 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   failed, total = [], 0.0
   for path in notebooks(args.names):
     out = out_dir / path.name
-    print(f"{path.name} ({mode} mode) ...", end=" ", flush=True)
+    print(f"{path.name} ({mode} mode) ...", flush=True)
     try:
       seconds = execute(path, out, args.fast)
     except Exception as err:  # report it and go on
-      print(f"FAILED: {type(err).__name__}: {str(err)[-2000:]}")
+      print(f"{path.name} FAILED: {type(err).__name__}: "
+            f"{str(err)[-2000:]}")
       failed.append(path.name)
       continue
     total += seconds
-    print(f"{seconds:.0f} s -> {out}", flush=True)
+    print(f"{path.name}: {seconds:.0f} s -> {out}", flush=True)
   print(f"{total:.0f} s in all; written to {out_dir}")
   if failed:
     print(f"failed: {', '.join(failed)}")
