@@ -147,14 +147,23 @@ def store(fmt: Format, x: jax.Array, warm_steps: int = 3) -> Stored:
 
   In training, a subspace format's power iteration starts from the factors
   stored at the previous step. Re-encoding the same matrix from its own
-  stored value a few times gives the subspace it settles on.
+  stored value a few times gives the subspace it settles on. The compiled
+  encoders are kept per format, so many matrices of a few shapes compile
+  once.
   """
-  stored = jax.jit(fmt.encode)(x)
+  first, warm = _encoders(fmt)
+  stored = first(jnp.asarray(x))
   if isinstance(fmt, Subspace):
-    warm = jax.jit(lambda x, previous: fmt.encode(x, previous=previous))
     for _ in range(warm_steps):
-      stored = warm(x, stored)
+      stored = warm(jnp.asarray(x), stored)
   return stored
+
+
+@functools.cache
+def _encoders(fmt: Format) -> tuple[Any, Any]:
+  """Jitted first and warm-started encoders, compiled once per format."""
+  return (jax.jit(fmt.encode),
+          jax.jit(lambda x, previous: fmt.encode(x, previous=previous)))
 
 
 @jax.jit

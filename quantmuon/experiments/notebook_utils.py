@@ -20,7 +20,6 @@ import it before ``quantmuon.experiments.train``.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import io
@@ -41,6 +40,7 @@ from flax import nnx
 
 import quantmuon
 from quantmuon import formats
+from quantmuon.demo import store  # noqa: F401  (re-exported for the notebooks)
 from quantmuon.experiments import optimizers, tasks
 
 FAST_ENV = "QUANTMUON_FAST"
@@ -257,30 +257,6 @@ def capture_momentum(config: ml_collections.ConfigDict | None = None
   tx = fp32_twin(lr_schedule(config, rate))
   summary, _, opt_state = train_with(config, tx, "fp32 heavy-ball Muon")
   return momentum_of(opt_state), summary
-
-
-@functools.cache
-def _encoders(fmt: formats.Format) -> tuple[Any, Any]:
-  return (jax.jit(fmt.encode),
-          jax.jit(lambda x, previous: fmt.encode(x, previous=previous)))
-
-
-def store(fmt: formats.Format, x: Any, warm_steps: int = 3
-          ) -> formats.Stored:
-  """Encodes ``x``; a ``Subspace`` is warm-started ``warm_steps`` times.
-
-  As ``quantmuon.demo.store`` (a subspace format's power iteration starts
-  from the factors stored at the previous step; re-encoding the same matrix
-  a few times gives the subspace it settles on), with the compiled
-  functions kept per format, so that many matrices of a few shapes compile
-  once.
-  """
-  first, warm = _encoders(fmt)
-  stored = first(jnp.asarray(x))
-  if isinstance(fmt, formats.Subspace):
-    for _ in range(warm_steps):
-      stored = warm(jnp.asarray(x), stored)
-  return stored
 
 
 def show(fig: Any, dpi: int = 80) -> None:
