@@ -21,6 +21,7 @@ kernels match the XLA path exactly.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from typing import Any
@@ -112,16 +113,16 @@ def padded_table(values: np.ndarray) -> np.ndarray:
   return out
 
 
-class Lookup:
+class Lookup(abc.ABC):
   """How a kernel reads a constant table: ``take`` and ``count_below``."""
 
+  @abc.abstractmethod
   def take(self, name: str, table: np.ndarray, index: Array) -> Array:
     """``table[index]`` for an int32 ``index`` array."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def count_below(self, name: str, table: np.ndarray, y: Array) -> Array:
     """How many entries of the sorted ``table`` are below ``y`` (int32)."""
-    raise NotImplementedError
 
 
 class GatherLookup(Lookup):
