@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +80,9 @@ class Format(abc.ABC):
   Subclasses are frozen dataclasses and implement ``_encode`` and ``_decode``.
   """
 
+  # Whether the format can store a zero-size array (scaled codes cannot).
+  holds_empty: ClassVar[bool] = False
+
   def encode(self, x: Array, *, key: Array | None = None,
              previous: Stored | None = None) -> Stored:
     """Stores ``x`` in this format.
@@ -99,6 +102,11 @@ class Format(abc.ABC):
       raise ValueError(
           f"{type(self).__name__}.encode needs a floating-point array, got "
           f"dtype {x.dtype}; cast it with x.astype(jnp.float32).")
+    if x.size == 0 and not self.holds_empty:
+      raise ValueError(
+          f"{type(self).__name__} cannot store an empty array (shape "
+          f"{x.shape}); keep it in formats.Float() (the transforms' min_size "
+          "does so for small leaves).")
     return self._encode(x, key=key, previous=previous)
 
   def decode(self, stored: Stored, dtype: Any = None) -> Array:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
@@ -17,6 +17,8 @@ class Float(Format):
   Args:
     dtype: float32 (exact), bfloat16 or float16.
   """
+
+  holds_empty: ClassVar[bool] = True
 
   dtype: Any = jnp.float32
 

@@ -15,6 +15,7 @@ the smallest unsigned integer that holds ``1 + E + M`` bits.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,8 @@ class FloatingPoint(Format):
     rounding: ``nearest`` (ties to even) or ``stochastic`` (unbiased; needs a
       ``key`` in ``encode``).
   """
+
+  holds_empty: ClassVar[bool] = True
 
   exponent_bits: int = 8
   mantissa_bits: int = 7

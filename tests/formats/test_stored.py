@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from quantmuon import formats
 from quantmuon.formats import (
     Axiswise,
     Blockwise,
@@ -175,3 +176,18 @@ def test_integer_input_is_rejected():
     Blockwise().encode(np.arange(8, dtype=np.int32))
   with pytest.raises(ValueError, match="floating"):
     FloatingPoint().encode(np.arange(8, dtype=np.int32))
+
+
+@pytest.mark.parametrize("fmt", [
+    formats.Blockwise(bits=8), formats.Axiswise(bits=4), formats.Grid(bits=4),
+    formats.Subspace(rank=1)], ids=lambda f: type(f).__name__)
+def test_empty_arrays_are_a_clear_error(fmt):
+  with pytest.raises(ValueError, match="empty array"):
+    fmt.encode(jnp.zeros((0, 5)))
+
+
+@pytest.mark.parametrize("fmt", [formats.Float(), formats.FloatingPoint(5, 2)],
+                         ids=lambda f: type(f).__name__)
+def test_plain_formats_hold_empty_arrays(fmt):
+  stored = fmt.encode(jnp.zeros((0, 5)))
+  assert fmt.decode(stored).shape == (0, 5)
