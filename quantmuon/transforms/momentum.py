@@ -83,7 +83,7 @@ def accumulate(m: Array, g: Array, beta: Array, accumulation: str,
 def momentum_step(stored: formats.Stored, g: Array, beta: Array,
                   accumulation: str, normalize: bool,
                   key: Array | None) -> tuple[Array, formats.Stored]:
-  """Decode, accumulate, encode one leaf: the reference of the fused kernels.
+  """Decode, accumulate, encode one leaf (used by :func:`momentum_update`).
 
   Args:
     stored: the stored momentum.
