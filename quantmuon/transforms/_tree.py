@@ -1,8 +1,10 @@
 """Tree helpers shared by the transforms: static arguments, per-leaf order,
-and dimension numbers resolved by path."""
+parameter trees without framework wrappers, and dimension numbers resolved
+by path."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,6 +52,35 @@ def static_float(value: Any, name: str, default: float) -> float:
         f"{name} is static data of a storage format and must be a Python "
         f"float; under optax.inject_hyperparams pass static_args=({name!r},).")
   return float(value)
+
+
+def _is_nnx_variable(x: Any) -> bool:
+  nnx = sys.modules.get("flax.nnx")
+  return nnx is not None and isinstance(x, nnx.Variable)
+
+
+def without_variables(tree: Any) -> Any:
+  """``tree`` with every ``flax.nnx.Variable`` replaced by its value.
+
+  ``nnx.state(model)`` wraps each parameter in a ``Variable``, and
+  ``jax.tree.map`` over such a tree puts its results back inside the same
+  wrappers. A state leaf that is itself a pytree (a ``formats.Stored``)
+  would then sit inside a ``Variable``, which ``flax.nnx.Optimizer``
+  cannot update: it writes the flattened parts back into the ``Variable``
+  as a ``State``. Built from the unwrapped tree, the state holds plain
+  arrays, and ``nnx.Optimizer`` wraps each of them itself, as it does for
+  optax's own states. Flax is never imported here: a tree can only hold
+  ``Variable`` values once flax is loaded.
+
+  Args:
+    tree: any pytree, e.g. the ``params`` given to an optimizer's ``init``.
+
+  Returns:
+    The same tree without ``Variable`` nodes.
+  """
+  return jax.tree.map(
+      lambda x: x.get_value() if _is_nnx_variable(x) else x, tree,
+      is_leaf=_is_nnx_variable)
 
 
 def map_in_order(fn: Callable[..., Any], *trees: Any,

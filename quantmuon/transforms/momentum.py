@@ -198,14 +198,20 @@ def scale_by_quantized_momentum(
   def init_fn(params):
     momentum = jax.tree.map(
         lambda p: leaf_format(momentum_format, p.size, min_size).init(
-            p.shape, jnp.float32), params)
+            p.shape, jnp.float32), _tree.without_variables(params))
     return QuantizedMomentumState(jnp.zeros([], jnp.int32), momentum)
 
   def update_fn(updates, state, params=None):
     del params
     count = optax.safe_increment(state.count)
     grads, treedef = jax.tree.flatten(updates)
-    stored = treedef.flatten_up_to(state.momentum)
+    stored, state_def = jax.tree.flatten(state.momentum,
+                                         is_leaf=formats.is_stored)
+    if len(stored) != len(grads):
+      raise ValueError(
+          f"scale_by_quantized_momentum: the updates have {len(grads)} "
+          f"leaves but the state was built for {len(stored)}; call init "
+          "with a tree of the updates' structure.")
     base_key = jax.random.fold_in(jax.random.key(seed), count)
 
     # Imported here: the kernels build on this module's reference path.
@@ -219,7 +225,7 @@ def scale_by_quantized_momentum(
 
     outs = _tree.map_in_order(leaf, grads, stored)
     fresh = treedef.unflatten([o[0] for o in outs])
-    momentum = treedef.unflatten([o[1] for o in outs])
+    momentum = state_def.unflatten([o[1] for o in outs])
     return fresh, QuantizedMomentumState(count, momentum)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -135,6 +135,7 @@ def quantize_state(
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
+    params = _tree.without_variables(params)
     state = inner.init(params)
     fmts = resolve(state, params, min_size)
     if isinstance(mantissa_bits, int):
@@ -150,7 +151,13 @@ def quantize_state(
     decoded = jax.tree.map(
         lambda x: _decode(x) if is_stored_leaf(x) else x, state.inner,
         is_leaf=is_stored_leaf)
-    updates, new = inner.update(updates, decoded, params, **extra_args)
+    # The state was built without flax Variables (see init_fn): the inner
+    # optimizer sees plain trees, and the updates get their wrappers back.
+    wrapped = jax.tree.structure(updates)
+    updates, new = inner.update(
+        _tree.without_variables(updates), decoded,
+        _tree.without_variables(params), **extra_args)
+    updates = wrapped.unflatten(jax.tree.leaves(updates))
     count = optax.safe_increment(state.count)
     previous = jax.tree.leaves(state.inner, is_leaf=is_stored_leaf)
     leaves, treedef = jax.tree.flatten(new)
