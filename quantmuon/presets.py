@@ -90,7 +90,9 @@ def quantized_muon(
     labels: None (:func:`quantmuon.muon_labels`), a callable of the params or
       a tree of ``"muon"`` / ``"adam"`` labels.
     dimension_numbers: ``MuonDimensionNumbers`` (one, a tree, or a callable)
-      for Muon leaves of rank > 2.
+      for Muon leaves of rank > 2; None uses
+      :func:`quantmuon.routing.default_dimension_numbers` (conv and Flax
+      attention kernels).
     min_size: Muon leaves with fewer elements keep float32 momentum (4096).
     seed: seed for stochastic rounding keys (0).
     adam_learning_rate: AdamW's rate; None shares ``learning_rate``.
@@ -113,6 +115,8 @@ def quantized_muon(
     ValueError: for bad option values, and at ``init`` for a Muon leaf that
       is not a matrix and has no dimension numbers.
   """
+  if dimension_numbers is None:
+    dimension_numbers = routing.default_dimension_numbers
   muon_chain = optax.chain(
       scale_by_quantized_momentum(
           beta=beta, nesterov=nesterov, momentum_format=momentum_format,
@@ -134,7 +138,7 @@ def quantized_muon(
   if adam_state_format is not None:
     adam = quantize_state(adam, adam_state_format, min_size=min_size,
                           seed=seed)
-  label_fn = routing.resolve_labels(labels)
+  label_fn = routing.resolve_labels(labels, dimension_numbers)
   tx = optax.partition({routing.MUON: muon_chain, routing.ADAM: adam},
                        label_fn)
 
@@ -227,7 +231,8 @@ def muon(learning_rate: ScalarOrSchedule, nesterov: bool = True,
 
 @_preset
 def muon_8bit(learning_rate: ScalarOrSchedule, scheme: str = "linear",
-              block_size: int | None = None, **common: Any
+              block_size: int | None = None,
+              consistent_rms: float | None = 0.2, **common: Any
               ) -> optax.GradientTransformationExtraArgs:
   """8-bit Muon ("Effective Quantization of Muon Optimizer States").
 
@@ -239,6 +244,9 @@ def muon_8bit(learning_rate: ScalarOrSchedule, scheme: str = "linear",
     learning_rate: float or schedule.
     scheme: ``linear`` or ``dynamic``.
     block_size: elements per scale (2048).
+    consistent_rms: RMS target of the update (0.2, Moonlight's rule, so
+      that Muon shares AdamW's learning rate), or None for the width rule
+      ``sqrt(max(1, fan_out / fan_in))``.
     **common: the keyword options of :func:`quantized_muon`.
 
   Returns:
@@ -249,12 +257,14 @@ def muon_8bit(learning_rate: ScalarOrSchedule, scheme: str = "linear",
       bits=8, codebook=scheme,
       block_size=_tree.static_int(block_size, "block_size", 2048))
   return quantized_muon(learning_rate, fmt, accumulation="sum",
-                        nesterov=True, consistent_rms=0.2, **common)
+                        nesterov=True, consistent_rms=consistent_rms,
+                        **common)
 
 
 @_preset
 def muon_4bit(learning_rate: ScalarOrSchedule, block_size: int | None = None,
-              **common: Any) -> optax.GradientTransformationExtraArgs:
+              consistent_rms: float | None = 0.2, **common: Any
+              ) -> optax.GradientTransformationExtraArgs:
   """Naive 4-bit Muon: MuonQ's own baseline.
 
   Linear 4-bit momentum with one scale per tensor (or per block of
@@ -264,6 +274,9 @@ def muon_4bit(learning_rate: ScalarOrSchedule, block_size: int | None = None,
   Args:
     learning_rate: float or schedule.
     block_size: None for a per-tensor scale, else elements per scale.
+    consistent_rms: RMS target of the update (0.2, Moonlight's rule, so
+      that Muon shares AdamW's learning rate), or None for the width rule
+      ``sqrt(max(1, fan_out / fan_in))``.
     **common: the keyword options of :func:`quantized_muon`.
 
   Returns:
@@ -275,14 +288,16 @@ def muon_4bit(learning_rate: ScalarOrSchedule, block_size: int | None = None,
     fmt = formats.Blockwise(
         bits=4, block_size=_tree.static_int(block_size, "block_size", 128))
   return quantized_muon(learning_rate, fmt, accumulation="sum",
-                        nesterov=False, consistent_rms=0.2, **common)
+                        nesterov=False, consistent_rms=consistent_rms,
+                        **common)
 
 
 @_preset
 def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
           rank_divisor: int | None = None, mu: float | None = None,
           residual_granularity: str = "tensor",
-          group_size: int | None = None, **common: Any
+          group_size: int | None = None,
+          consistent_rms: float | None = 0.2, **common: Any
           ) -> optax.GradientTransformationExtraArgs:
   """MuonQ (arXiv 2605.11396).
 
@@ -299,6 +314,9 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
     mu: mu-law parameter (255).
     residual_granularity: ``tensor`` or ``group``.
     group_size: elements per residual scale for ``group`` (128).
+    consistent_rms: RMS target of the update (0.2, Moonlight's rule, so
+      that Muon shares AdamW's learning rate), or None for the width rule
+      ``sqrt(max(1, fan_out / fan_in))``.
     **common: the keyword options of :func:`quantized_muon`.
 
   Returns:
@@ -318,14 +336,15 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
       rank_divisor=_tree.static_int(rank_divisor, "rank_divisor", 16),
       factors=formats.Axiswise(axis="col", **kw), residual=residual)
   return quantized_muon(learning_rate, fmt, accumulation="sum",
-                        normalize=True, nesterov=False, consistent_rms=0.2,
-                        **common)
+                        normalize=True, nesterov=False,
+                        consistent_rms=consistent_rms, **common)
 
 
 @_preset
 def muon_grasp(learning_rate: ScalarOrSchedule, bits: int | None = None,
                rank_divisor: int | None = None, tile: int | None = None,
-               **common: Any) -> optax.GradientTransformationExtraArgs:
+               consistent_rms: float | None = 0.2, **common: Any
+               ) -> optax.GradientTransformationExtraArgs:
   """4-bit-Muon-GRASP ("Achieving low-bit Muon through subspace
   preservation and grid quantization", ICLR 2026).
 
@@ -339,6 +358,12 @@ def muon_grasp(learning_rate: ScalarOrSchedule, bits: int | None = None,
     bits: residual code width (4).
     rank_divisor: k = min(m, n) // rank_divisor (16).
     tile: side of the grid tiles (128).
+    consistent_rms: RMS target of the update (0.2, Moonlight's rule, so
+      that Muon shares AdamW's learning rate), or None for the width rule
+      ``sqrt(max(1, fan_out / fan_in))``.
+      The paper's step ``W -= lr (NS5(M) + wd W)`` has no RMS rule; the
+      default departs from it so that every preset shares one learning
+      rate with AdamW (a 256 x 1024 update is scaled by 6.4).
     **common: the keyword options of :func:`quantized_muon`.
 
   Returns:
@@ -350,4 +375,5 @@ def muon_grasp(learning_rate: ScalarOrSchedule, bits: int | None = None,
       residual=formats.Grid(bits=_tree.static_int(bits, "bits", 4),
                             tile=_tree.static_int(tile, "tile", 128)))
   return quantized_muon(learning_rate, fmt, accumulation="sum",
-                        nesterov=False, consistent_rms=0.2, **common)
+                        nesterov=False, consistent_rms=consistent_rms,
+                        **common)
