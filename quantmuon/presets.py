@@ -126,12 +126,12 @@ def quantized_muon(
                     dimension_numbers=dimension_numbers),
       scale_by_shape(consistent_rms=consistent_rms,
                      dimension_numbers=dimension_numbers),
-      *_decay(weight_decay, weight_decay_mask),
+      _decay(weight_decay, weight_decay_mask),
       optax.scale_by_learning_rate(learning_rate),
   )
   adam = optax.chain(
       optax.scale_by_adam(b1=adam_b1, b2=adam_b2, eps=adam_eps),
-      *_decay(adam_weight_decay, None),
+      _decay(adam_weight_decay, None),
       optax.scale_by_learning_rate(
           learning_rate if adam_learning_rate is None
           else adam_learning_rate))
@@ -149,12 +149,19 @@ def quantized_muon(
   return optax.GradientTransformationExtraArgs(init_fn, tx.update)
 
 
-def _decay(weight_decay: Any, mask: Any) -> list:
-  """Decoupled weight decay, left out when it is a static zero so that
-  ``update(..., params=None)`` works, as optax allows without decay."""
+def _decay(weight_decay: Any, mask: Any) -> optax.GradientTransformation:
+  """Decoupled weight decay.
+
+  A static zero adds nothing and allows ``update(..., params=None)``, as
+  optax does without decay, but keeps the decay's state, so that the state
+  has one structure whether or not ``inject_hyperparams`` traces
+  ``weight_decay``.
+  """
+  decay = optax.add_decayed_weights(weight_decay, mask)
   if isinstance(weight_decay, int | float) and weight_decay == 0:
-    return []
-  return [optax.add_decayed_weights(weight_decay, mask)]
+    return optax.GradientTransformation(
+        decay.init, lambda updates, state, params=None: (updates, state))
+  return decay
 
 
 def _check_muon_leaves(params: Any, labels: Any, dimension_numbers: Any
