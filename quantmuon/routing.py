@@ -46,6 +46,12 @@ ATTENTION_INPUTS = ("query", "key", "value")
 
 
 def _component_names(path: tuple) -> list[str]:
+  """Lower-case names on a path. A trailing ``.value`` is the attribute
+  under which a ``flax.nnx.Variable`` holds its array (``nnx.state``
+  trees), not a name of the parameter."""
+  if path and isinstance(path[-1], jax.tree_util.GetAttrKey) \
+      and path[-1].name == "value":
+    path = path[:-1]
   names = []
   for key in path:
     for attr in ("key", "name"):

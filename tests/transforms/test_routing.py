@@ -162,3 +162,12 @@ def test_consistent_rms_is_an_option_of_every_preset(preset):
   # Same Newton-Schulz output, scaled by the width rule sqrt(64 / 16) = 2
   # or by 0.5 sqrt(64) = 4.
   assert rms(0.5) / rms(None) == pytest.approx(2.0, rel=1e-5)
+
+
+def test_labels_of_nnx_state_equal_those_of_its_pure_dict():
+  attn = nnx.MultiHeadAttention(num_heads=4, in_features=32, qkv_features=32,
+                                decode=False, rngs=nnx.Rngs(0))
+  state = nnx.state(attn, nnx.Param)
+  assert (jax.tree.leaves(qm.muon_labels(state))
+          == jax.tree.leaves(qm.muon_labels(nnx.to_pure_dict(state))))
+  assert "adam" in jax.tree.leaves(qm.muon_labels(state))
