@@ -304,6 +304,7 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
           rank_divisor: int | None = None, mu: float | None = None,
           residual_granularity: str = "tensor",
           group_size: int | None = None,
+          companding: str = "before_scale",
           consistent_rms: float | None = 0.2, **common: Any
           ) -> optax.GradientTransformationExtraArgs:
   """MuonQ (arXiv 2605.11396).
@@ -312,7 +313,9 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
   stored as top-k factors (k = min(m, n) / 16, one warm-started power
   iteration) with per-column scales and a residual with one scale per
   tensor (or per group), all mu-law companded (mu = 255) at 4 bits with
-  float16 scales. Heavy-ball momentum, no Nesterov, consistent-RMS 0.2.
+  float16 scales. As in MuonQ's public code, each value is companded
+  before the absmax scale is taken, in the companded domain. Heavy-ball
+  momentum, no Nesterov, consistent-RMS 0.2.
 
   Args:
     learning_rate: float or schedule.
@@ -321,6 +324,9 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
     mu: mu-law parameter (255).
     residual_granularity: ``tensor`` or ``group``.
     group_size: elements per residual scale for ``group`` (128).
+    companding: ``before_scale`` (the public code's order) or
+      ``after_scale`` (mu-law of ``x / absmax``, the order the paper's text
+      suggests; the only one the Pallas kernels take so far).
     consistent_rms: RMS target of the update (0.2, Moonlight's rule, so
       that Muon shares AdamW's learning rate), or None for the width rule
       ``sqrt(max(1, fan_out / fan_in))``.
@@ -333,7 +339,8 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
                ("tensor", "group"))
   bits = _tree.static_int(bits, "bits", 4)
   mu = _tree.static_float(mu, "mu", 255.0)
-  kw = dict(bits=bits, codebook="mulaw", mu=mu, scale_dtype=jnp.float16)
+  kw = dict(bits=bits, codebook="mulaw", mu=mu, scale_dtype=jnp.float16,
+            companding=companding)
   if residual_granularity == "tensor":
     residual = formats.Axiswise(axis="tensor", **kw)
   else:

@@ -4,6 +4,15 @@
 scale per block of ``block_size`` elements; ``Axiswise`` one per tensor, row
 or column (MuonQ, arXiv 2605.11396, uses per-tensor and per-column scales).
 Both are the same computation with different tiles, so they share it here.
+
+With ``codebook="mulaw"``, ``companding`` picks the order of companding and
+scaling:
+
+- ``after_scale``: ``y = x / absmax(x)``, then mu-law codes of ``y``;
+- ``before_scale`` (MuonQ's public code): ``c = mulaw(clip(x, -1, 1))``,
+  ``s = absmax(c)``, then linear codes of ``c / s``; decoding expands
+  ``code * s``. It expects values in [-1, 1], as MuonQ's normalized momentum
+  (``||M||_F = 1``) and its factors are; larger values saturate.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from quantmuon.formats.base import (
 
 Array = jax.Array
 ROUNDINGS = ("nearest", "stochastic")
+COMPANDINGS = ("after_scale", "before_scale")
 
 
 def uniform_noise(key: Array | None, shape: tuple[int, ...],
@@ -49,14 +59,31 @@ class _AbsmaxTiled(Format):
   mu: float
   rounding: str
   scale_dtype: Any
+  companding: str
 
   def _check_common(self) -> None:
     codebooks.check_bits(self.bits)
     codebooks.check_codebook(self.codebook)
     check_choice(self.rounding, "rounding", ROUNDINGS)
+    check_choice(self.companding, "companding", COMPANDINGS)
+    if self.companding == "before_scale" and self.codebook != "mulaw":
+      raise ValueError(
+          f"{type(self).__name__}: companding='before_scale' needs "
+          f"codebook='mulaw', got codebook={self.codebook!r}.")
     if not self.mu > 0:
       raise ValueError(f"mu must be positive, got {self.mu!r}.")
     set_field(self, "scale_dtype", canonical_dtype(self.scale_dtype))
+
+  @property
+  def compands_first(self) -> bool:
+    """Whether values are companded before the scale is taken."""
+    return self.companding == "before_scale"
+
+  @property
+  def code_codebook(self) -> str:
+    """The codebook of the codes themselves: linear when the values were
+    companded before scaling."""
+    return "linear" if self.compands_first else self.codebook
 
   @abc.abstractmethod
   def tile(self, m: int, n: int) -> tuple[int, int]:
@@ -66,11 +93,15 @@ class _AbsmaxTiled(Format):
     del previous
     m, n = layout.matrix_shape(x.shape)
     tr, tc = self.tile(m, n)
-    tiles = layout.to_tiles(x.reshape(m, n).astype(jnp.float32), tr, tc)
+    mat = x.reshape(m, n).astype(jnp.float32)
+    if self.compands_first:
+      mat = codebooks.compand(jnp.clip(mat, -1.0, 1.0), self.mu)
+    tiles = layout.to_tiles(mat, tr, tc)
     scale = jnp.max(jnp.abs(tiles), axis=(1, 3)).astype(self.scale_dtype)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = codebooks.encode(y, self.codebook, self.bits, self.mu, noise)
+    codes = codebooks.encode(y, self.code_codebook, self.bits, self.mu,
+                             noise)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
     codes = codes.reshape(layout.codes_shape(x.shape, codes.shape[-1]))
     return Stored({"codes": codes, "scales": scale}, self, x.shape, x.dtype)
@@ -79,10 +110,13 @@ class _AbsmaxTiled(Format):
     m, n = layout.matrix_shape(stored.shape)
     tr, tc = self.tile(m, n)
     codes = packing.unpack(stored["codes"].reshape(m, -1), self.bits, n)
-    y = codebooks.decode(codes, self.codebook, self.bits, self.mu)
+    y = codebooks.decode(codes, self.code_codebook, self.bits, self.mu)
     tiles = layout.to_tiles(y, tr, tc)
     scale = stored["scales"].astype(jnp.float32)[:, None, :, None]
-    return layout.from_tiles(tiles * scale, m, n).reshape(stored.shape)
+    mat = layout.from_tiles(tiles * scale, m, n)
+    if self.compands_first:
+      mat = codebooks.expand(mat, self.mu)
+    return mat.reshape(stored.shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +139,8 @@ class Blockwise(_AbsmaxTiled):
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
     scale_dtype: dtype the scales are stored in.
+    companding: ``after_scale`` or ``before_scale`` (MuonQ's public code),
+      for ``codebook="mulaw"``; see the module docstring.
   """
 
   bits: int = 8
@@ -113,6 +149,7 @@ class Blockwise(_AbsmaxTiled):
   mu: float = 255.0
   rounding: str = "nearest"
   scale_dtype: Any = jnp.float32
+  companding: str = "after_scale"
 
   def __post_init__(self):
     self._check_common()
@@ -135,6 +172,8 @@ class Axiswise(_AbsmaxTiled):
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic``.
     scale_dtype: dtype the scales are stored in.
+    companding: ``after_scale`` or ``before_scale`` (MuonQ's public code),
+      for ``codebook="mulaw"``; see the module docstring.
   """
 
   bits: int = 8
@@ -143,6 +182,7 @@ class Axiswise(_AbsmaxTiled):
   mu: float = 255.0
   rounding: str = "nearest"
   scale_dtype: Any = jnp.float32
+  companding: str = "after_scale"
 
   def __post_init__(self):
     self._check_common()

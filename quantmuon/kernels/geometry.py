@@ -119,6 +119,10 @@ def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
     raise Unsupported(
         f"codebook {fmt.codebook!r} is unsigned; the momentum kernels "
         f"take {SIGNED_CODEBOOKS}.")
+  if not isinstance(fmt, Grid) and fmt.compands_first:
+    raise Unsupported(
+        "companding='before_scale' (MuonQ's public order) has no kernel "
+        "yet; the XLA path runs it.")
   m, n = layout.matrix_shape(shape)
   if m * n > MAX_ELEMENTS:
     raise Unsupported(f"{m * n} elements exceed the kernels' int32 offsets.")
