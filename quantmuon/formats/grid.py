@@ -71,8 +71,10 @@ class Grid(Format):
     t = self.tile
     tiles = layout.to_tiles(x.reshape(m, n).astype(jnp.float32), t, t)
     mag = jnp.abs(tiles)
-    row = jnp.max(mag, axis=3).astype(self.scale_dtype)  # (MT, T, NT)
-    col = jnp.max(mag, axis=1).astype(self.scale_dtype)  # (MT, NT, T)
+    row = layout.round_scale(jnp.max(mag, axis=3),
+                             self.scale_dtype)  # (MT, T, NT)
+    col = layout.round_scale(jnp.max(mag, axis=1),
+                             self.scale_dtype)  # (MT, NT, T)
     scale = layout.safe_scale(self._element_scale(row, col))
     y = tiles / scale
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))

@@ -67,7 +67,8 @@ class _AbsmaxTiled(Format):
     m, n = layout.matrix_shape(x.shape)
     tr, tc = self.tile(m, n)
     tiles = layout.to_tiles(x.reshape(m, n).astype(jnp.float32), tr, tc)
-    scale = jnp.max(jnp.abs(tiles), axis=(1, 3)).astype(self.scale_dtype)
+    scale = layout.round_scale(jnp.max(jnp.abs(tiles), axis=(1, 3)),
+                               self.scale_dtype)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
     codes = codebooks.encode(y, self.codebook, self.bits, self.mu, noise)
