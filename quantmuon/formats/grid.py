@@ -16,15 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from quantmuon.formats import codebooks, layout, packing
-from quantmuon.formats.base import (
-    Format,
-    Stored,
-    canonical_dtype,
-    check_choice,
-    positive_int,
-    set_field,
-)
-from quantmuon.formats.tiled import ROUNDINGS, uniform_noise
+from quantmuon.formats.base import Format, Stored, positive_int
+from quantmuon.formats.tiled import check_scaled, uniform_noise
 
 Array = jax.Array
 
@@ -54,11 +47,8 @@ class Grid(Format):
   scale_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    codebooks.check_bits(self.bits)
-    codebooks.check_codebook(self.codebook)
+    check_scaled(self)
     positive_int(self.tile, "tile")
-    check_choice(self.rounding, "rounding", ROUNDINGS)
-    set_field(self, "scale_dtype", canonical_dtype(self.scale_dtype))
 
   @staticmethod
   def _element_scale(row: Array, col: Array) -> Array:

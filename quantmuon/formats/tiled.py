@@ -41,6 +41,30 @@ def uniform_noise(key: Array | None, shape: tuple[int, ...],
   return jax.random.uniform(key, shape, jnp.float32)
 
 
+def check_scaled(fmt: Format) -> None:
+  """Checks the fields every absmax-scaled format has.
+
+  ``bits``, ``codebook``, ``mu``, ``rounding`` and ``scale_dtype`` of
+  ``Blockwise``, ``Axiswise`` and ``Grid``; ``scale_dtype`` is made
+  canonical.
+
+  Args:
+    fmt: the format, from its ``__post_init__``.
+  """
+  codebooks.check_bits(fmt.bits)
+  codebooks.check_codebook(fmt.codebook)
+  check_choice(fmt.rounding, "rounding", ROUNDINGS)
+  if not fmt.mu > 0:
+    raise ValueError(
+        f"{type(fmt).__name__}: mu must be positive, got {fmt.mu!r}.")
+  dtype = canonical_dtype(fmt.scale_dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+        f"{type(fmt).__name__}: scale_dtype must be a floating dtype such as "
+        f"jnp.float16 or jnp.float32, got {dtype}.")
+  set_field(fmt, "scale_dtype", dtype)
+
+
 class _AbsmaxTiled(Format):
   """Shared encode/decode of the tile-scaled formats."""
 
@@ -49,14 +73,6 @@ class _AbsmaxTiled(Format):
   mu: float
   rounding: str
   scale_dtype: Any
-
-  def _check_common(self) -> None:
-    codebooks.check_bits(self.bits)
-    codebooks.check_codebook(self.codebook)
-    check_choice(self.rounding, "rounding", ROUNDINGS)
-    if not self.mu > 0:
-      raise ValueError(f"mu must be positive, got {self.mu!r}.")
-    set_field(self, "scale_dtype", canonical_dtype(self.scale_dtype))
 
   @abc.abstractmethod
   def tile(self, m: int, n: int) -> tuple[int, int]:
@@ -116,7 +132,7 @@ class Blockwise(_AbsmaxTiled):
   scale_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    self._check_common()
+    check_scaled(self)
     positive_int(self.block_size, "block_size")
 
   def tile(self, m: int, n: int) -> tuple[int, int]:
@@ -146,7 +162,7 @@ class Axiswise(_AbsmaxTiled):
   scale_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    self._check_common()
+    check_scaled(self)
     check_choice(self.axis, "axis", ("tensor", "row", "col"))
 
   def tile(self, m: int, n: int) -> tuple[int, int]:
