@@ -36,7 +36,8 @@ class Grid(Format):
     codebook: ``linear``, ``dynamic`` or ``mulaw``.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
-    scale_dtype: dtype the scales are stored in.
+    scale_dtype: dtype the scales are stored in (each absmax rounded up to
+      it, saturating at its largest finite value; see layout.round_scale).
   """
 
   bits: int = 4

@@ -121,7 +121,8 @@ class Blockwise(_AbsmaxTiled):
     block_size: elements per block.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
-    scale_dtype: dtype the scales are stored in.
+    scale_dtype: dtype the scales are stored in (each absmax rounded up to
+      it, saturating at its largest finite value; see layout.round_scale).
   """
 
   bits: int = 8
@@ -151,7 +152,8 @@ class Axiswise(_AbsmaxTiled):
     axis: ``tensor``, ``row`` or ``col`` of the matrix view.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic``.
-    scale_dtype: dtype the scales are stored in.
+    scale_dtype: dtype the scales are stored in (each absmax rounded up to
+      it, saturating at its largest finite value; see layout.round_scale).
   """
 
   bits: int = 8
