@@ -217,10 +217,11 @@ def nearest_level(y: Array, codebook: str, bits: int) -> Array:
   mids, below, width = _bucket_table(codebook, bits)
   key = _order_key(jax.lax.bitcast_convert_type(y, jnp.int32))
   bucket = (key >> BUCKET_SHIFT) + 2 ** 15
-  index = jnp.asarray(below)[bucket]
+  first = jnp.asarray(below)[bucket]
   padded = jnp.asarray(np.append(mids, [np.inf] * width).astype(np.float32))
+  index = first
   for j in range(width):
-    index = index + (padded[index + j] < y)
+    index = index + (padded[first + j] < y)
   return index.astype(jnp.uint8)
 
 

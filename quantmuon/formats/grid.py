@@ -16,15 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from quantmuon.formats import codebooks, layout, packing
-from quantmuon.formats.base import (
-    Format,
-    Stored,
-    canonical_dtype,
-    check_choice,
-    positive_int,
-    set_field,
-)
-from quantmuon.formats.tiled import ROUNDINGS, uniform_noise
+from quantmuon.formats.base import Format, Stored, positive_int
+from quantmuon.formats.tiled import check_scaled, uniform_noise
 
 Array = jax.Array
 
@@ -43,7 +36,8 @@ class Grid(Format):
     codebook: ``linear``, ``dynamic`` or ``mulaw``.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
-    scale_dtype: dtype the scales are stored in.
+    scale_dtype: dtype the scales are stored in (each absmax rounded up to
+      it, saturating at its largest finite value; see layout.round_scale).
   """
 
   bits: int = 4
@@ -54,11 +48,8 @@ class Grid(Format):
   scale_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    codebooks.check_bits(self.bits)
-    codebooks.check_codebook(self.codebook)
+    check_scaled(self)
     positive_int(self.tile, "tile")
-    check_choice(self.rounding, "rounding", ROUNDINGS)
-    set_field(self, "scale_dtype", canonical_dtype(self.scale_dtype))
 
   @staticmethod
   def _element_scale(row: Array, col: Array) -> Array:
@@ -71,8 +62,10 @@ class Grid(Format):
     t = self.tile
     tiles = layout.to_tiles(x.reshape(m, n).astype(jnp.float32), t, t)
     mag = jnp.abs(tiles)
-    row = jnp.max(mag, axis=3).astype(self.scale_dtype)  # (MT, T, NT)
-    col = jnp.max(mag, axis=1).astype(self.scale_dtype)  # (MT, NT, T)
+    row = layout.round_scale(jnp.max(mag, axis=3),
+                             self.scale_dtype)  # (MT, T, NT)
+    col = layout.round_scale(jnp.max(mag, axis=1),
+                             self.scale_dtype)  # (MT, NT, T)
     scale = layout.safe_scale(self._element_scale(row, col))
     y = tiles / scale
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))

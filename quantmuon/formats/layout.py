@@ -10,9 +10,11 @@ along rows, and along columns when each shard holds whole tiles.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -64,3 +66,39 @@ def safe_scale(scale: Array) -> Array:
   """float32 scale with zeros replaced by one (all-zero tiles stay zero)."""
   scale = scale.astype(jnp.float32)
   return jnp.where(scale == 0, jnp.float32(1), scale)
+
+
+def round_scale(absmax: Array, dtype: Any) -> Array:
+  """An absmax as a scale of ``dtype``: the least value of it >= ``absmax``.
+
+  Rounding up keeps every ``x / scale`` of the tile in [-1, 1] (nearest
+  rounding may land just below the absmax), a nonzero absmax never becomes
+  a zero scale, and one above the dtype's largest finite value saturates
+  there (float16 would store inf and decode the tile to NaN); such values
+  then clip to the extreme code. Only float32 operations that Pallas lowers
+  are used, so the kernels compute the same scales.
+
+  The next ``dtype`` value above ``near`` (the nearest one, ``p`` mantissa
+  bits, unit in the last place ``u``) is found by rounding ``near * (1 +
+  0.75 * 2**-p)``, which lies within [0.75 u, 1.5 u) above it, to nearest;
+  below the normal range of a dtype whose subnormals are float32 normals
+  (float16), ``near`` plus the smallest subnormal is the next value.
+
+  Args:
+    absmax: float32 maxima, >= 0.
+    dtype: the floating dtype the scales are stored in.
+
+  Returns:
+    The scales, of ``dtype``.
+  """
+  info = jnp.finfo(dtype)
+  if info.nmant >= jnp.finfo(jnp.float32).nmant:
+    return absmax.astype(dtype)
+  a = jnp.minimum(absmax.astype(jnp.float32), np.float32(info.max))
+  near = a.astype(dtype)
+  near32 = near.astype(jnp.float32)
+  up = near32 * np.float32(1 + 0.75 * 2.0 ** -info.nmant)
+  if info.smallest_subnormal >= jnp.finfo(jnp.float32).smallest_normal:
+    up = jnp.maximum(up, near32 + np.float32(info.smallest_subnormal))
+  up = jnp.minimum(up, np.float32(info.max)).astype(dtype)
+  return jnp.where(near32 < a, up, near)

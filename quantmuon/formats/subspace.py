@@ -35,16 +35,19 @@ def orthonormalize(a: Array) -> Array:
   slow on XLA's CPU backend (0.73 s against 0.04 s for 4096 x 256 here) and
   gets no help from the MXU. The k x k inverse is applied as a product: a
   triangular solve with many right-hand sides was slow on the CPU for small
-  k. The small shift keeps rank-deficient inputs finite (their null
-  directions come out near zero, which the residual absorbs: ``M = P R^T +
-  residual`` holds for any P). Equals Householder QR's Q up to column signs.
+  k. For ``a`` of full column rank this is Householder QR's Q up to column
+  signs. The small shift keeps rank-deficient inputs finite, but their
+  columns beyond the rank are amplified rounding noise: norms up to about
+  one, and not orthogonal to the rest. No result depends on it, since the
+  residual absorbs what P misses: ``M = P R^T + residual`` with ``R = M^T
+  P`` holds for any P.
 
   Args:
     a: float32 matrix.
 
   Returns:
-    float32 matrix of ``a``'s shape with orthonormal columns (up to the
-    shift).
+    float32 matrix of ``a``'s shape; its columns are orthonormal (up to the
+    shift) when ``a`` has full column rank.
   """
   k = a.shape[1]
   eye = jnp.eye(k, dtype=a.dtype)

@@ -51,6 +51,30 @@ def uniform_noise(key: Array | None, shape: tuple[int, ...],
   return jax.random.uniform(key, shape, jnp.float32)
 
 
+def check_scaled(fmt: Format) -> None:
+  """Checks the fields every absmax-scaled format has.
+
+  ``bits``, ``codebook``, ``mu``, ``rounding`` and ``scale_dtype`` of
+  ``Blockwise``, ``Axiswise`` and ``Grid``; ``scale_dtype`` is made
+  canonical.
+
+  Args:
+    fmt: the format, from its ``__post_init__``.
+  """
+  codebooks.check_bits(fmt.bits)
+  codebooks.check_codebook(fmt.codebook)
+  check_choice(fmt.rounding, "rounding", ROUNDINGS)
+  if not fmt.mu > 0:
+    raise ValueError(
+        f"{type(fmt).__name__}: mu must be positive, got {fmt.mu!r}.")
+  dtype = canonical_dtype(fmt.scale_dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+        f"{type(fmt).__name__}: scale_dtype must be a floating dtype such as "
+        f"jnp.float16 or jnp.float32, got {dtype}.")
+  set_field(fmt, "scale_dtype", dtype)
+
+
 class _AbsmaxTiled(Format):
   """Shared encode/decode of the tile-scaled formats."""
 
@@ -61,18 +85,12 @@ class _AbsmaxTiled(Format):
   scale_dtype: Any
   companding: str
 
-  def _check_common(self) -> None:
-    codebooks.check_bits(self.bits)
-    codebooks.check_codebook(self.codebook)
-    check_choice(self.rounding, "rounding", ROUNDINGS)
+  def _check_companding(self) -> None:
     check_choice(self.companding, "companding", COMPANDINGS)
-    if self.companding == "before_scale" and self.codebook != "mulaw":
+    if self.compands_first and self.codebook != "mulaw":
       raise ValueError(
           f"{type(self).__name__}: companding='before_scale' needs "
           f"codebook='mulaw', got codebook={self.codebook!r}.")
-    if not self.mu > 0:
-      raise ValueError(f"mu must be positive, got {self.mu!r}.")
-    set_field(self, "scale_dtype", canonical_dtype(self.scale_dtype))
 
   @property
   def compands_first(self) -> bool:
@@ -97,7 +115,8 @@ class _AbsmaxTiled(Format):
     if self.compands_first:
       mat = codebooks.compand(jnp.clip(mat, -1.0, 1.0), self.mu)
     tiles = layout.to_tiles(mat, tr, tc)
-    scale = jnp.max(jnp.abs(tiles), axis=(1, 3)).astype(self.scale_dtype)
+    scale = layout.round_scale(jnp.max(jnp.abs(tiles), axis=(1, 3)),
+                               self.scale_dtype)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
     codes = codebooks.encode(y, self.code_codebook, self.bits, self.mu,
@@ -138,7 +157,8 @@ class Blockwise(_AbsmaxTiled):
     block_size: elements per block.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
-    scale_dtype: dtype the scales are stored in.
+    scale_dtype: dtype the scales are stored in (each absmax rounded up to
+      it, saturating at its largest finite value; see layout.round_scale).
     companding: ``after_scale`` or ``before_scale`` (MuonQ's public code),
       for ``codebook="mulaw"``; see the module docstring.
   """
@@ -152,7 +172,8 @@ class Blockwise(_AbsmaxTiled):
   companding: str = "after_scale"
 
   def __post_init__(self):
-    self._check_common()
+    check_scaled(self)
+    self._check_companding()
     positive_int(self.block_size, "block_size")
 
   def tile(self, m: int, n: int) -> tuple[int, int]:
@@ -171,7 +192,8 @@ class Axiswise(_AbsmaxTiled):
     axis: ``tensor``, ``row`` or ``col`` of the matrix view.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic``.
-    scale_dtype: dtype the scales are stored in.
+    scale_dtype: dtype the scales are stored in (each absmax rounded up to
+      it, saturating at its largest finite value; see layout.round_scale).
     companding: ``after_scale`` or ``before_scale`` (MuonQ's public code),
       for ``codebook="mulaw"``; see the module docstring.
   """
@@ -185,7 +207,8 @@ class Axiswise(_AbsmaxTiled):
   companding: str = "after_scale"
 
   def __post_init__(self):
-    self._check_common()
+    check_scaled(self)
+    self._check_companding()
     check_choice(self.axis, "axis", ("tensor", "row", "col"))
 
   def tile(self, m: int, n: int) -> tuple[int, int]:

@@ -142,7 +142,7 @@ def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
   if geo.kind == "given":
     stats = run(geo, dataclasses.replace(base, sink="stats", emit="none"),
                 ins, backend, interpret)["stats"]
-    given = stats.astype(fmt.scale_dtype)
+    given = layout.round_scale(stats, fmt.scale_dtype)
     ins["given"] = given
     ins["scalars"] = ins["scalars"].at[tile_lib.SCALE_OUT].set(
         given.reshape(-1)[0].astype(jnp.float32))

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from quantmuon.formats import layout
 from quantmuon.kernels import codec as codec_lib
 
 Array = jax.Array
@@ -164,16 +165,19 @@ def encode(codec: codec_lib.Codec, reduction: str, x: Array,
   else:
     mag = absmax(x, mask)
     if reduction == "all":
-      out = Encoded(None, row=jnp.max(mag, keepdims=True).astype(dtype))
+      out = Encoded(None, row=layout.round_scale(
+          jnp.max(mag, keepdims=True), dtype))
       divisor = safe(out.row)
     elif reduction == "row":
-      out = Encoded(None, row=jnp.max(mag, axis=1, keepdims=True).astype(
-          dtype))
+      out = Encoded(None, row=layout.round_scale(
+          jnp.max(mag, axis=1, keepdims=True), dtype))
       divisor = safe(out.row)
     else:
       out = Encoded(None,
-                    row=jnp.max(mag, axis=1, keepdims=True).astype(dtype),
-                    col=jnp.max(mag, axis=0, keepdims=True).astype(dtype))
+                    row=layout.round_scale(
+                        jnp.max(mag, axis=1, keepdims=True), dtype),
+                    col=layout.round_scale(
+                        jnp.max(mag, axis=0, keepdims=True), dtype))
       divisor = safe(jnp.minimum(out.row.astype(jnp.float32),
                                  out.col.astype(jnp.float32)))
   out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)

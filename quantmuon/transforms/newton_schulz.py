@@ -35,6 +35,9 @@ POLAR_EXPRESS = (
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
 POLAR_EXPRESS_SAFETY = 1.02
+# Steps after the fifth: Newton-Schulz's quintic, whose fixed point is 1 (the
+# fifth triple's is about 1.035), as the Polar Express reference code does.
+POLAR_EXPRESS_TAIL = (1.875, -1.25, 0.375)
 
 
 class NewtonSchulz(NamedTuple):
@@ -49,9 +52,9 @@ def newton_schulz_schedule(ns_coeffs: Any = "quintic",
 
   Args:
     ns_coeffs: ``"quintic"`` (Keller Jordan's triple every step),
-      ``"polar_express"`` (five tuned triples, the last repeated if more
-      steps are asked), one ``(a, b, c)`` triple, or a sequence of triples
-      (one per step; its length sets the number of steps).
+      ``"polar_express"`` (five tuned triples, then ``POLAR_EXPRESS_TAIL``
+      for any further steps), one ``(a, b, c)`` triple, or a sequence of
+      triples (one per step; its length sets the number of steps).
     ns_steps: number of steps for a single triple or a preset.
 
   Returns:
@@ -66,7 +69,7 @@ def newton_schulz_schedule(ns_coeffs: Any = "quintic",
       triples = [QUINTIC] * steps
     elif ns_coeffs == "polar_express":
       triples = list(POLAR_EXPRESS[:steps])
-      triples += [POLAR_EXPRESS[-1]] * (steps - len(triples))
+      triples += [POLAR_EXPRESS_TAIL] * (steps - len(triples))
       safety = POLAR_EXPRESS_SAFETY
     else:
       raise ValueError(

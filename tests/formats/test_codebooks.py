@@ -106,3 +106,30 @@ def test_stochastic_codes_pick_a_neighbouring_level():
     ok = np.isclose(got, below, atol=1e-6) | np.isclose(got, above,
                                                         atol=1e-6)
     assert ok.all(), (codebook, y[~ok], got[~ok])
+
+
+def _wide_bucket_table(narrow, group: int):
+  """``_bucket_table`` with buckets ``group`` times as wide."""
+
+  def table(codebook: str, bits: int):
+    mids, below, _ = narrow(codebook, bits)
+    coarse = below.reshape(-1, group).min(axis=1).repeat(group)
+    above = np.append(below[1:], mids.size)
+    inside = below < mids.size  # NaN buckets count all midpoints
+    return mids, coarse, int(np.max((above - coarse)[inside]))
+
+  return table
+
+
+@pytest.mark.parametrize("bits,group,width", [(8, 16, 5), (4, 64, 2)])
+def test_nearest_level_with_wide_buckets(monkeypatch, bits, group, width):
+  """Every shipped table has width 1; buckets holding several midpoints
+  skipped some (y = 0.9008 took code 251 where 252 is nearest)."""
+  wide = _wide_bucket_table(codebooks._bucket_table, group)
+  monkeypatch.setattr(codebooks, "_bucket_table", wide)
+  assert wide("dynamic", bits)[2] == width
+  rng = np.random.default_rng(0)
+  y = np.concatenate([rng.uniform(-1, 1, 4000), [0.9008, -1.0, 0.0, 1.0]])
+  y = y.astype(np.float32)
+  got = np.asarray(codebooks.nearest_level(y, "dynamic", bits))
+  np.testing.assert_array_equal(got, ref.codes(y, "dynamic", bits))

@@ -149,6 +149,9 @@ def test_decode_checks_the_format():
     (lambda: Grid(codebook="nf4"), "codebook"),
     (lambda: Blockwise(rounding="up"), "rounding"),
     (lambda: Blockwise(mu=0.0), "mu"),
+    (lambda: Grid(codebook="mulaw", mu=-1.0), "Grid: mu"),
+    (lambda: Axiswise(scale_dtype=jnp.int8), "scale_dtype"),
+    (lambda: Grid(scale_dtype=jnp.int8), "scale_dtype"),
     (lambda: Subspace(rank_divisor=0), "rank_divisor"),
     (lambda: Subspace(power_iters=0), "power_iters"),
 ])

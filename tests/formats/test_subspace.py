@@ -50,6 +50,18 @@ def test_full_rank_leaves_no_residual(shape):
   np.testing.assert_allclose(p.T @ p, np.eye(min(shape)), atol=1e-5)
 
 
+def test_rank_deficient_input_still_reconstructs():
+  """Rank 1 with k = 8: P is not orthonormal (|P^T P - I| = 0.98), yet
+  P R^T + residual is the input."""
+  rng = np.random.default_rng(0)
+  x = np.outer(rng.standard_normal(64), rng.standard_normal(48))
+  x = x.astype(np.float32)
+  fmt = Subspace(rank=8, factors=Float(), residual=Float())
+  stored = util.encode(fmt, x)
+  np.testing.assert_allclose(util.decode(stored), x, rtol=0,
+                             atol=1e-6 * np.abs(x).max())
+
+
 def test_parts_and_rank_divisor():
   fmt = Subspace(rank_divisor=16)  # k = min(64, 40) // 16 = 2
   x = util.normal((4, 16, 40), seed=2)  # matrix view (64, 40)

@@ -183,5 +183,5 @@ def test_scale_dtype():
   stored = util.encode(fmt, x)
   chex.assert_type(stored["scales"], jnp.bfloat16)
   out = util.decode(stored)
-  # A bf16 scale may round the absmax down; values then clip at the level 1.
+  # A bf16 scale rounds the absmax up, by less than 2 ** -7 of it.
   util.assert_within(x, out, util.element_absmax(x, 1, 16), 1 / 14 + 2 ** -8)

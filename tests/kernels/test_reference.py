@@ -61,6 +61,8 @@ CASES = {
     "g4_384x200": (F.Grid(bits=4), (384, 200), SUM),
     "g8_dynamic_t32": (F.Grid(bits=8, tile=32, codebook="dynamic"),
                        (100, 70), EMA_NESTEROV),
+    "g4_bf16_scales_t64": (F.Grid(bits=4, tile=64, scale_dtype=jnp.bfloat16),
+                           (130, 96), SUM),
     "g4_stochastic_t64": (F.Grid(bits=4, tile=64, rounding="stochastic"),
                           (130, 96), SUM),
     # The residual path of Subspace.

@@ -41,16 +41,36 @@ def linear_qdq(x: np.ndarray, bits: int, block: int) -> np.ndarray:
 def mulaw_qdq(x: np.ndarray, bits: int, axis: int | None,
               mu: float = 255.0) -> np.ndarray:
   """mu-law 4-bit quantize-dequantize with one scale per tensor (axis None)
-  or per column (axis 0); scales rounded to float16 as MuonQ stores them."""
+  or per column (axis 0); scales stored in float16 as MuonQ stores them,
+  rounded up so that |x / scale| <= 1."""
   qmax = 2 ** (bits - 1) - 1
   x = x.astype(np.float32)
-  scale = np.abs(x).max(axis=axis, keepdims=True).astype(np.float16)
-  scale = scale.astype(np.float32)
+  absmax = np.abs(x).max(axis=axis, keepdims=True)
+  scale = absmax.astype(np.float16)
+  scale = np.where(scale < absmax, np.nextafter(scale, np.float16(np.inf)),
+                   scale).astype(np.float32)
   safe = np.where(scale == 0, 1, scale)
   y = np.clip(x / safe, -1, 1)
   y = np.sign(y) * np.log1p(mu * np.abs(y)) / np.log1p(mu)
   q = np.clip(np.round(y * qmax), -qmax, qmax) / qmax
   return (np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu) * scale
+
+
+def mulaw_first_qdq(x: np.ndarray, bits: int, axis: int | None,
+                    mu: float = 255.0) -> np.ndarray:
+  """MuonQ's public quantizer: mu-law of the raw value (clipped to
+  [-1, 1]), absmax scale of the companded values in float16 (rounded up),
+  linear codes, expanded back."""
+  qmax = 2 ** (bits - 1) - 1
+  x = np.clip(x.astype(np.float32), -1, 1)
+  c = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+  absmax = np.abs(c).max(axis=axis, keepdims=True)
+  scale = absmax.astype(np.float16)
+  scale = np.where(scale < absmax, np.nextafter(scale, np.float16(np.inf)),
+                   scale).astype(np.float32)
+  safe = np.where(scale == 0, 1, scale)
+  v = np.clip(np.round(c / safe * qmax), -qmax, qmax) / qmax * scale
+  return np.sign(v) * np.expm1(np.abs(v) * np.log1p(mu)) / mu
 
 
 def grid_qdq(x: np.ndarray, bits: int, tile: int) -> np.ndarray:

@@ -98,9 +98,11 @@ def _initial_r(tx) -> np.ndarray:
   return np.asarray(_muon_momentum(state)["R"].decode())
 
 
-def test_muonq_matches_numpy_paper_step():
+@pytest.mark.parametrize("companding,qdq", [
+    ("before_scale", ref.mulaw_first_qdq), ("after_scale", ref.mulaw_qdq)])
+def test_muonq_matches_numpy_paper_step(companding, qdq):
   grads = _grads()
-  tx = qm.muonq(LR, min_size=0)
+  tx = qm.muonq(LR, min_size=0, companding=companding)
   ours, _ = _run(tx, grads)
   r_q = _initial_r(tx)
   m_q = np.zeros(SHAPE, np.float32)
@@ -111,8 +113,8 @@ def test_muonq_matches_numpy_paper_step():
     m = m / (np.linalg.norm(m) + 1e-7)
     theirs.append(-LR * _scale() * ref.newton_schulz(m))
     p, r, residual = ref.power_split(m, r_q)
-    p_q, r_q = ref.mulaw_qdq(p, 4, axis=0), ref.mulaw_qdq(r, 4, axis=0)
-    m_q = ref.mulaw_qdq(residual, 4, axis=None) + p_q @ r_q.T
+    p_q, r_q = qdq(p, 4, axis=0), qdq(r, 4, axis=0)
+    m_q = qdq(residual, 4, axis=None) + p_q @ r_q.T
   _close(ours, theirs, 2e-3)
 
 
