@@ -3,6 +3,7 @@
 from quantmuon import formats
 from quantmuon.memory import memory_report, nbytes
 from quantmuon.presets import (
+    full_precision_twin,
     muon,
     muon_4bit,
     muon_8bit,
@@ -25,6 +26,7 @@ from quantmuon.transforms import (
 __all__ = [
     "QuantizedMomentumState",
     "formats",
+    "full_precision_twin",
     "log_mantissa_schedule",
     "memory_report",
     "muon",

@@ -6,7 +6,7 @@ optax's own and routes parameters with :func:`quantmuon.muon_labels`:
   scale_by_quantized_momentum -> orthogonalize -> scale_by_shape
   -> add_decayed_weights -> scale_by_learning_rate
 
-Presets follow their papers (../shared/PAPERS.md):
+Presets follow their papers:
 
 - :func:`muon`: full precision, numerically ``optax.contrib.muon``.
 - :func:`muon_8bit`: 8-bit Muon (arXiv 2509.23106).
@@ -14,6 +14,9 @@ Presets follow their papers (../shared/PAPERS.md):
 - :func:`muonq`: MuonQ (arXiv 2605.11396).
 - :func:`muon_grasp`: 4-bit-Muon-GRASP (ICLR 2026).
 - :func:`quantized_muon`: the general form.
+
+:func:`full_precision_twin` turns any of them into its exact full-precision
+twin, the reference that the cost of quantization is measured against.
 
 Structural integer options (``min_size``, ``ns_steps``, ``block_size``, ...)
 default to None, meaning the paper's value, so that
@@ -23,6 +26,7 @@ default to None, meaning the paper's value, so that
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable
@@ -43,6 +47,8 @@ from quantmuon.transforms import (
 )
 
 ScalarOrSchedule = float | jax.Array | optax.Schedule
+# Set while a preset is built by its full_precision_twin.
+_FULL_PRECISION = contextvars.ContextVar("full_precision", default=False)
 
 
 def quantized_muon(
@@ -115,6 +121,8 @@ def quantized_muon(
     ValueError: for bad option values, and at ``init`` for a Muon leaf that
       is not a matrix and has no dimension numbers.
   """
+  if _FULL_PRECISION.get():
+    momentum_format = formats.Float()
   if dimension_numbers is None:
     dimension_numbers = routing.default_dimension_numbers
   muon_chain = optax.chain(
@@ -391,3 +399,33 @@ def muon_grasp(learning_rate: ScalarOrSchedule, bits: int | None = None,
   return quantized_muon(learning_rate, fmt, accumulation="sum",
                         nesterov=False, consistent_rms=consistent_rms,
                         **common)
+
+
+def full_precision_twin(preset: Callable[..., Any]) -> Callable[..., Any]:
+  """The exact full-precision twin of a preset.
+
+  The twin takes the preset's arguments (it has the same signature, so
+  ``optax.inject_hyperparams`` and the option checks see them) and builds
+  the same optimizer with the Muon momentum stored in ``formats.Float()``:
+  accumulation, normalization, Nesterov, scaling, routing, rates and
+  AdamW's state are unchanged. ``full_precision_twin(muonq)(1e-2)`` is the
+  reference against which MuonQ's cost of quantization is measured.
+
+  Args:
+    preset: a preset of this module, or any function that builds its
+      optimizer through :func:`quantized_muon`.
+
+  Returns:
+    The twin preset, named ``<preset>_fp32``.
+  """
+
+  @functools.wraps(preset)
+  def twin(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    token = _FULL_PRECISION.set(True)
+    try:
+      return preset(*args, **kwargs)
+    finally:
+      _FULL_PRECISION.reset(token)
+
+  twin.__name__ = twin.__qualname__ = f"{preset.__name__}_fp32"
+  return twin

@@ -4,6 +4,7 @@ and parity of ``muon`` with ``optax.contrib.muon``."""
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -261,3 +262,41 @@ def test_errors_name_the_argument():
   with pytest.raises(ValueError, match="MuonDimensionNumbers"):
     tx = qm.muon(1e-3, labels={"w": "muon"})
     tx.init({"w": jnp.zeros((2, 8, 32))})
+
+
+TWIN_CASES = {
+    "muon_8bit": (qm.muon_8bit, qm.formats.Float(), dict(
+        accumulation="sum", nesterov=True)),
+    "muon_4bit": (qm.muon_4bit, qm.formats.Float(), dict(
+        accumulation="sum", nesterov=False)),
+    "muonq": (qm.muonq, qm.formats.Float(), dict(
+        accumulation="sum", nesterov=False, normalize=True)),
+    "muon_grasp": (qm.muon_grasp, qm.formats.Float(), dict(
+        accumulation="sum", nesterov=False)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TWIN_CASES))
+def test_full_precision_twin_is_the_preset_with_float_storage(name):
+  preset, fmt, options = TWIN_CASES[name]
+  twin = qm.full_precision_twin(preset)
+  assert twin.__name__ == f"{name}_fp32"
+  assert inspect.signature(twin) == inspect.signature(preset)
+  by_hand = qm.quantized_muon(LR, fmt, consistent_rms=0.2, min_size=0,
+                              weight_decay=0.1, **options)
+  ours, _ = _run(twin(LR, min_size=0, weight_decay=0.1), _grads())
+  theirs, _ = _run(by_hand, _grads())
+  for a, b in zip(ours, theirs, strict=True):
+    np.testing.assert_array_equal(a, b)
+  state = twin(LR, min_size=0).init({"w": jnp.zeros(SHAPE)})
+  assert all(isinstance(s.format, qm.formats.Float) for s in jax.tree.leaves(
+      state, is_leaf=qm.formats.is_stored) if qm.formats.is_stored(s))
+
+
+def test_full_precision_twin_works_under_inject_hyperparams():
+  twin = qm.full_precision_twin(qm.muonq)
+  tx = optax.inject_hyperparams(twin)(learning_rate=LR)
+  params = {"w": jnp.zeros(SHAPE)}
+  _, state = tx.update({"w": jnp.asarray(_grads()[0])}, tx.init(params),
+                       params)
+  assert state.hyperparams["learning_rate"] == pytest.approx(LR)
