@@ -13,9 +13,11 @@ split at underscores into tokens.
     ``embedding`` or ``embeddings`` (``embed``, ``pos_embedding``,
     ``token_emb``; not ``embed_proj``, a projection);
   - output heads: a 2-D leaf whose name or owner is ``classifier``,
-    ``output``, ``out``, ``unembed`` or ``logits``, or ends in the token
-    ``head`` (``head``, ``lm_head``). A 3-D ``out`` kernel is Flax
-    attention's output projection, which Muon takes;
+    ``unembed`` or ``logits``, or ends in the token ``head`` (``head``,
+    ``lm_head``); or whose path starts with ``output`` or ``out`` (LLaMA's
+    head; a leading ``params`` is skipped). Deeper down, ``out`` and
+    ``output`` are projections (an attention block's ``out``, BERT's
+    ``attention.output.dense``), which Muon takes;
   - every leaf of rank < 2.
 - Muon takes every other matrix, and a leaf of rank > 2 that has dimension
   numbers (given, or the defaults of :func:`default_dimension_numbers`).
@@ -41,7 +43,8 @@ MUON, ADAM = "muon", "adam"
 ADAM_LEAF_NAMES = ("bias", "scale")
 EMBEDDING_NAMES = ("wte", "wpe", "embed_tokens")
 EMBEDDING_TOKENS = ("emb", "embed", "embeds", "embedding", "embeddings")
-HEAD_NAMES = ("classifier", "output", "out", "unembed", "logits")
+HEAD_NAMES = ("classifier", "unembed", "logits")
+TOP_LEVEL_HEAD_NAMES = ("output", "out")
 ATTENTION_INPUTS = ("query", "key", "value")
 
 
@@ -92,7 +95,11 @@ def is_adam_path(path: tuple, ndim: int = 2) -> bool:
     return True
   if _is_embedding_name(name) or _is_embedding_name(owner):
     return True
-  return ndim == 2 and (_is_head_name(name) or _is_head_name(owner))
+  if ndim != 2:
+    return False
+  top = next((n for n in _component_names(path) if n != "params"), None)
+  return (_is_head_name(name) or _is_head_name(owner)
+          or top in TOP_LEVEL_HEAD_NAMES)
 
 
 def leaf_dimension_numbers(path: tuple, ndim: int

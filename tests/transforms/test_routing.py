@@ -62,11 +62,21 @@ def test_names(name, expected):
   assert qm.muon_labels(as_raw)[name] == expected
 
 
-def test_nested_output_is_not_a_head():
-  # BERT's attention.output.dense: the leaf's owner is "dense".
-  params = {"attention": {"output": {"dense": {"kernel": jnp.zeros((8, 8))}}}}
-  assert (qm.muon_labels(params)["attention"]["output"]["dense"]["kernel"]
-          == "muon")
+def test_out_and_output_are_heads_only_at_the_top():
+  w = {"kernel": jnp.zeros((8, 8))}
+  params = {
+      # BERT's attention.output.dense, an attention block's out projection.
+      "attention": {"output": {"dense": w}},
+      "blocks": [{"attn": {"out": w}}],
+      # LLaMA's head, also under a linen-style "params" root.
+      "output": w,
+      "params": {"out": w},
+  }
+  labels = qm.muon_labels(params)
+  assert labels["attention"]["output"]["dense"]["kernel"] == "muon"
+  assert labels["blocks"][0]["attn"]["out"]["kernel"] == "muon"
+  assert labels["output"]["kernel"] == "adam"
+  assert labels["params"]["out"]["kernel"] == "adam"
 
 
 def test_flax_attention_routes_biases_to_adam_and_kernels_to_muon():
