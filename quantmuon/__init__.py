@@ -8,6 +8,7 @@ from quantmuon.presets import (
     muon_4bit,
     muon_8bit,
     muon_grasp,
+    muon_lowbit,
     muonq,
     quantized_muon,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "muon_4bit",
     "muon_8bit",
     "muon_grasp",
+    "muon_lowbit",
     "muon_labels",
     "muonq",
     "nbytes",

@@ -429,3 +429,42 @@ def full_precision_twin(preset: Callable[..., Any]) -> Callable[..., Any]:
 
   twin.__name__ = twin.__qualname__ = f"{preset.__name__}_fp32"
   return twin
+
+
+@_preset
+def muon_lowbit(learning_rate: ScalarOrSchedule, bits: int | None = None,
+                rank_divisor: int | None = None,
+                group_size: int | None = None, nesterov: bool = True,
+                consistent_rms: float | None = 0.2, **common: Any
+                ) -> optax.GradientTransformationExtraArgs:
+  """quantmuon's own low-bit recipe, chosen by measurement.
+
+  MuonQ's normalized heavy-ball momentum, stored as top-k factors at 8 bits
+  (blocks of 128, as GRASP) plus a residual at ``bits`` whose values are
+  mu-law companded before one float16 absmax scale per group of 128 along
+  the rows is taken (MuonQ's public quantizer with finer scales), and
+  Nesterov's mix fed to Newton-Schulz.
+
+  Args:
+    learning_rate: float or schedule.
+    bits: residual code width, 4 or 2 (4).
+    rank_divisor: k = min(m, n) // rank_divisor (16).
+    group_size: residual elements per scale (128).
+    nesterov: feed Newton-Schulz ``g + beta m``.
+    consistent_rms: RMS target of the update (0.2), or None for the width
+      rule.
+    **common: the keyword options of :func:`quantized_muon`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+  """
+  residual = formats.Blockwise(
+      bits=_tree.static_int(bits, "bits", 4), codebook="mulaw",
+      companding="before_scale", scale_dtype=jnp.float16,
+      block_size=_tree.static_int(group_size, "group_size", 128))
+  fmt = formats.Subspace(
+      rank_divisor=_tree.static_int(rank_divisor, "rank_divisor", 16),
+      factors=formats.Blockwise(bits=8, block_size=128), residual=residual)
+  return quantized_muon(learning_rate, fmt, accumulation="sum",
+                        normalize=True, nesterov=nesterov,
+                        consistent_rms=consistent_rms, **common)

@@ -6,7 +6,7 @@ for each step's coefficients (a, b, c). Leaves of rank > 2 are reshaped by
 ``MuonDimensionNumbers`` into a batch of matrices. Unlike
 ``optax.contrib.muon``, a plain matrix is not run under ``vmap`` over a batch
 of one (which costs about a third of the time and most of the temporary
-memory, DESIGN.md), and leaves are processed one after another so their
+memory), and leaves are processed one after another so their
 temporaries do not pile up.
 """
 
