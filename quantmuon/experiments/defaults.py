@@ -5,7 +5,9 @@ Sections:
   seed: model initialization and batch order.
   model: the network's shape (see ``lm_model`` and ``digits_model``).
   data: corpus path and split (``lm``), validation share (both).
-  train: steps, batch size, evaluation, logging and checkpoint intervals.
+  train: steps, batch size, evaluation, logging and checkpoint intervals,
+    the progress output (``progress``) and the skipping of steps with
+    non-finite gradients (``skip_nonfinite``, ``max_consecutive_skips``).
   optimizer: name and hyperparameters of a single run.
   optimizers, seeds, learning_rates, lr_sweep, lr_note: what
     ``quantmuon-compare`` runs (see ``compare.py``).
@@ -72,7 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batches=8,
       log_every=10,
       checkpoint_every=0,  # 0 = no checkpoints
-      progress=True,
+      progress=True,       # False = no progress output at all
+      skip_nonfinite=True,  # skip steps whose gradients are not finite
+      max_consecutive_skips=10,  # stop as diverged after this many in a row
   ))
   config.optimizer = ml_collections.ConfigDict(dict(
       name="muon_8bit",

@@ -9,6 +9,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -48,7 +49,7 @@ def test_resume_is_bit_exact(tmp_path):
   task = tasks.make_task(config, config.seed)
   params = nnx.to_pure_dict(nnx.state(task.model))
   tx, _ = optimizers.build(config.optimizer, 6)
-  fresh = tx.init(params)
+  fresh = train.guard(tx, config.train).init(params)
   a = checkpoint.Checkpointer(tmp_path / "full" / "checkpoints", 3)
   b = checkpoint.Checkpointer(tmp_path / "split" / "checkpoints", 3)
   assert a.latest_step() == b.latest_step() == 6
@@ -74,6 +75,83 @@ def test_summary_fields(tmp_path):
   assert np.isfinite(s["step_time_s"])
   assert os.path.exists(tmp_path / "summary.json")
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def _digits_config(steps: int = 4):
+  config = tiny_config(steps=steps)
+  config.task = "digits"
+  config.model = defaults.digits_model(kind="mlp", width=64, depth=1)
+  config.optimizer.name = "muon_8bit"  # the 64 x 64 matrix is quantized
+  return config
+
+
+def _nan_batch(batch):
+  return dict(batch, images=np.full_like(batch["images"], np.nan))
+
+
+def test_nonfinite_batch_touches_nothing():
+  """A NaN batch leaves params and optimizer state bit-identical."""
+  run = train.setup(_digits_config())
+  assert isinstance(run.opt_state, optax.ApplyIfFiniteState)
+  params, state, _ = run.step(run.params, run.opt_state,
+                              run.task.train_batch(0))
+  before = [np.array(x) for x in jax.tree.leaves((params, state.inner_state))]
+  params, state, out = run.step(params, state,
+                                _nan_batch(run.task.train_batch(1)))
+  assert not np.isfinite(float(out["loss"]))
+  after = [np.array(x) for x in jax.tree.leaves((params, state.inner_state))]
+  assert len(before) == len(after)
+  for x, y in zip(before, after, strict=True):
+    np.testing.assert_array_equal(x, y)
+  assert train.consecutive_skips(state) == 1
+  assert int(state.total_notfinite) == 1
+  params, state, _ = run.step(params, state, run.task.train_batch(2))
+  assert train.consecutive_skips(state) == 0
+  assert any(not np.array_equal(x, np.array(y)) for x, y in zip(
+      before[:len(jax.tree.leaves(params))], jax.tree.leaves(params),
+      strict=True))
+
+
+def _poison(monkeypatch, bad_steps):
+  make_task = tasks.make_task
+
+  def poisoned(config, seed):
+    task = make_task(config, seed)
+    good = task.train_batch
+    task.train_batch = (lambda step: _nan_batch(good(step))
+                        if step in bad_steps else good(step))
+    return task
+
+  monkeypatch.setattr(tasks, "make_task", poisoned)
+
+
+def test_training_skips_and_counts_nonfinite_steps(tmp_path, monkeypatch):
+  _poison(monkeypatch, {2})
+  s = train.train(_digits_config(steps=4), tmp_path)
+  assert s["skipped_steps"] == 1 and not s["diverged"]
+  assert [step for step, _ in s["train_curve"]] == [1, 2, 4]
+  assert np.isfinite(s["final_val_loss"])
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["skipped"] for r in records if r["split"] == "train"] == [
+      False, False, True, False]
+
+
+def test_too_many_skips_in_a_row_diverge(tmp_path, monkeypatch):
+  _poison(monkeypatch, {1, 2, 3})
+  config = _digits_config(steps=5)
+  config.train.max_consecutive_skips = 2
+  s = train.train(config, tmp_path)
+  assert s["diverged"] and s["skipped_steps"] == 2
+  assert len(_train_losses(tmp_path)) == 3  # stopped at step 3
+
+
+def test_skipping_can_be_turned_off(tmp_path, monkeypatch):
+  _poison(monkeypatch, {1})
+  config = _digits_config(steps=4)
+  config.train.skip_nonfinite = False
+  s = train.train(config, tmp_path)
+  assert s["diverged"] and s["skipped_steps"] == 0
+  assert len(_train_losses(tmp_path)) == 2
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
