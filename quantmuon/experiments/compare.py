@@ -29,7 +29,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from quantmuon.experiments import optimizers, report
+from quantmuon.experiments import errors, optimizers, report
 from quantmuon.experiments.train import train
 
 REFERENCE = "muon"
@@ -187,8 +187,10 @@ def compare(config: ml_collections.ConfigDict, workdir: str
   names = parse_list(config.optimizers)
   unknown = [n for n in names if n not in optimizers.NAMES]
   if not names or unknown:
-    raise ValueError(f"config.optimizers must list names from "
-                     f"{optimizers.NAMES}; got {config.optimizers!r}.")
+    raise errors.ConfigError(
+        f"config.optimizers: unknown names {unknown} in "
+        f"{config.optimizers!r}; list names from "
+        f"{','.join(optimizers.NAMES)}, separated by commas.")
   os.makedirs(workdir, exist_ok=True)
   swept = sweep(config, workdir, names) if parse_list(config.lr_sweep) else {}
   seeds = seeds_of(config)

@@ -31,7 +31,6 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 import quantmuon
 from quantmuon.experiments import (
@@ -39,6 +38,7 @@ from quantmuon.experiments import (
     errors,
     metrics,
     optimizers,
+    progress,
     tasks,
 )
 
@@ -282,8 +282,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     log.truncate(start)
 
   items = task.info["items_per_step"]
-  bar = tqdm(total=tc.steps, initial=start, disable=not tc.progress,
-             desc=desc or config.optimizer.name, dynamic_ncols=True)
+  bar = progress.make(tc.progress, tc.steps, start,
+                      desc or config.optimizer.name)
   postfix: dict[str, str] = {}
   diverged = False
   end = tc.steps if stop_after is None else min(stop_after, tc.steps)
@@ -300,13 +300,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
                "skipped": in_a_row > 0})
     if in_a_row and in_a_row >= tc.max_consecutive_skips:
       diverged = True
-      bar.write(f"{config.optimizer.name}: {in_a_row} steps in a row had "
+      bar.message(f"{config.optimizer.name}: {in_a_row} steps in a row had "
                 f"non-finite gradients (up to step {done}); stopping this "
                 f"run.")
       break
     if not np.isfinite(loss) and not in_a_row:
       diverged = True
-      bar.write(f"{config.optimizer.name}: training loss is {loss} at step "
+      bar.message(f"{config.optimizer.name}: training loss is {loss} at step "
                 f"{done}; stopping this run.")
       break
     if done % tc.eval_every == 0 or done == tc.steps:
@@ -316,10 +316,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     if done % tc.log_every == 0 or done == tc.steps:
       postfix["loss"] = f"{loss:.4f}"
       postfix[f"{task.info['unit']}/s"] = f"{items / dt:,.0f}"
-      bar.set_postfix(postfix, refresh=False)
+      bar.log(done, postfix)
     if ckpt is not None:
       ckpt.maybe_save(done, params, opt_state)
-    bar.update(1)
+    bar.advance()
   bar.close()
   if ckpt is not None:
     ckpt.close()

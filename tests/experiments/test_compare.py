@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from quantmuon.experiments import compare, optimizers
+from quantmuon.experiments import compare, errors, optimizers
 from tests.experiments.conftest import tiny_config
 
 FIELDS = ("final_val_loss", "best_val_loss", "state_bytes",
@@ -62,7 +62,7 @@ def test_sweep_picks_the_best_rate(tmp_path):
 def test_unknown_optimizer_is_an_error(tmp_path):
   config = tiny_config()
   config.optimizers = "muon,sgd"
-  with pytest.raises(ValueError, match="config.optimizers"):
+  with pytest.raises(errors.ConfigError, match="config.optimizers"):
     compare.compare(config, str(tmp_path))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from quantmuon.experiments import (
     checkpoint,
     defaults,
     optimizers,
+    progress,
     tasks,
     train,
 )
@@ -182,3 +184,50 @@ def test_train_command_line(tmp_path):
   summary = json.loads(open(tmp_path / "summary.json").read())
   assert summary["optimizer"] == "adamw"
   assert os.path.isdir(tmp_path / "checkpoints" / "2")
+
+
+def test_progress_in_a_log_is_one_line_per_interval(tmp_path, capsys):
+  """Not a terminal: plain lines at the log interval, no tqdm frames."""
+  config = _digits_config(steps=4)
+  config.train.progress = True
+  config.train.log_every = 2
+  train.train(config, tmp_path)
+  err = capsys.readouterr().err
+  assert "\r" not in err
+  lines = [line for line in err.splitlines() if line.startswith("muon_8bit")]
+  assert [line.split("  ")[1] for line in lines] == ["2/4", "4/4"]
+  assert "loss" in lines[-1] and "val" in lines[-1]
+
+
+def test_progress_is_a_bar_on_a_terminal():
+  class Terminal(io.StringIO):
+    def isatty(self):
+      return True
+
+  bar = progress.make(True, 4, 0, "x", Terminal())
+  assert isinstance(bar, progress.Bar)
+  bar.close()
+  assert type(progress.make(False, 4, 0, "x", Terminal())) is (
+      progress.Progress)
+
+
+@pytest.mark.parametrize("option, expected", [
+    ("--config.train.stepz=3",
+     '--config.train.stepz: no such field in the config of '),
+    ("--config.optimizer.name=sgd",
+     "config.optimizer.name: unknown optimizer 'sgd'; use one of adamw"),
+    ("--config.data.path=/no/such/corpus",
+     "config.data: corpus path '/no/such/corpus' does not exist; set "),
+])
+def test_config_errors_are_one_line(tmp_path, option, expected):
+  cmd = [sys.executable, "-m", "quantmuon.experiments.train",
+         "--config", os.path.join(ROOT, "configs", "train.py"),
+         "--workdir", str(tmp_path), "--config.data.max_bytes=100000",
+         option]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=300)
+  assert out.returncode == 2, out.stderr[-3000:]
+  lines = out.stderr.strip().splitlines()
+  assert len(lines) == 1, out.stderr[-3000:]
+  assert ": error: " in lines[0] and expected in lines[0], lines[0]
