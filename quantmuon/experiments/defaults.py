@@ -9,8 +9,9 @@ Sections:
     the progress output (``progress``) and the skipping of steps with
     non-finite gradients (``skip_nonfinite``, ``max_consecutive_skips``).
   optimizer: name and hyperparameters of a single run.
-  optimizers, seeds, learning_rates, lr_sweep, lr_note: what
-    ``quantmuon-compare`` runs (see ``compare.py``).
+  optimizers, seeds, learning_rates, lr_sweep, lr_note, timing: what
+    ``quantmuon-compare`` runs and how it times the steps (see
+    ``compare.py`` and ``timing.py``).
 """
 
 from __future__ import annotations
@@ -97,4 +98,8 @@ def base_config() -> ml_collections.ConfigDict:
                                          muon_rms=3e-3)
   config.lr_sweep = ""    # rate multipliers, e.g. "0.5,1,2"; "" = no sweep
   config.lr_note = ""     # how the rates were found
+  # Step times, apart from training: untimed calls first, then rounds of
+  # ``steps`` steps per optimizer, interleaved.
+  config.timing = ml_collections.ConfigDict(dict(warmup=3, repeats=7,
+                                                 steps=5))
   return config

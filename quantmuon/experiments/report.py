@@ -21,6 +21,12 @@ def _pm(mean: float, std: float, seeds: int, fmt: str) -> str:
   return text + (f" ± {format(std, fmt.lstrip('+'))}" if seeds > 1 else "")
 
 
+def _range(spread: dict[str, float], scale: float, fmt: str) -> str:
+  lo, mid, hi = (format(scale * spread[k], fmt) for k in ("min", "median",
+                                                          "max"))
+  return f"{mid} ({lo}-{hi})"
+
+
 def machine() -> str:
   """A one-line description of where the run happened."""
   devices = jax.devices()
@@ -47,8 +53,9 @@ def markdown(results: dict[str, Any]) -> str:
   twin = all("twin_gap_pct" in r for r in opts.values())
   head = ["optimizer", "lr", "final val loss", "best val loss",
           f"gap to {ref} (%)"] + (["gap to muon_rms (%)"] if twin else []) + [
-              "state MiB", "bytes/param", "memory reduction", "step ms",
-              "time ratio", "compiled step MiB"]
+              "state MiB", "bytes/param", "memory reduction",
+              "step ms (min-max)", "time ratio (min-max)",
+              "compiled step MiB"]
   lines = [
       "# quantmuon comparison",
       "",
@@ -64,6 +71,8 @@ def markdown(results: dict[str, Any]) -> str:
   ]
   for name, r in opts.items():
     flag = " (diverged)" if r.get("diverged") else ""
+    if r.get("skipped_steps"):
+      flag += f" ({r['skipped_steps']} skipped)"
     cells = [
         f"`{name}`{flag}", f"{r['learning_rate']:.3g}",
         _pm(r["final_val_loss"], r["final_val_loss_std"], seeds, ".4f"),
@@ -74,7 +83,8 @@ def markdown(results: dict[str, Any]) -> str:
                        "+.2f"))
     cells += [_mb(r["state_bytes"]), f"{r['state_bytes_per_param']:.2f}",
               f"{r['memory_reduction']:.2f}x",
-              f"{1e3 * r['step_time_s']:.1f}", f"{r['time_ratio']:.2f}",
+              _range(r["step_time"], 1e3, ".1f"),
+              _range(r["time_ratio_spread"], 1, ".2f"),
               _mb(r["compiled_step_memory_bytes"])]
     lines.append("| " + " | ".join(cells) + " |")
   lines += [
@@ -82,9 +92,10 @@ def markdown(results: dict[str, Any]) -> str:
       f"Gap: (final val loss - {ref}'s) / {ref}'s, paired by seed"
       + (" (mean ± std over seeds)" if seeds > 1 else "") + ". Memory "
       f"reduction: {ref}'s optimizer-state bytes over the optimizer's "
-      "(`quantmuon.nbytes`). Time ratio: median step time over "
-      f"{ref}'s. Compiled step: arguments + outputs + temporaries of the "
-      "jitted train step (`memory_analysis`).",
+      "(`quantmuon.nbytes`). Compiled step: arguments + outputs + "
+      "temporaries of the jitted train step (`memory_analysis`).",
+      "",
+      _timing_note(results),
   ]
   if twin:
     lines += [
@@ -103,6 +114,25 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{t['learning_rate']:.3g}{best} | "
                      f"{t['final_val_loss']:.4f} |")
   return "\n".join(lines) + "\n"
+
+
+def _timing_note(results: dict[str, Any]) -> str:
+  """How the step times were measured, and which numbers to trust."""
+  t = results["timing"]
+  ref = results["reference"]
+  return (
+      f"Step ms: the whole jitted training step (forward, backward and "
+      f"optimizer) of each optimizer, timed after training and apart from "
+      f"it: {t['warmup']} untimed calls each, then {t['repeats']} rounds "
+      f"in which every optimizer runs {t['steps']} steps in turn (the "
+      f"order rotating), so a busy moment of the machine falls on all of "
+      f"them; median over rounds, and min-max. Time ratio: median of each "
+      f"round's ratio to {ref}'s time in the same round. Times whose "
+      f"ranges overlap are not told apart by this run. The model's "
+      f"forward and backward pass are most of a step at this size; for "
+      f"the optimizer's own cost, trust `python -m "
+      f"benchmarks.optimizer_step`, which times the optimizer update alone "
+      f"against `optax.contrib.muon`.")
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:

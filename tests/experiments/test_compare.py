@@ -38,9 +38,17 @@ def test_compare_writes_every_output(tmp_path):
   assert four["state_bytes"] < muon["state_bytes"]
   assert muon["learning_rate"] == config.learning_rates.muon
   assert saved["optimizers"]["muon_rms"]["twin_gap_pct"] == 0
+  for r in saved["optimizers"].values():  # timed apart, in rounds
+    assert len(r["step_time_rounds_s"]) == config.timing.repeats
+    spread = r["step_time"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
+    assert r["step_time_s"] == spread["median"]
+  assert muon["time_ratio"] == 1 and muon["time_ratio_spread"]["max"] == 1
   table = open(tmp_path / "results.md").read()
   assert "| `muon_4bit` |" in table and "gap to muon (%)" in table
   assert "gap to muon_rms (%)" in table and " ± " in table
+  assert "step ms (min-max)" in table
+  assert "benchmarks.optimizer_step" in table
   assert results["optimizers"].keys() == saved["optimizers"].keys()
 
 
