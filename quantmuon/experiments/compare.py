@@ -177,7 +177,9 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], reference: str,
       agg[key] = float(np.mean(values))
       agg[key + "_std"] = float(np.std(values))
       agg[key + "_per_seed"] = values
-    for key in ("state_bytes", "state_bytes_per_param",
+    for key in ("state_bytes", "state_bytes_per_param", "matrix_params",
+                "matrix_state_bytes", "state_bytes_per_matrix_param",
+                "other_params", "other_state_bytes",
                 "compiled_step_memory_bytes", "params"):
       agg[key] = summaries[0][key]
     agg["compiled_step_memory"] = summaries[0]["compiled_step_memory"]

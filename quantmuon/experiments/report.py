@@ -53,7 +53,8 @@ def markdown(results: dict[str, Any]) -> str:
   twin = all("twin_gap_pct" in r for r in opts.values())
   head = ["optimizer", "lr", "final val loss", "best val loss",
           f"gap to {ref} (%)"] + (["gap to muon_rms (%)"] if twin else []) + [
-              "state MiB", "bytes/param", "memory reduction",
+              "state MiB", "B/matrix param", "B/param (all)",
+              "memory reduction",
               "step ms (min-max)", "time ratio (min-max)",
               "compiled step MiB"]
   lines = [
@@ -81,7 +82,9 @@ def markdown(results: dict[str, Any]) -> str:
     if twin:
       cells.append(_pm(r["twin_gap_pct"], r["twin_gap_pct_std"], seeds,
                        "+.2f"))
-    cells += [_mb(r["state_bytes"]), f"{r['state_bytes_per_param']:.2f}",
+    cells += [_mb(r["state_bytes"]),
+              f"{r['state_bytes_per_matrix_param']:.3f}",
+              f"{r['state_bytes_per_param']:.2f}",
               f"{r['memory_reduction']:.2f}x",
               _range(r["step_time"], 1e3, ".1f"),
               _range(r["time_ratio_spread"], 1, ".2f"),
@@ -94,6 +97,8 @@ def markdown(results: dict[str, Any]) -> str:
       f"reduction: {ref}'s optimizer-state bytes over the optimizer's "
       "(`quantmuon.nbytes`). Compiled step: arguments + outputs + "
       "temporaries of the jitted train step (`memory_analysis`).",
+      "",
+      _memory_note(results),
       "",
       _timing_note(results),
   ]
@@ -116,6 +121,41 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _memory_note(results: dict[str, Any]) -> str:
+  """What the state's bytes are made of, and what dominates the step."""
+  ref = results["reference"]
+  opts = results["optimizers"]
+  r = opts[ref]
+  smallest = min(opts, key=lambda n: opts[n]["state_bytes"])
+  s = opts[smallest]
+  mem = r["compiled_step_memory"]
+  step_ref, step_small = (r["compiled_step_memory_bytes"],
+                          s["compiled_step_memory_bytes"])
+  change = 100 * (step_small - step_ref) / max(step_ref, 1)
+  if mem["temporaries"] > r["state_bytes"]:
+    verdict = ("Activations dominate the step's memory at this size: the "
+               "temporaries (activations, gradients and workspace) are "
+               f"{_mb(mem['temporaries'])} MiB against {_mb(r['state_bytes'])}"
+               f" MiB of {ref}'s state")
+  else:
+    verdict = (f"{ref}'s state ({_mb(r['state_bytes'])} MiB) outweighs the "
+               f"step's temporaries ({_mb(mem['temporaries'])} MiB)")
+  return (
+      f"B/matrix param: the state of the {r['matrix_params']:,} parameters "
+      f"of the hidden matrices (Muon's leaves, what a format stores) per "
+      f"such parameter. B/param (all): the whole state over all "
+      f"{r['params']:,} parameters. The rest, {_mb(r['other_state_bytes'])}"
+      f" MiB in `{ref}`, is AdamW's two float32 moments of the "
+      f"{r['other_params']:,} other parameters (embeddings, head, norms, "
+      f"biases; {100 * r['other_params'] / r['params']:.0f}% of the "
+      f"parameters) and step counters, the same in every Muon optimizer. "
+      f"{verdict}, so the smallest state (`{smallest}`, "
+      f"{r['state_bytes'] / max(s['state_bytes'], 1):.2f}x smaller than "
+      f"{ref}'s) changes the compiled step by {change:+.1f}% "
+      f"({_mb(step_ref)} to {_mb(step_small)} MiB). At a user's scale, "
+      f"see `python -m benchmarks.memory_at_scale`.")
+
+
 def _timing_note(results: dict[str, Any]) -> str:
   """How the step times were measured, and which numbers to trust."""
   t = results["timing"]
@@ -128,9 +168,9 @@ def _timing_note(results: dict[str, Any]) -> str:
       f"order rotating), so a busy moment of the machine falls on all of "
       f"them; median over rounds, and min-max. Time ratio: median of each "
       f"round's ratio to {ref}'s time in the same round. Times whose "
-      f"ranges overlap are not told apart by this run. The model's "
-      f"forward and backward pass are most of a step at this size; for "
-      f"the optimizer's own cost, trust `python -m "
+      f"ranges overlap are not told apart by this run. These times "
+      f"include the model's forward and backward pass; for the "
+      f"optimizer's own cost and its ratios, trust `python -m "
       f"benchmarks.optimizer_step`, which times the optimizer update alone "
       f"against `optax.contrib.muon`.")
 

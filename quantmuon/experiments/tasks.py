@@ -60,7 +60,17 @@ def _suffixes(text: str) -> tuple[str, ...] | None:
   return tuple(s.strip() for s in text.split(",") if s.strip()) or None
 
 
-def _lm_loss(net: nnx.Module, batch: Batch):
+def lm_loss(net: nnx.Module, batch: Batch
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Next-byte cross-entropy of ``batch["tokens"]`` (batch, context + 1).
+
+  Args:
+    net: the GPT.
+    batch: ``{"tokens": int32 windows}``.
+
+  Returns:
+    ``(mean loss, {"loss", "bits_per_byte"})``.
+  """
   tokens = batch["tokens"]
   logits = net(tokens[:, :-1])
   loss = optax.softmax_cross_entropy_with_integer_labels(
@@ -107,7 +117,7 @@ def lm_task(config: ml_collections.ConfigDict, seed: int) -> Task:
           "train_bytes": train.num_bytes, "val_bytes": val.num_bytes,
           "params": model.count_params(net), "unit": "tok",
           "items_per_step": batch_size * mc.context}
-  return Task(net, train_batch, evals, _lm_loss, info)
+  return Task(net, train_batch, evals, lm_loss, info)
 
 
 def _digits_loss(net: nnx.Module, batch: Batch):

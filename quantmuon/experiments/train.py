@@ -39,6 +39,7 @@ from quantmuon.experiments import (
     metrics,
     optimizers,
     progress,
+    state_memory,
     tasks,
 )
 
@@ -254,7 +255,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   Returns:
     The summary (see ``summarize``) with ``optimizer``, ``seed``,
     ``learning_rate``, ``params``, ``state_bytes``,
-    ``state_bytes_per_param``, ``compiled_step_memory_bytes``,
+    ``state_bytes_per_param``, the split of the state (``matrix_params``,
+    ``matrix_state_bytes``, ``state_bytes_per_matrix_param``,
+    ``other_params``, ``other_state_bytes``; see
+    ``state_memory.state_split``), ``compiled_step_memory_bytes``,
     ``compiled_step_memory`` (its parts), ``task``, ``skipped_steps`` and
     ``diverged`` (the run stopped at a non-finite loss or after too many
     skipped steps; its validation losses are then NaN).
@@ -266,6 +270,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   compiled, memory, lr_schedule = run.step, run.memory, run.lr_schedule
   n_params = sum(int(p.size) for p in jax.tree.leaves(params))
   state_bytes = quantmuon.nbytes(opt_state)
+  split = state_memory.state_split(run.tx, params)
   evaluate = make_eval(run.graphdef, task.loss)
 
   log = metrics.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
@@ -328,6 +333,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       log.read(), optimizer=config.optimizer.name, seed=config.seed,
       learning_rate=config.optimizer.learning_rate, params=n_params,
       state_bytes=state_bytes, state_bytes_per_param=state_bytes / n_params,
+      matrix_params=split["matrix_params"],
+      matrix_state_bytes=split["matrix_state_bytes"],
+      state_bytes_per_matrix_param=(split["matrix_state_bytes"]
+                                    / max(split["matrix_params"], 1)),
+      other_params=split["other_params"],
+      other_state_bytes=split["other_state_bytes"],
       compiled_step_memory_bytes=memory["total"],
       compiled_step_memory=memory, task=task.info, diverged=diverged)
   if diverged:

@@ -12,7 +12,8 @@ from quantmuon.experiments import compare, errors, optimizers
 from tests.experiments.conftest import tiny_config
 
 FIELDS = ("final_val_loss", "best_val_loss", "state_bytes",
-          "state_bytes_per_param", "step_time_s",
+          "state_bytes_per_param", "state_bytes_per_matrix_param",
+          "other_state_bytes", "step_time_s",
           "compiled_step_memory_bytes", "train_curve", "val_curve",
           "gap_pct", "memory_reduction", "time_ratio")
 
@@ -48,6 +49,9 @@ def test_compare_writes_every_output(tmp_path):
   assert "| `muon_4bit` |" in table and "gap to muon (%)" in table
   assert "gap to muon_rms (%)" in table and " ± " in table
   assert "step ms (min-max)" in table
+  assert "B/matrix param" in table and "AdamW's two float32 moments" in table
+  assert muon["state_bytes_per_matrix_param"] == 4
+  assert four["other_state_bytes"] == muon["other_state_bytes"]
   assert "benchmarks.optimizer_step" in table
   assert results["optimizers"].keys() == saved["optimizers"].keys()
 

@@ -68,6 +68,12 @@ def test_summary_fields(tmp_path):
   s = train.train(config, tmp_path)
   assert s["state_bytes"] > 0
   assert s["state_bytes_per_param"] == s["state_bytes"] / s["params"]
+  assert s["matrix_params"] + s["other_params"] == s["params"]
+  assert s["matrix_state_bytes"] + s["other_state_bytes"] == s["state_bytes"]
+  assert 1 < s["state_bytes_per_matrix_param"] < 1.01  # int8, absmax / 2048
+  # The rest: AdamW's two float32 moments of the other leaves, and counters.
+  assert 8 * s["other_params"] < s["other_state_bytes"] < (
+      8 * s["other_params"] + 64)
   assert s["compiled_step_memory_bytes"] == sum(
       s["compiled_step_memory"][k]
       for k in ("arguments", "outputs", "temporaries"))
