@@ -9,7 +9,8 @@ import platform
 from typing import Any
 
 import jax
-import numpy as np
+
+from quantmuon.experiments import plots
 
 
 def _mb(n: float) -> str:
@@ -175,91 +176,6 @@ def _timing_note(results: dict[str, Any]) -> str:
       f"against `optax.contrib.muon`.")
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-  if window <= 1 or len(values) < window:
-    return values
-  kernel = np.ones(window) / window
-  return np.convolve(values, kernel, mode="valid")
-
-
-def plot_losses(results: dict[str, Any], path: str) -> None:
-  """Validation (left) and smoothed training (right) loss per optimizer.
-
-  Args:
-    results: what ``compare.compare`` returns.
-    path: the PNG to write.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for name, r in results["optimizers"].items():
-    style = {"label": name}
-    if name == results["reference"]:  # the reference stands out
-      style.update(color="black", linestyle="--", linewidth=2, zorder=5)
-    val = np.array(r["val_curve"])
-    if len(val):
-      ax_val.plot(val[:, 0], val[:, 1], marker="o", ms=3, **style)
-    train = np.array(r["train_curve"])
-    if len(train):
-      window = max(1, len(train) // 25)
-      ax_train.plot(train[window - 1:, 0] if window > 1 else train[:, 0],
-                    _smooth(train[:, 1], window), **style)
-  ax_val.set(title="validation loss", xlabel="step", ylabel="loss")
-  ax_train.set(title="training loss (moving average)", xlabel="step")
-  for ax in (ax_val, ax_train):
-    ax.grid(alpha=0.3)
-    finals = [r["final_val_loss"] for r in results["optimizers"].values()
-              if np.isfinite(r["final_val_loss"])]
-    if finals:  # zoom on the end of training, where the gaps are
-      lo, hi = min(finals), max(finals)
-      ax.set_ylim(lo - 0.1 * (hi - lo + 0.05), hi + 1.5 * (hi - lo + 0.05))
-  ax_val.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_memory(results: dict[str, Any], path: str) -> None:
-  """Optimizer-state bytes, and the compiled step's bytes by kind.
-
-  Args:
-    results: what ``compare.compare`` returns.
-    path: the PNG to write.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  names = list(results["optimizers"])
-  opts = results["optimizers"]
-  fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(12, 4.5))
-  state = [opts[n]["state_bytes"] / 2**20 for n in names]
-  bars = ax_s.bar(names, state, color="tab:blue")
-  ax_s.bar_label(bars, fmt="%.2f", fontsize=8)
-  ax_s.set_title("optimizer state (MiB, quantmuon.nbytes)")
-  bottom = np.zeros(len(names))
-  for part in ("arguments", "outputs", "temporaries"):
-    values = np.array([opts[n]["compiled_step_memory"][part] / 2**20
-                       for n in names])
-    ax_c.bar(names, values, bottom=bottom, label=part)
-    bottom += values
-  for i, total in enumerate(bottom):
-    ax_c.annotate(f"{total:.1f}", (i, total), ha="center", va="bottom",
-                  fontsize=8)
-  ax_c.set_title("compiled train step (MiB)")
-  ax_c.legend(fontsize=8)
-  for ax in (ax_s, ax_c):
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    ax.grid(axis="y", alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
 def write_all(results: dict[str, Any], workdir: str) -> None:
   """Writes results.json, results.md, loss_curves.png and memory.png.
 
@@ -275,5 +191,5 @@ def write_all(results: dict[str, Any], workdir: str) -> None:
     json.dump(results, f, indent=1)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results))
-  plot_losses(results, os.path.join(workdir, "loss_curves.png"))
-  plot_memory(results, os.path.join(workdir, "memory.png"))
+  plots.plot_losses(results, os.path.join(workdir, "loss_curves.png"))
+  plots.plot_memory(results, os.path.join(workdir, "memory.png"))
