@@ -3,17 +3,27 @@
 ``--config configs/compare.py --config.train.steps=200`` loads a config file
 and overrides any field; ``--workdir`` is where outputs go; ``--resume``
 continues a single run from its newest checkpoint.
+
+A configuration that cannot work (an unknown field or optimizer, a value of
+the wrong type, a missing config file or corpus, a missing flag) is one
+line on stderr, ``PROGRAM: error: ...`` naming the fix, and exit status 2;
+other errors keep their traceback.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from quantmuon.experiments import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None,
@@ -60,6 +70,68 @@ def compare_command(config: ml_collections.ConfigDict, workdir: str,
   print(open(f"{workdir}/results.md").read())
 
 
+def fail(message: str) -> NoReturn:
+  """Prints ``PROGRAM: error: message`` as one line and exits with 2.
+
+  Args:
+    message: what is wrong and how to fix it (newlines become spaces).
+  """
+  program = os.path.basename(sys.argv[0]) if sys.argv else "quantmuon"
+  print(f"{program}: error: {' '.join(str(message).split())}",
+        file=sys.stderr, flush=True)
+  raise SystemExit(2)
+
+
+def _config_file(argv: list[str]) -> str:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return "?"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses the flags; a bad flag or config field is a one-line ``fail``.
+
+  Args:
+    argv: the command line, program name first.
+
+  Returns:
+    The arguments left after the flags.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # a value of the wrong type, an unknown flag
+    fail(f"{e}. See --helpshort for the flags.")
+  except (AttributeError, KeyError) as e:  # --config.FIELD that is not one
+    fail(_unknown_field(str(e), argv))
+
+
+def _unknown_field(error: str, argv: list[str]) -> str:
+  """The message of an unknown ``--config.FIELD``, with ConfigDict's hint."""
+  hint = re.search(r'Did you mean "(\w+)" instead of "(\w+)"', error)
+  name = hint.group(2) if hint else re.findall(r"\w+", error)[0]
+  given = [a.split("=", 1)[0] for a in argv
+           if a.startswith("--config.") and name in a.split("=", 1)[0]]
+  where = given[0] if given else name
+  fix = (f'did you mean "{hint.group(1)}"?' if hint else
+         "see quantmuon/experiments/defaults.py for the fields.")
+  return (f"{where}: no such field in the config of "
+          f"{_config_file(argv)}; {fix}")
+
+
+def _check_loaded(config: ml_collections.ConfigDict, argv: list[str]
+                  ) -> None:
+  """``fail`` when the --config file could not be loaded."""
+  try:  # ml_collections defers a failed load to the first access
+    config.get("train")
+  except OSError as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    fail(f"cannot load --config {_config_file(argv)}: {lines[-1]}; pass a "
+         f"config file such as configs/compare.py.")
+
+
 def run(command: Command) -> None:
   """Parses the flags and runs ``command(config, workdir, resume)``.
 
@@ -68,14 +140,18 @@ def run(command: Command) -> None:
   """
 
   def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None:
-      raise app.UsageError(
-          "--config is required, e.g. --config configs/compare.py")
-    if not _WORKDIR.value:
-      raise app.UsageError("--workdir is required.")
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-    command(_CONFIG.value, _WORKDIR.value, _RESUME.value)
+    try:
+      if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      if _CONFIG.value is None:
+        raise app.UsageError(
+            "--config is required, e.g. --config configs/compare.py")
+      if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required, e.g. --workdir runs/x")
+      _check_loaded(_CONFIG.value, sys.argv)
+      logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+      command(_CONFIG.value, _WORKDIR.value, _RESUME.value)
+    except (app.UsageError, errors.ConfigError) as e:
+      fail(str(e))
 
-  app.run(main, argv=sys.argv)
+  app.run(main, argv=sys.argv, flags_parser=parse_flags)

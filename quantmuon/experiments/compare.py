@@ -11,6 +11,10 @@ consistent-RMS full-precision Muon (``muon_rms``), whose rate the quantized
 presets share. Each group's rate is scaled by each multiplier, the first
 seed is trained, and the lowest final validation loss wins.
 
+After training, each optimizer's jitted step is timed apart from training
+(``config.timing``; see ``timing``): warmed up, interleaved over the
+optimizers, repeated; the report gives the median and the spread.
+
 Writes ``results.json``, ``results.md``, ``loss_curves.png`` and
 ``memory.png`` to ``workdir`` (see ``report``), and each run's metrics under
 ``workdir/runs`` (``workdir/sweep`` for the sweep).
@@ -29,8 +33,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from quantmuon.experiments import optimizers, report
-from quantmuon.experiments.train import train
+from quantmuon.experiments import errors, optimizers, report, timing
+from quantmuon.experiments.train import setup, train
 
 REFERENCE = "muon"
 TWIN = "muon_rms"  # full precision with the quantized presets' scaling
@@ -110,6 +114,26 @@ def sweep(config: ml_collections.ConfigDict, workdir: str,
   return out
 
 
+def time_steps(config: ml_collections.ConfigDict, names: list[str],
+               seed: int) -> dict[str, list[float]]:
+  """Each optimizer's training step, timed apart from training.
+
+  Args:
+    config: the comparison config (``timing``: ``warmup``, ``repeats``,
+      ``steps``).
+    names: the optimizers.
+    seed: the seed of the runs whose steps are timed.
+
+  Returns:
+    name -> seconds per step in each round (see ``timing.round_robin``).
+  """
+  steps = {name: timing.stepper(setup(run_config(config, name, seed)))
+           for name in names}
+  t = config.timing
+  return timing.round_robin(steps, warmup=int(t.warmup),
+                            repeats=int(t.repeats), calls=int(t.steps))
+
+
 def _mean_curve(curves: list[list[list[float]]]) -> list[list[float]]:
   n = min(len(c) for c in curves)
   steps = [c[0] for c in curves[0][:n]]
@@ -124,33 +148,38 @@ def _gap(runs: list[dict[str, Any]], ref: list[dict[str, Any]]
   return float(np.mean(gaps)), float(np.std(gaps))
 
 
-def aggregate(runs: dict[str, list[dict[str, Any]]],
-              reference: str) -> dict[str, dict[str, Any]]:
+def aggregate(runs: dict[str, list[dict[str, Any]]], reference: str,
+              times: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
   """Mean and spread over seeds, and gaps to the reference optimizer.
 
   Args:
     runs: optimizer name -> per-seed summaries (same seeds, same order).
     reference: the optimizer the gaps, memory and time ratios refer to.
+    times: optimizer name -> seconds per step in each timing round (see
+      ``time_steps``).
 
   Returns:
-    Per optimizer: mean of each summary number (``*_std`` and
-    ``*_per_seed`` beside the losses), the seed-paired ``gap_pct`` (mean,
-    ``gap_pct_std``) to ``reference`` (and ``twin_gap_pct`` to
-    ``muon_rms`` when it ran), ``memory_reduction`` and
-    ``time_ratio``, mean curves and the per-seed runs.
+    Per optimizer: mean of each loss (``*_std`` and ``*_per_seed``
+    beside), the seed-paired ``gap_pct`` (mean, ``gap_pct_std``) to
+    ``reference`` (and ``twin_gap_pct`` to ``muon_rms`` when it ran),
+    ``memory_reduction``, ``step_time`` (``timing.spread`` of the rounds;
+    ``step_time_s`` is its median) and ``time_ratio`` (median of the
+    per-round ratios to ``reference``; ``time_ratio_spread``),
+    ``skipped_steps`` (all seeds), mean curves and the per-seed runs.
   """
   out: dict[str, dict[str, Any]] = {}
   ref = runs[reference]
   for name, summaries in runs.items():
     agg: dict[str, Any] = {"learning_rate": summaries[0]["learning_rate"],
                            "seeds": [s["seed"] for s in summaries]}
-    for key in ("final_val_loss", "best_val_loss", "final_train_loss",
-                "step_time_s"):
+    for key in ("final_val_loss", "best_val_loss", "final_train_loss"):
       values = [s[key] for s in summaries]
       agg[key] = float(np.mean(values))
       agg[key + "_std"] = float(np.std(values))
       agg[key + "_per_seed"] = values
-    for key in ("state_bytes", "state_bytes_per_param",
+    for key in ("state_bytes", "state_bytes_per_param", "matrix_params",
+                "matrix_state_bytes", "state_bytes_per_matrix_param",
+                "other_params", "other_state_bytes",
                 "compiled_step_memory_bytes", "params"):
       agg[key] = summaries[0][key]
     agg["compiled_step_memory"] = summaries[0]["compiled_step_memory"]
@@ -160,8 +189,13 @@ def aggregate(runs: dict[str, list[dict[str, Any]]],
                                                           runs[TWIN])
     agg["memory_reduction"] = (ref[0]["state_bytes"]
                                / max(summaries[0]["state_bytes"], 1))
-    agg["time_ratio"] = agg["step_time_s"] / float(
-        np.mean([r["step_time_s"] for r in ref]))
+    agg["step_time"] = timing.spread(times[name])
+    agg["step_time_s"] = agg["step_time"]["median"]
+    agg["step_time_rounds_s"] = times[name]
+    agg["time_ratio_spread"] = timing.paired_ratios(times[name],
+                                                    times[reference])
+    agg["time_ratio"] = agg["time_ratio_spread"]["median"]
+    agg["skipped_steps"] = sum(s.get("skipped_steps", 0) for s in summaries)
     agg["diverged"] = any(s.get("diverged") for s in summaries)
     agg["train_curve"] = _mean_curve([s["train_curve"] for s in summaries])
     agg["val_curve"] = _mean_curve([s["val_curve"] for s in summaries])
@@ -187,8 +221,11 @@ def compare(config: ml_collections.ConfigDict, workdir: str
   names = parse_list(config.optimizers)
   unknown = [n for n in names if n not in optimizers.NAMES]
   if not names or unknown:
-    raise ValueError(f"config.optimizers must list names from "
-                     f"{optimizers.NAMES}; got {config.optimizers!r}.")
+    raise errors.ConfigError(
+        f"config.optimizers: unknown names {unknown} in "
+        f"{config.optimizers!r}; list names from "
+        f"{','.join(optimizers.NAMES)}, separated by commas.")
+  timing.check(config)
   os.makedirs(workdir, exist_ok=True)
   swept = sweep(config, workdir, names) if parse_list(config.lr_sweep) else {}
   seeds = seeds_of(config)
@@ -200,6 +237,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str
       runs[name].append(train(run_config(config, name, seed), run_dir,
                               desc=label))
   reference = REFERENCE if REFERENCE in names else names[0]
+  times = time_steps(config, names, seeds[0])
   results = {
       "reference": reference,
       "seeds": seeds,
@@ -207,7 +245,8 @@ def compare(config: ml_collections.ConfigDict, workdir: str
       "learning_rates": {n: config.learning_rates[n] for n in names},
       "lr_note": config.lr_note,
       "lr_sweep": swept,
-      "optimizers": aggregate(runs, reference),
+      "timing": config.timing.to_dict(),
+      "optimizers": aggregate(runs, reference, times),
       "wall_time_s": time.perf_counter() - start,
       "config": config.to_dict(),
   }

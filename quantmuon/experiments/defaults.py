@@ -5,10 +5,13 @@ Sections:
   seed: model initialization and batch order.
   model: the network's shape (see ``lm_model`` and ``digits_model``).
   data: corpus path and split (``lm``), validation share (both).
-  train: steps, batch size, evaluation, logging and checkpoint intervals.
+  train: steps, batch size, evaluation, logging and checkpoint intervals,
+    the progress output (``progress``) and the skipping of steps with
+    non-finite gradients (``skip_nonfinite``, ``max_consecutive_skips``).
   optimizer: name and hyperparameters of a single run.
-  optimizers, seeds, learning_rates, lr_sweep, lr_note: what
-    ``quantmuon-compare`` runs (see ``compare.py``).
+  optimizers, seeds, learning_rates, lr_sweep, lr_note, timing: what
+    ``quantmuon-compare`` runs and how it times the steps (see
+    ``compare.py`` and ``timing.py``).
 """
 
 from __future__ import annotations
@@ -72,7 +75,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batches=8,
       log_every=10,
       checkpoint_every=0,  # 0 = no checkpoints
-      progress=True,
+      progress=True,       # False = no progress output at all
+      skip_nonfinite=True,  # skip steps whose gradients are not finite
+      max_consecutive_skips=10,  # stop as diverged after this many in a row
   ))
   config.optimizer = ml_collections.ConfigDict(dict(
       name="muon_8bit",
@@ -93,4 +98,8 @@ def base_config() -> ml_collections.ConfigDict:
                                          muon_rms=3e-3)
   config.lr_sweep = ""    # rate multipliers, e.g. "0.5,1,2"; "" = no sweep
   config.lr_note = ""     # how the rates were found
+  # Step times, apart from training: untimed calls first, then rounds of
+  # ``steps`` steps per optimizer, interleaved.
+  config.timing = ml_collections.ConfigDict(dict(warmup=3, repeats=7,
+                                                 steps=5))
   return config

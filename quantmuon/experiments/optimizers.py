@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 import quantmuon
+from quantmuon.experiments import errors
 
 # name -> (preset, fixed keyword arguments)
 PRESETS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
@@ -45,7 +46,12 @@ def rate_group(name: str) -> str:
   for group, members in RATE_GROUPS.items():
     if name in members:
       return group
-  raise ValueError(f"unknown optimizer {name!r}; known: {NAMES}.")
+  raise errors.ConfigError(_unknown(name))
+
+
+def _unknown(name: str) -> str:
+  return (f"config.optimizer.name: unknown optimizer {name!r}; use one of "
+          f"{', '.join(NAMES)}.")
 
 
 def schedule(peak: float, steps: int, warmup_steps: int,
@@ -105,10 +111,13 @@ def build(config: ml_collections.ConfigDict, steps: int
 
   Returns:
     ``(optimizer, schedule of the main learning rate)``.
+
+  Raises:
+    ConfigError: ``config.name`` is not one of ``NAMES``.
   """
   name = config.name
   if name not in NAMES:
-    raise ValueError(f"unknown optimizer {name!r}; known: {NAMES}.")
+    raise errors.ConfigError(_unknown(name))
 
   def sched(peak: float) -> optax.Schedule:
     return schedule(peak, steps, config.warmup_steps, config.final_lr_ratio)

@@ -9,7 +9,8 @@ import platform
 from typing import Any
 
 import jax
-import numpy as np
+
+from quantmuon.experiments import plots
 
 
 def _mb(n: float) -> str:
@@ -19,6 +20,12 @@ def _mb(n: float) -> str:
 def _pm(mean: float, std: float, seeds: int, fmt: str) -> str:
   text = format(mean, fmt)
   return text + (f" ± {format(std, fmt.lstrip('+'))}" if seeds > 1 else "")
+
+
+def _range(spread: dict[str, float], scale: float, fmt: str) -> str:
+  lo, mid, hi = (format(scale * spread[k], fmt) for k in ("min", "median",
+                                                          "max"))
+  return f"{mid} ({lo}-{hi})"
 
 
 def machine() -> str:
@@ -47,8 +54,10 @@ def markdown(results: dict[str, Any]) -> str:
   twin = all("twin_gap_pct" in r for r in opts.values())
   head = ["optimizer", "lr", "final val loss", "best val loss",
           f"gap to {ref} (%)"] + (["gap to muon_rms (%)"] if twin else []) + [
-              "state MiB", "bytes/param", "memory reduction", "step ms",
-              "time ratio", "compiled step MiB"]
+              "state MiB", "B/matrix param", "B/param (all)",
+              "memory reduction",
+              "step ms (min-max)", "time ratio (min-max)",
+              "compiled step MiB"]
   lines = [
       "# quantmuon comparison",
       "",
@@ -64,6 +73,8 @@ def markdown(results: dict[str, Any]) -> str:
   ]
   for name, r in opts.items():
     flag = " (diverged)" if r.get("diverged") else ""
+    if r.get("skipped_steps"):
+      flag += f" ({r['skipped_steps']} skipped)"
     cells = [
         f"`{name}`{flag}", f"{r['learning_rate']:.3g}",
         _pm(r["final_val_loss"], r["final_val_loss_std"], seeds, ".4f"),
@@ -72,9 +83,12 @@ def markdown(results: dict[str, Any]) -> str:
     if twin:
       cells.append(_pm(r["twin_gap_pct"], r["twin_gap_pct_std"], seeds,
                        "+.2f"))
-    cells += [_mb(r["state_bytes"]), f"{r['state_bytes_per_param']:.2f}",
+    cells += [_mb(r["state_bytes"]),
+              f"{r['state_bytes_per_matrix_param']:.3f}",
+              f"{r['state_bytes_per_param']:.2f}",
               f"{r['memory_reduction']:.2f}x",
-              f"{1e3 * r['step_time_s']:.1f}", f"{r['time_ratio']:.2f}",
+              _range(r["step_time"], 1e3, ".1f"),
+              _range(r["time_ratio_spread"], 1, ".2f"),
               _mb(r["compiled_step_memory_bytes"])]
     lines.append("| " + " | ".join(cells) + " |")
   lines += [
@@ -82,9 +96,12 @@ def markdown(results: dict[str, Any]) -> str:
       f"Gap: (final val loss - {ref}'s) / {ref}'s, paired by seed"
       + (" (mean ± std over seeds)" if seeds > 1 else "") + ". Memory "
       f"reduction: {ref}'s optimizer-state bytes over the optimizer's "
-      "(`quantmuon.nbytes`). Time ratio: median step time over "
-      f"{ref}'s. Compiled step: arguments + outputs + temporaries of the "
-      "jitted train step (`memory_analysis`).",
+      "(`quantmuon.nbytes`). Compiled step: arguments + outputs + "
+      "temporaries of the jitted train step (`memory_analysis`).",
+      "",
+      _memory_note(results),
+      "",
+      _timing_note(results),
   ]
   if twin:
     lines += [
@@ -105,89 +122,58 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
-  if window <= 1 or len(values) < window:
-    return values
-  kernel = np.ones(window) / window
-  return np.convolve(values, kernel, mode="valid")
-
-
-def plot_losses(results: dict[str, Any], path: str) -> None:
-  """Validation (left) and smoothed training (right) loss per optimizer.
-
-  Args:
-    results: what ``compare.compare`` returns.
-    path: the PNG to write.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
-  for name, r in results["optimizers"].items():
-    style = {"label": name}
-    if name == results["reference"]:  # the reference stands out
-      style.update(color="black", linestyle="--", linewidth=2, zorder=5)
-    val = np.array(r["val_curve"])
-    if len(val):
-      ax_val.plot(val[:, 0], val[:, 1], marker="o", ms=3, **style)
-    train = np.array(r["train_curve"])
-    if len(train):
-      window = max(1, len(train) // 25)
-      ax_train.plot(train[window - 1:, 0] if window > 1 else train[:, 0],
-                    _smooth(train[:, 1], window), **style)
-  ax_val.set(title="validation loss", xlabel="step", ylabel="loss")
-  ax_train.set(title="training loss (moving average)", xlabel="step")
-  for ax in (ax_val, ax_train):
-    ax.grid(alpha=0.3)
-    finals = [r["final_val_loss"] for r in results["optimizers"].values()
-              if np.isfinite(r["final_val_loss"])]
-    if finals:  # zoom on the end of training, where the gaps are
-      lo, hi = min(finals), max(finals)
-      ax.set_ylim(lo - 0.1 * (hi - lo + 0.05), hi + 1.5 * (hi - lo + 0.05))
-  ax_val.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def plot_memory(results: dict[str, Any], path: str) -> None:
-  """Optimizer-state bytes, and the compiled step's bytes by kind.
-
-  Args:
-    results: what ``compare.compare`` returns.
-    path: the PNG to write.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  names = list(results["optimizers"])
+def _memory_note(results: dict[str, Any]) -> str:
+  """What the state's bytes are made of, and what dominates the step."""
+  ref = results["reference"]
   opts = results["optimizers"]
-  fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(12, 4.5))
-  state = [opts[n]["state_bytes"] / 2**20 for n in names]
-  bars = ax_s.bar(names, state, color="tab:blue")
-  ax_s.bar_label(bars, fmt="%.2f", fontsize=8)
-  ax_s.set_title("optimizer state (MiB, quantmuon.nbytes)")
-  bottom = np.zeros(len(names))
-  for part in ("arguments", "outputs", "temporaries"):
-    values = np.array([opts[n]["compiled_step_memory"][part] / 2**20
-                       for n in names])
-    ax_c.bar(names, values, bottom=bottom, label=part)
-    bottom += values
-  for i, total in enumerate(bottom):
-    ax_c.annotate(f"{total:.1f}", (i, total), ha="center", va="bottom",
-                  fontsize=8)
-  ax_c.set_title("compiled train step (MiB)")
-  ax_c.legend(fontsize=8)
-  for ax in (ax_s, ax_c):
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
-    ax.grid(axis="y", alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  r = opts[ref]
+  smallest = min(opts, key=lambda n: opts[n]["state_bytes"])
+  s = opts[smallest]
+  mem = r["compiled_step_memory"]
+  step_ref, step_small = (r["compiled_step_memory_bytes"],
+                          s["compiled_step_memory_bytes"])
+  change = 100 * (step_small - step_ref) / max(step_ref, 1)
+  if mem["temporaries"] > r["state_bytes"]:
+    verdict = ("Activations dominate the step's memory at this size: the "
+               "temporaries (activations, gradients and workspace) are "
+               f"{_mb(mem['temporaries'])} MiB against {_mb(r['state_bytes'])}"
+               f" MiB of {ref}'s state")
+  else:
+    verdict = (f"{ref}'s state ({_mb(r['state_bytes'])} MiB) outweighs the "
+               f"step's temporaries ({_mb(mem['temporaries'])} MiB)")
+  return (
+      f"B/matrix param: the state of the {r['matrix_params']:,} parameters "
+      f"of the hidden matrices (Muon's leaves, what a format stores) per "
+      f"such parameter. B/param (all): the whole state over all "
+      f"{r['params']:,} parameters. The rest, {_mb(r['other_state_bytes'])}"
+      f" MiB in `{ref}`, is AdamW's two float32 moments of the "
+      f"{r['other_params']:,} other parameters (embeddings, head, norms, "
+      f"biases; {100 * r['other_params'] / r['params']:.0f}% of the "
+      f"parameters) and step counters, the same in every Muon optimizer. "
+      f"{verdict}, so the smallest state (`{smallest}`, "
+      f"{r['state_bytes'] / max(s['state_bytes'], 1):.2f}x smaller than "
+      f"{ref}'s) changes the compiled step by {change:+.1f}% "
+      f"({_mb(step_ref)} to {_mb(step_small)} MiB). At a user's scale, "
+      f"see `python -m benchmarks.memory_at_scale`.")
+
+
+def _timing_note(results: dict[str, Any]) -> str:
+  """How the step times were measured, and which numbers to trust."""
+  t = results["timing"]
+  ref = results["reference"]
+  return (
+      f"Step ms: the whole jitted training step (forward, backward and "
+      f"optimizer) of each optimizer, timed after training and apart from "
+      f"it: {t['warmup']} untimed calls each, then {t['repeats']} rounds "
+      f"in which every optimizer runs {t['steps']} steps in turn (the "
+      f"order rotating), so a busy moment of the machine falls on all of "
+      f"them; median over rounds, and min-max. Time ratio: median of each "
+      f"round's ratio to {ref}'s time in the same round. Times whose "
+      f"ranges overlap are not told apart by this run. These times "
+      f"include the model's forward and backward pass; for the "
+      f"optimizer's own cost and its ratios, trust `python -m "
+      f"benchmarks.optimizer_step`, which times the optimizer update alone "
+      f"against `optax.contrib.muon`.")
 
 
 def write_all(results: dict[str, Any], workdir: str) -> None:
@@ -205,5 +191,5 @@ def write_all(results: dict[str, Any], workdir: str) -> None:
     json.dump(results, f, indent=1)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(markdown(results))
-  plot_losses(results, os.path.join(workdir, "loss_curves.png"))
-  plot_memory(results, os.path.join(workdir, "memory.png"))
+  plots.plot_losses(results, os.path.join(workdir, "loss_curves.png"))
+  plots.plot_memory(results, os.path.join(workdir, "memory.png"))

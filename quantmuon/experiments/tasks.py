@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from quantmuon.experiments import classifier, data, model
+from quantmuon.experiments import classifier, data, errors, model
 
 Batch = dict[str, np.ndarray]
 LossFn = Callable[[nnx.Module, Batch], tuple[jax.Array, dict[str, jax.Array]]]
@@ -49,15 +49,28 @@ class Task:
 @functools.lru_cache(maxsize=4)
 def _corpus(path: str, suffixes: tuple[str, ...] | None, max_bytes: int,
             chunk_size: int, val_fraction: float):
-  raw = data.read_corpus(path or None, suffixes, max_bytes)
-  return data.split_corpus(raw, chunk_size, val_fraction)
+  try:
+    raw = data.read_corpus(path or None, suffixes, max_bytes)
+    return data.split_corpus(raw, chunk_size, val_fraction)
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.ConfigError(f"config.data: {e}") from e
 
 
 def _suffixes(text: str) -> tuple[str, ...] | None:
   return tuple(s.strip() for s in text.split(",") if s.strip()) or None
 
 
-def _lm_loss(net: nnx.Module, batch: Batch):
+def lm_loss(net: nnx.Module, batch: Batch
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Next-byte cross-entropy of ``batch["tokens"]`` (batch, context + 1).
+
+  Args:
+    net: the GPT.
+    batch: ``{"tokens": int32 windows}``.
+
+  Returns:
+    ``(mean loss, {"loss", "bits_per_byte"})``.
+  """
   tokens = batch["tokens"]
   logits = net(tokens[:, :-1])
   loss = optax.softmax_cross_entropy_with_integer_labels(
@@ -77,12 +90,16 @@ def lm_task(config: ml_collections.ConfigDict, seed: int) -> Task:
   """
   mc, dc, tc = config.model, config.data, config.train
   if mc.vocab_size < 256:
-    raise ValueError(f"a byte corpus needs vocab_size >= 256, got "
-                     f"{mc.vocab_size}.")
-  gpt_config = model.GPTConfig(
-      vocab_size=mc.vocab_size, context=mc.context, width=mc.width,
-      depth=mc.depth, heads=mc.heads, mlp_ratio=mc.mlp_ratio,
-      tied_head=mc.tied_head)
+    raise errors.ConfigError(
+        f"config.model.vocab_size: a byte corpus needs at least 256, got "
+        f"{mc.vocab_size}.")
+  try:
+    gpt_config = model.GPTConfig(
+        vocab_size=mc.vocab_size, context=mc.context, width=mc.width,
+        depth=mc.depth, heads=mc.heads, mlp_ratio=mc.mlp_ratio,
+        tied_head=mc.tied_head)
+  except ValueError as e:
+    raise errors.ConfigError(f"config.model: {e}") from e
   chunk = max(dc.chunk_size, mc.context + 1)
   train, val = _corpus(str(dc.path or ""), _suffixes(dc.suffixes),
                        int(dc.max_bytes), chunk, float(dc.val_fraction))
@@ -100,7 +117,7 @@ def lm_task(config: ml_collections.ConfigDict, seed: int) -> Task:
           "train_bytes": train.num_bytes, "val_bytes": val.num_bytes,
           "params": model.count_params(net), "unit": "tok",
           "items_per_step": batch_size * mc.context}
-  return Task(net, train_batch, evals, _lm_loss, info)
+  return Task(net, train_batch, evals, lm_loss, info)
 
 
 def _digits_loss(net: nnx.Module, batch: Batch):
@@ -129,7 +146,8 @@ def digits_task(config: ml_collections.ConfigDict, seed: int) -> Task:
   elif mc.kind == "cnn":
     net = classifier.CNNClassifier(8, 10, mc.width, rngs)
   else:
-    raise ValueError(f"model.kind must be 'mlp' or 'cnn', got {mc.kind!r}.")
+    raise errors.ConfigError(
+        f"config.model.kind must be 'mlp' or 'cnn', got {mc.kind!r}.")
   n_train = len(split["train_labels"])
   batch_size = min(tc.batch_size, n_train)
 
@@ -159,8 +177,11 @@ def make_task(config: ml_collections.ConfigDict, seed: int) -> Task:
 
   Returns:
     The task.
+
+  Raises:
+    ConfigError: the task, the model's shape or the data cannot work.
   """
   if config.task not in TASKS:
-    raise ValueError(
+    raise errors.ConfigError(
         f"config.task must be one of {sorted(TASKS)}, got {config.task!r}.")
   return TASKS[config.task](config, seed)

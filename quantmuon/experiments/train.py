@@ -6,12 +6,20 @@ With ``resume=True`` it continues from the newest checkpoint in
 ``workdir/checkpoints``; batches depend only on ``(seed, step)`` and the
 restored arrays are the saved ones, so the continued run is bit-exact.
 
+By default (``train.skip_nonfinite``) the optimizer is wrapped in
+``optax.apply_if_finite``: a step whose gradients hold a NaN or an Inf
+leaves the parameters and the optimizer's state as they were, and is
+counted (``skipped`` in the metrics, ``skipped_steps`` in the summary). A
+run stops as diverged after ``train.max_consecutive_skips`` skipped steps
+in a row, or at a non-finite loss of a step that was applied.
+
 Run it as ``quantmuon-train --config configs/train.py --workdir DIR`` or
 ``python -m quantmuon.experiments.train ...``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -23,10 +31,17 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 import quantmuon
-from quantmuon.experiments import checkpoint, metrics, optimizers, tasks
+from quantmuon.experiments import (
+    checkpoint,
+    errors,
+    metrics,
+    optimizers,
+    progress,
+    state_memory,
+    tasks,
+)
 
 StepFn = Callable[[Any, Any, tasks.Batch], tuple[Any, Any, dict[str, Any]]]
 
@@ -54,6 +69,46 @@ def make_step(graphdef: nnx.GraphDef, loss: tasks.LossFn,
     return optax.apply_updates(params, updates), opt_state, out
 
   return jax.jit(step, donate_argnums=(0, 1))
+
+
+def guard(tx: optax.GradientTransformation,
+          train_config: ml_collections.ConfigDict
+          ) -> optax.GradientTransformation:
+  """``tx`` wrapped in ``optax.apply_if_finite`` when skipping is on.
+
+  Args:
+    tx: the optimizer.
+    train_config: ``config.train``: ``skip_nonfinite`` (bool) and
+      ``max_consecutive_skips`` (at least 1).
+
+  Returns:
+    ``tx`` itself, or ``tx`` that skips updates with non-finite gradients.
+
+  Raises:
+    ConfigError: ``max_consecutive_skips`` is below 1.
+  """
+  if not train_config.skip_nonfinite:
+    return tx
+  limit = int(train_config.max_consecutive_skips)
+  if limit < 1:
+    raise errors.ConfigError(
+        f"config.train.max_consecutive_skips must be at least 1, got "
+        f"{limit}; set --config.train.skip_nonfinite=False to never skip.")
+  return optax.apply_if_finite(tx, limit)
+
+
+def consecutive_skips(opt_state: Any) -> int:
+  """Steps skipped in a row so far (0 when the optimizer is not guarded).
+
+  Args:
+    opt_state: the state of ``guard(tx, ...)`` or of any optimizer.
+
+  Returns:
+    ``notfinite_count`` of an ``optax.ApplyIfFiniteState``, else 0.
+  """
+  if isinstance(opt_state, optax.ApplyIfFiniteState):
+    return int(opt_state.notfinite_count)
+  return 0
 
 
 def make_eval(graphdef: nnx.GraphDef, loss: tasks.LossFn
@@ -97,6 +152,52 @@ def memory_stats(compiled: Any) -> dict[str, int]:
   return out
 
 
+@dataclasses.dataclass
+class Setup:
+  """A run ready to train: task, optimizer, state and the compiled step.
+
+  Attributes:
+    task: the task (model, batches, loss).
+    graphdef: the model's graph.
+    params: the initial parameters (a pure dict).
+    tx: the optimizer, guarded by ``guard``.
+    lr_schedule: the schedule of its main learning rate.
+    opt_state: ``tx.init(params)``.
+    step: the compiled training step (see ``make_step``).
+    memory: the step's ``memory_stats``.
+  """
+
+  task: tasks.Task
+  graphdef: nnx.GraphDef
+  params: Any
+  tx: optax.GradientTransformation
+  lr_schedule: optax.Schedule
+  opt_state: Any
+  step: StepFn
+  memory: dict[str, int]
+
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+  """Builds ``config``'s task and optimizer and compiles the step.
+
+  Args:
+    config: the experiment config (see ``defaults.base_config``).
+
+  Returns:
+    The ``Setup``; nothing has been trained.
+  """
+  task = tasks.make_task(config, config.seed)
+  graphdef, state = nnx.split(task.model)
+  params = nnx.to_pure_dict(state)
+  tx, lr_schedule = optimizers.build(config.optimizer, config.train.steps)
+  tx = guard(tx, config.train)
+  opt_state = tx.init(params)
+  step_fn = make_step(graphdef, task.loss, tx)
+  compiled = step_fn.lower(params, opt_state, task.train_batch(0)).compile()
+  return Setup(task, graphdef, params, tx, lr_schedule, opt_state, compiled,
+               memory_stats(compiled))
+
+
 def _median_step_time(records: list[dict[str, Any]]) -> float:
   times = [r["step_time_s"] for r in records if r.get("split") == "train"]
   times = times[2:] if len(times) > 4 else times  # first calls warm up
@@ -112,10 +213,12 @@ def summarize(records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
   Returns:
     ``final_val_loss``, ``best_val_loss``, ``final_train_loss``,
-    ``step_time_s``, ``train_curve`` and ``val_curve`` (lists of
-    ``[step, loss]``), and ``extra``.
+    ``step_time_s``, ``skipped_steps``, ``train_curve`` and ``val_curve``
+    (lists of ``[step, loss]``; skipped steps are left out of the training
+    curve), and ``extra``.
   """
-  train = [[r["step"], r["loss"]] for r in records if r["split"] == "train"]
+  train = [[r["step"], r["loss"]] for r in records
+           if r["split"] == "train" and not r.get("skipped")]
   val = [[r["step"], r["loss"]] for r in records if r["split"] == "val"]
   out = dict(extra)
   out.update(
@@ -123,6 +226,7 @@ def summarize(records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
       best_val_loss=min(v for _, v in val) if val else float("nan"),
       final_train_loss=train[-1][1] if train else float("nan"),
       step_time_s=_median_step_time(records),
+      skipped_steps=sum(bool(r.get("skipped")) for r in records),
       train_curve=train, val_curve=val)
   final = [r for r in records if r["split"] == "val"]
   if final:
@@ -151,24 +255,23 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   Returns:
     The summary (see ``summarize``) with ``optimizer``, ``seed``,
     ``learning_rate``, ``params``, ``state_bytes``,
-    ``state_bytes_per_param``, ``compiled_step_memory_bytes``,
-    ``compiled_step_memory`` (its parts), ``task`` and ``diverged`` (the
-    run stopped at a non-finite loss; its validation losses are then NaN).
+    ``state_bytes_per_param``, the split of the state (``matrix_params``,
+    ``matrix_state_bytes``, ``state_bytes_per_matrix_param``,
+    ``other_params``, ``other_state_bytes``; see
+    ``state_memory.state_split``), ``compiled_step_memory_bytes``,
+    ``compiled_step_memory`` (its parts), ``task``, ``skipped_steps`` and
+    ``diverged`` (the run stopped at a non-finite loss or after too many
+    skipped steps; its validation losses are then NaN).
   """
   os.makedirs(workdir, exist_ok=True)
   tc = config.train
-  task = tasks.make_task(config, config.seed)
-  graphdef, state = nnx.split(task.model)
-  params = nnx.to_pure_dict(state)
-  tx, lr_schedule = optimizers.build(config.optimizer, tc.steps)
-  opt_state = tx.init(params)
+  run = setup(config)
+  task, params, opt_state = run.task, run.params, run.opt_state
+  compiled, memory, lr_schedule = run.step, run.memory, run.lr_schedule
   n_params = sum(int(p.size) for p in jax.tree.leaves(params))
   state_bytes = quantmuon.nbytes(opt_state)
-
-  step_fn = make_step(graphdef, task.loss, tx)
-  compiled = step_fn.lower(params, opt_state, task.train_batch(0)).compile()
-  memory = memory_stats(compiled)
-  evaluate = make_eval(graphdef, task.loss)
+  split = state_memory.state_split(run.tx, params)
+  evaluate = make_eval(run.graphdef, task.loss)
 
   log = metrics.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
   ckpt = None
@@ -184,8 +287,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     log.truncate(start)
 
   items = task.info["items_per_step"]
-  bar = tqdm(total=tc.steps, initial=start, disable=not tc.progress,
-             desc=desc or config.optimizer.name, dynamic_ncols=True)
+  bar = progress.make(tc.progress, tc.steps, start,
+                      desc or config.optimizer.name)
   postfix: dict[str, str] = {}
   diverged = False
   end = tc.steps if stop_after is None else min(stop_after, tc.steps)
@@ -196,11 +299,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     loss = float(out["loss"])
     dt = time.perf_counter() - t0
     done = step + 1
+    in_a_row = consecutive_skips(opt_state)
     log.write({"step": done, "split": "train", "loss": loss,
-               "lr": float(lr_schedule(step)), "step_time_s": dt})
-    if not np.isfinite(loss):
+               "lr": float(lr_schedule(step)), "step_time_s": dt,
+               "skipped": in_a_row > 0})
+    if in_a_row and in_a_row >= tc.max_consecutive_skips:
       diverged = True
-      bar.write(f"{config.optimizer.name}: training loss is {loss} at step "
+      bar.message(f"{config.optimizer.name}: {in_a_row} steps in a row had "
+                f"non-finite gradients (up to step {done}); stopping this "
+                f"run.")
+      break
+    if not np.isfinite(loss) and not in_a_row:
+      diverged = True
+      bar.message(f"{config.optimizer.name}: training loss is {loss} at step "
                 f"{done}; stopping this run.")
       break
     if done % tc.eval_every == 0 or done == tc.steps:
@@ -210,10 +321,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     if done % tc.log_every == 0 or done == tc.steps:
       postfix["loss"] = f"{loss:.4f}"
       postfix[f"{task.info['unit']}/s"] = f"{items / dt:,.0f}"
-      bar.set_postfix(postfix, refresh=False)
+      bar.log(done, postfix)
     if ckpt is not None:
       ckpt.maybe_save(done, params, opt_state)
-    bar.update(1)
+    bar.advance()
   bar.close()
   if ckpt is not None:
     ckpt.close()
@@ -222,6 +333,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
       log.read(), optimizer=config.optimizer.name, seed=config.seed,
       learning_rate=config.optimizer.learning_rate, params=n_params,
       state_bytes=state_bytes, state_bytes_per_param=state_bytes / n_params,
+      matrix_params=split["matrix_params"],
+      matrix_state_bytes=split["matrix_state_bytes"],
+      state_bytes_per_matrix_param=(split["matrix_state_bytes"]
+                                    / max(split["matrix_params"], 1)),
+      other_params=split["other_params"],
+      other_state_bytes=split["other_state_bytes"],
       compiled_step_memory_bytes=memory["total"],
       compiled_step_memory=memory, task=task.info, diverged=diverged)
   if diverged:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -82,6 +83,29 @@ class Format(abc.ABC):
 
   # Whether the format can store a zero-size array (scaled codes cannot).
   holds_empty: ClassVar[bool] = False
+
+  def __init_subclass__(cls, **kwargs: Any):
+    """Makes the ValueErrors of ``cls.__post_init__`` name the class.
+
+    ``Blockwise(bits=3)`` raises "Blockwise: bits must be one of (2, 4, 8)
+    ...", whichever shared check found it.
+    """
+    super().__init_subclass__(**kwargs)
+    check = cls.__dict__.get("__post_init__")
+    if check is None:
+      return
+
+    @functools.wraps(check)
+    def __post_init__(self) -> None:
+      try:
+        check(self)
+      except ValueError as e:
+        owner = f"{type(self).__name__}: "
+        if e.args and not str(e.args[0]).startswith(owner):
+          e.args = (owner + str(e.args[0]), *e.args[1:])
+        raise
+
+    cls.__post_init__ = __post_init__
 
   def encode(self, x: Array, *, key: Array | None = None,
              previous: Stored | None = None) -> Stored:

@@ -22,6 +22,7 @@ def tiny_config(steps: int = 4) -> ml_collections.ConfigDict:
   config.train.log_every = 1
   config.train.progress = False
   config.optimizer.warmup_steps = 1
+  config.timing.update(warmup=1, repeats=3, steps=1)
   return config
 
 

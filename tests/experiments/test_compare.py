@@ -8,11 +8,12 @@ import os
 
 import pytest
 
-from quantmuon.experiments import compare, optimizers
+from quantmuon.experiments import compare, errors, optimizers
 from tests.experiments.conftest import tiny_config
 
 FIELDS = ("final_val_loss", "best_val_loss", "state_bytes",
-          "state_bytes_per_param", "step_time_s",
+          "state_bytes_per_param", "state_bytes_per_matrix_param",
+          "other_state_bytes", "step_time_s",
           "compiled_step_memory_bytes", "train_curve", "val_curve",
           "gap_pct", "memory_reduction", "time_ratio")
 
@@ -38,9 +39,20 @@ def test_compare_writes_every_output(tmp_path):
   assert four["state_bytes"] < muon["state_bytes"]
   assert muon["learning_rate"] == config.learning_rates.muon
   assert saved["optimizers"]["muon_rms"]["twin_gap_pct"] == 0
+  for r in saved["optimizers"].values():  # timed apart, in rounds
+    assert len(r["step_time_rounds_s"]) == config.timing.repeats
+    spread = r["step_time"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
+    assert r["step_time_s"] == spread["median"]
+  assert muon["time_ratio"] == 1 and muon["time_ratio_spread"]["max"] == 1
   table = open(tmp_path / "results.md").read()
   assert "| `muon_4bit` |" in table and "gap to muon (%)" in table
   assert "gap to muon_rms (%)" in table and " ± " in table
+  assert "step ms (min-max)" in table
+  assert "B/matrix param" in table and "AdamW's two float32 moments" in table
+  assert muon["state_bytes_per_matrix_param"] == 4
+  assert four["other_state_bytes"] == muon["other_state_bytes"]
+  assert "benchmarks.optimizer_step" in table
   assert results["optimizers"].keys() == saved["optimizers"].keys()
 
 
@@ -62,7 +74,7 @@ def test_sweep_picks_the_best_rate(tmp_path):
 def test_unknown_optimizer_is_an_error(tmp_path):
   config = tiny_config()
   config.optimizers = "muon,sgd"
-  with pytest.raises(ValueError, match="config.optimizers"):
+  with pytest.raises(errors.ConfigError, match="config.optimizers"):
     compare.compare(config, str(tmp_path))
 
 
