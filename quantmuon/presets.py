@@ -47,8 +47,10 @@ from quantmuon.transforms import (
 )
 
 ScalarOrSchedule = float | jax.Array | optax.Schedule
-# Set while a preset is built by its full_precision_twin.
-_FULL_PRECISION = contextvars.ContextVar("full_precision", default=False)
+# While a preset is built as its full_precision_twin: a list that
+# quantized_muon appends its arguments to (see twin_settings).
+_FULL_PRECISION: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "full_precision", default=None)
 
 
 def quantized_muon(
@@ -121,8 +123,11 @@ def quantized_muon(
     ValueError: for bad option values, and at ``init`` for a Muon leaf that
       is not a matrix and has no dimension numbers.
   """
-  if _FULL_PRECISION.get():
+  arguments = dict(locals())
+  twin = _FULL_PRECISION.get()
+  if twin is not None:
     momentum_format = formats.Float()
+    twin.append({**arguments, "momentum_format": momentum_format})
   if dimension_numbers is None:
     dimension_numbers = routing.default_dimension_numbers
   muon_chain = optax.chain(
@@ -421,14 +426,47 @@ def full_precision_twin(preset: Callable[..., Any]) -> Callable[..., Any]:
 
   @functools.wraps(preset)
   def twin(*args: Any, **kwargs: Any) -> optax.GradientTransformationExtraArgs:
-    token = _FULL_PRECISION.set(True)
-    try:
-      return preset(*args, **kwargs)
-    finally:
-      _FULL_PRECISION.reset(token)
+    return _build_twin(preset, args, kwargs)[0]
 
   twin.__name__ = twin.__qualname__ = f"{preset.__name__}_fp32"
   return twin
+
+
+def twin_settings(preset: Callable[..., Any], *args: Any, **kwargs: Any
+                  ) -> dict[str, Any]:
+  """The arguments :func:`quantized_muon` receives when the twin of
+  ``preset`` is built with ``args`` and ``kwargs``.
+
+  Two twins with equal settings are the same optimizer: the twins of
+  ``muon_8bit(scheme="linear")`` and ``muon_8bit(scheme="dynamic")`` are,
+  and so are those of ``muon_4bit`` and ``muon_grasp``.
+
+  Args:
+    preset: as for :func:`full_precision_twin`.
+    *args: the preset's positional arguments.
+    **kwargs: its keyword arguments.
+
+  Returns:
+    ``quantized_muon``'s arguments by name, ``momentum_format`` float32.
+  """
+  return _build_twin(preset, args, kwargs)[1]
+
+
+def _build_twin(preset: Callable[..., Any], args: tuple, kwargs: dict
+                ) -> tuple[optax.GradientTransformationExtraArgs,
+                           dict[str, Any]]:
+  captured: list[dict[str, Any]] = []
+  token = _FULL_PRECISION.set(captured)
+  try:
+    tx = preset(*args, **kwargs)
+  finally:
+    _FULL_PRECISION.reset(token)
+  if not captured:
+    raise ValueError(
+        f"full_precision_twin: {getattr(preset, '__name__', preset)!r} did "
+        "not build its optimizer through quantmuon.quantized_muon, so it has "
+        "no momentum format to replace.")
+  return tx, captured[-1]
 
 
 @_preset

@@ -148,8 +148,39 @@ def _gap(runs: list[dict[str, Any]], ref: list[dict[str, Any]]
   return float(np.mean(gaps)), float(np.std(gaps))
 
 
+def with_twins(names: list[str]) -> tuple[list[str], dict[str, str]]:
+  """``names`` with the full-precision twin of each quantized optimizer.
+
+  Twins that build the same optimizer run once: ``muon_8bit_dynamic``'s
+  twin is the run of ``muon_8bit_fp32`` when both are compared.
+
+  Args:
+    names: the optimizers asked for.
+
+  Returns:
+    ``(names to run, quantized name -> the name of its twin's run)``.
+  """
+  runs = list(names)
+  twins: dict[str, str] = {}
+  by_key: dict[str, str] = {}
+  for name in names:
+    twin = optimizers.twin_of(name)
+    if twin is None:
+      continue
+    key = optimizers.twin_key(name)
+    if twin in runs:
+      by_key.setdefault(key, twin)
+    elif key not in by_key:
+      by_key[key] = twin
+      runs.append(twin)
+    twins[name] = by_key[key]
+  return runs, twins
+
+
 def aggregate(runs: dict[str, list[dict[str, Any]]], reference: str,
-              times: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+              times: dict[str, list[float]],
+              twins: dict[str, str] | None = None
+              ) -> dict[str, dict[str, Any]]:
   """Mean and spread over seeds, and gaps to the reference optimizer.
 
   Args:
@@ -157,11 +188,15 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], reference: str,
     reference: the optimizer the gaps, memory and time ratios refer to.
     times: optimizer name -> seconds per step in each timing round (see
       ``time_steps``).
+    twins: quantized optimizer name -> the run of its full-precision twin
+      (see ``with_twins``).
 
   Returns:
     Per optimizer: mean of each loss (``*_std`` and ``*_per_seed``
     beside), the seed-paired ``gap_pct`` (mean, ``gap_pct_std``) to
     ``reference`` (and ``twin_gap_pct`` to ``muon_rms`` when it ran),
+    ``twin`` (the run of its full-precision twin, or None) and the
+    seed-paired ``quantization_cost_pct`` to it (``*_std`` beside),
     ``memory_reduction``, ``step_time`` (``timing.spread`` of the rounds;
     ``step_time_s`` is its median) and ``time_ratio`` (median of the
     per-round ratios to ``reference``; ``time_ratio_spread``),
@@ -187,6 +222,11 @@ def aggregate(runs: dict[str, list[dict[str, Any]]], reference: str,
     if TWIN in runs:
       agg["twin_gap_pct"], agg["twin_gap_pct_std"] = _gap(summaries,
                                                           runs[TWIN])
+    twin = (twins or {}).get(name)
+    agg["twin"] = twin
+    if twin is not None:
+      agg["quantization_cost_pct"], agg["quantization_cost_pct_std"] = _gap(
+          summaries, runs[twin])
     agg["memory_reduction"] = (ref[0]["state_bytes"]
                                / max(summaries[0]["state_bytes"], 1))
     agg["step_time"] = timing.spread(times[name])
@@ -226,6 +266,8 @@ def compare(config: ml_collections.ConfigDict, workdir: str
         f"{config.optimizers!r}; list names from "
         f"{','.join(optimizers.NAMES)}, separated by commas.")
   timing.check(config)
+  names, twins = with_twins(names) if config.get("twins", True) else (
+      names, {})
   os.makedirs(workdir, exist_ok=True)
   swept = sweep(config, workdir, names) if parse_list(config.lr_sweep) else {}
   seeds = seeds_of(config)
@@ -246,7 +288,7 @@ def compare(config: ml_collections.ConfigDict, workdir: str
       "lr_note": config.lr_note,
       "lr_sweep": swept,
       "timing": config.timing.to_dict(),
-      "optimizers": aggregate(runs, reference, times),
+      "optimizers": aggregate(runs, reference, times, twins),
       "wall_time_s": time.perf_counter() - start,
       "config": config.to_dict(),
   }

@@ -2,9 +2,11 @@
 
 Names: ``adamw`` (optax), ``muon`` (full precision, width scaling, its own
 larger rate), ``muon_rms`` (full precision with Moonlight's consistent-RMS
-scaling: the full-precision twin of the quantized presets, which share its
-rate), ``muon_8bit``, ``muon_8bit_dynamic``, ``muon_4bit``, ``muonq`` and
-``muon_grasp``.
+scaling, the quantized presets' rate), the quantized presets
+``muon_8bit``, ``muon_8bit_dynamic``, ``muon_4bit``, ``muonq``,
+``muon_grasp``, ``muon_lowbit`` and ``muon_lowbit_2bit``, and for each of
+them ``<name>_fp32``, its exact full-precision twin
+(``quantmuon.full_precision_twin``: the same preset with float32 momentum).
 """
 
 from __future__ import annotations
@@ -17,18 +19,27 @@ import ml_collections
 import optax
 
 import quantmuon
+from quantmuon import presets
 from quantmuon.experiments import errors
 
+TWIN_SUFFIX = "_fp32"
 # name -> (preset, fixed keyword arguments)
-PRESETS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+FULL_PRECISION: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "muon": (quantmuon.muon, {}),
     "muon_rms": (quantmuon.muon, {"consistent_rms": 0.2}),
+}
+QUANTIZED: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "muon_8bit": (quantmuon.muon_8bit, {"scheme": "linear"}),
     "muon_8bit_dynamic": (quantmuon.muon_8bit, {"scheme": "dynamic"}),
     "muon_4bit": (quantmuon.muon_4bit, {}),
     "muonq": (quantmuon.muonq, {}),
     "muon_grasp": (quantmuon.muon_grasp, {}),
+    "muon_lowbit": (quantmuon.muon_lowbit, {}),
+    "muon_lowbit_2bit": (quantmuon.muon_lowbit, {"bits": 2}),
 }
+TWINS = {name + TWIN_SUFFIX: (quantmuon.full_precision_twin(preset), fixed)
+         for name, (preset, fixed) in QUANTIZED.items()}
+PRESETS = {**FULL_PRECISION, **QUANTIZED, **TWINS}
 NAMES = ("adamw", *PRESETS)
 
 # Optimizers that share a learning rate; the sweep tunes the first of each
@@ -36,9 +47,20 @@ NAMES = ("adamw", *PRESETS)
 RATE_GROUPS: dict[str, tuple[str, ...]] = {
     "adamw": ("adamw",),
     "muon": ("muon",),
-    "muon_rms": ("muon_rms", "muon_8bit", "muon_8bit_dynamic", "muon_4bit",
-                 "muonq", "muon_grasp"),
+    "muon_rms": ("muon_rms", *QUANTIZED, *TWINS),
 }
+
+
+def twin_of(name: str) -> str | None:
+  """The name of a quantized optimizer's full-precision twin, else None."""
+  return name + TWIN_SUFFIX if name in QUANTIZED else None
+
+
+def twin_key(name: str) -> str:
+  """Equal for twins that build the same optimizer (``muon_8bit``'s and
+  ``muon_8bit_dynamic``'s, say): the twin's settings at a unit rate."""
+  preset, fixed = QUANTIZED[name]
+  return repr(presets.twin_settings(preset, 1.0, **fixed))
 
 
 def rate_group(name: str) -> str:

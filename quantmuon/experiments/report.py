@@ -52,8 +52,10 @@ def markdown(results: dict[str, Any]) -> str:
   task = results["task"]
   steps = results["config"]["train"]["steps"]
   twin = all("twin_gap_pct" in r for r in opts.values())
+  costs = any(r.get("twin") for r in opts.values())
   head = ["optimizer", "lr", "final val loss", "best val loss",
-          f"gap to {ref} (%)"] + (["gap to muon_rms (%)"] if twin else []) + [
+          f"gap to {ref} (%)"] + (["gap to muon_rms (%)"] if twin else []) + (
+              ["quantization cost vs twin (%)"] if costs else []) + [
               "state MiB", "B/matrix param", "B/param (all)",
               "memory reduction",
               "step ms (min-max)", "time ratio (min-max)",
@@ -83,6 +85,10 @@ def markdown(results: dict[str, Any]) -> str:
     if twin:
       cells.append(_pm(r["twin_gap_pct"], r["twin_gap_pct_std"], seeds,
                        "+.2f"))
+    if costs:
+      cells.append(
+          _pm(r["quantization_cost_pct"], r["quantization_cost_pct_std"],
+              seeds, "+.2f") + f" (`{r['twin']}`)" if r.get("twin") else "")
     cells += [_mb(r["state_bytes"]),
               f"{r['state_bytes_per_matrix_param']:.3f}",
               f"{r['state_bytes_per_param']:.2f}",
@@ -103,11 +109,19 @@ def markdown(results: dict[str, Any]) -> str:
       "",
       _timing_note(results),
   ]
+  if costs:
+    lines += [
+        "", "Quantization cost: the gap to the optimizer's exact "
+        "full-precision twin (`NAME_fp32`: the same preset with float32 "
+        "momentum and every other option equal), paired by seed. Twins "
+        "that build the same optimizer run once."]
   if twin:
     lines += [
         "", "`muon_rms` is full-precision Muon with the consistent-RMS "
         "scaling (0.2 sqrt(max(m, n))) the quantized presets use, at their "
-        "shared rate: the gap to it is the cost of quantization alone."]
+        "shared rate, with optax's EMA momentum and Nesterov mix: the gap "
+        "to it mixes the cost of quantization with that of each preset's "
+        "accumulation, normalization and Nesterov choice."]
   if results.get("lr_note"):
     lines += ["", f"Learning rates: {results['lr_note']}"]
   if results.get("lr_sweep"):

@@ -54,6 +54,33 @@ def test_compare_writes_every_output(tmp_path):
   assert four["other_state_bytes"] == muon["other_state_bytes"]
   assert "benchmarks.optimizer_step" in table
   assert results["optimizers"].keys() == saved["optimizers"].keys()
+  # The quantized preset ran beside its exact full-precision twin.
+  assert list(saved["optimizers"]) == ["muon", "muon_rms", "muon_4bit",
+                                       "muon_4bit_fp32"]
+  assert four["twin"] == "muon_4bit_fp32" and muon["twin"] is None
+  twin = saved["optimizers"]["muon_4bit_fp32"]
+  assert four["quantization_cost_pct"] == pytest.approx(
+      100 * (four["final_val_loss"] - twin["final_val_loss"])
+      / twin["final_val_loss"], abs=0.5)
+  assert twin["state_bytes"] == muon["state_bytes"]
+  assert "quantization cost vs twin (%)" in table
+  assert "(`muon_4bit_fp32`)" in table
+
+
+def test_twins_of_the_same_optimizer_run_once():
+  names, twins = compare.with_twins(
+      ["muon", "muon_8bit", "muon_8bit_dynamic", "muon_4bit", "muon_grasp",
+       "muonq"])
+  assert names == ["muon", "muon_8bit", "muon_8bit_dynamic", "muon_4bit",
+                   "muon_grasp", "muonq", "muon_8bit_fp32", "muon_4bit_fp32",
+                   "muonq_fp32"]
+  assert twins == {"muon_8bit": "muon_8bit_fp32",
+                   "muon_8bit_dynamic": "muon_8bit_fp32",
+                   "muon_4bit": "muon_4bit_fp32",
+                   "muon_grasp": "muon_4bit_fp32", "muonq": "muonq_fp32"}
+  # A twin asked for by name stands for its preset's twin.
+  assert compare.with_twins(["muon_grasp", "muon_grasp_fp32"]) == (
+      ["muon_grasp", "muon_grasp_fp32"], {"muon_grasp": "muon_grasp_fp32"})
 
 
 def test_sweep_picks_the_best_rate(tmp_path):
