@@ -207,3 +207,14 @@ def test_a_scheduled_run_traces_the_update_once(rng):
     assert _on_grid(FP(8, 10), params["w"], m=int(sched(t)))
   assert len(traces) == 1
   assert len(seen) >= 5  # the width did change along the way
+
+
+def test_stochastic_snap_params_keeps_weights_on_the_grid_still():
+  # Stochastic rounding at float32's own width once moved 49% of the
+  # weights on a zero update.
+  fmt = FP(8, 23, "stochastic")
+  w = {"w": jnp.asarray(np.random.default_rng(0).normal(size=4096),
+                        jnp.float32)}
+  tx = qm.snap_params(fmt)
+  u, _ = tx.update(jax.tree.map(jnp.zeros_like, w), tx.init(w), w)
+  np.testing.assert_array_equal(optax.apply_updates(w, u)["w"], w["w"])
