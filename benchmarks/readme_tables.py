@@ -95,10 +95,14 @@ def fp_quantization() -> str | None:
   if data is None:
     return None
   findings = "\n".join(f"- {line}" for line in data["findings"])
-  return (f"Floating-point-quantized training, final gradient norm "
+  settings = data["settings"]
+  return (f"Floating-point-quantized training: the mantissa width c*(T) "
+          f"each component needs, round-to-nearest, {settings['seeds']} "
+          f"seeds, [95% bootstrap intervals] "
           f"(`python -m benchmarks.fp_quantization`; "
-          f"{_where(data['environment'])}):\n\n"
-          f"{data['tables']['grad_norm']}\n\n{findings}")
+          f"{_where(data['environment'])}, "
+          f"{settings['seconds'] / 60:.0f} min):\n\n"
+          f"{data['tables']['c_star']}\n\n{findings}")
 
 
 def kernels() -> str | None:

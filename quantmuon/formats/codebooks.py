@@ -148,7 +148,8 @@ def encode(y: Array, codebook: str, bits: int, mu: float = 255.0,
     if noise is None:
       q = jnp.round(v)
     elif codebook == "linear":
-      q = jnp.floor(v + noise)
+      lo = jnp.floor(v)  # v - lo is exact; v + noise would be rounded
+      q = lo + (noise < v - lo)
     else:
       # Unbiased in y, not in the companded domain: round up with the
       # probability that puts the mean of the two expanded levels at y.

@@ -112,7 +112,10 @@ class FloatingPoint(Format):
         raise ValueError(
             f"{self!r} has rounding='stochastic' and needs "
             "key=jax.random.key(...).")
-      v = jnp.floor(v + jax.random.uniform(key, x.shape, jnp.float32))
+      # Round the fraction, not v + U: that sum is itself rounded to
+      # float32, which biases v of 2**m or more (m near 23) upward.
+      lo = jnp.floor(v)
+      v = lo + (jax.random.uniform(key, x.shape, jnp.float32) < v - lo)
     v = jnp.minimum(jnp.ldexp(v, e - m), self.max_finite(m))
     return jnp.where(jnp.isnan(x), x, jnp.copysign(v, x))
 

@@ -207,7 +207,8 @@ def encode(codec: Codec, y: Array, noise: Array | None,
     if noise is None:
       q = round_half_even(v)
     elif codec.codebook == "linear":
-      q = jnp.floor(v + noise)
+      lo = jnp.floor(v)
+      q = lo + (noise < v - lo).astype(jnp.float32)
     else:
       lo = jnp.floor(v)
       index = lo.astype(jnp.int32) + m

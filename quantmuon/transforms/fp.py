@@ -22,6 +22,7 @@ schedule is traced, so stepping through it never recompiles the update.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -57,7 +58,10 @@ def log_mantissa_schedule(min_bits: int, max_bits: int,
 
   ``M_t = min(max_bits, min_bits + floor(growth * log2(1 + t)))`` for step
   count ``t``. With ``growth = 1`` the width grows by one bit each time
-  ``t + 1`` doubles; the integer part of ``log2`` is computed exactly.
+  ``t + 1`` doubles. Exact for every int32 ``t``: the steps at which the
+  width grows are found in float64 on the host (equal to
+  ``math.floor(growth * math.log2(1 + t))``), and the traced schedule only
+  compares ``t`` with them.
 
   Args:
     min_bits: the width at step 0, 0 to 23.
@@ -77,20 +81,36 @@ def log_mantissa_schedule(min_bits: int, max_bits: int,
         f"max_bits ({max_bits}) must be at least min_bits ({min_bits}).")
   if isinstance(growth, jax.core.Tracer) or not float(growth) > 0:
     raise ValueError(f"growth must be a positive float, got {growth!r}.")
-  growth = float(growth)
+  starts = np.asarray(_growth_steps(float(growth), max_bits - min_bits),
+                      np.int32)
 
   def schedule(count: Array) -> Array:
-    n = jnp.asarray(count, jnp.int32) + 1
-    whole = 31 - jax.lax.clz(n)  # floor(log2(n)), exact
-    frac = jnp.log2(jnp.ldexp(n.astype(jnp.float32), -whole))  # in [0, 1)
-    frac = jnp.clip(frac, 0.0, np.nextafter(np.float32(1), np.float32(0)))
-    if growth == 1.0:
-      gained = whole
-    else:
-      gained = jnp.floor(growth * (whole + frac)).astype(jnp.int32)
-    return jnp.minimum(max_bits, min_bits + gained).astype(jnp.int32)
+    t = jnp.asarray(count, jnp.int32)
+    gained = jnp.sum(t[..., None] >= starts, axis=-1, dtype=jnp.int32)
+    return (min_bits + gained).astype(jnp.int32)
 
   return schedule
+
+
+def _growth_steps(growth: float, most: int) -> list[int]:
+  """The first int32 step ``t`` with ``floor(growth * log2(1 + t)) >= k``,
+  for ``k = 1 .. most`` (fewer when later ones pass ``2**31 - 1``)."""
+  def gained(n: int) -> int:
+    return math.floor(growth * math.log2(n))
+
+  starts = []
+  for k in range(1, most + 1):
+    if k / growth > 31.5:
+      break
+    n = max(1, math.ceil(2.0 ** (k / growth)))
+    while n > 1 and gained(n - 1) >= k:
+      n -= 1
+    while gained(n) < k:
+      n += 1
+    if n - 1 > np.iinfo(np.int32).max:
+      break
+    starts.append(n - 1)
+  return starts
 
 
 def mantissa_fn(mantissa_bits: MantissaBits, name: str = "mantissa_bits",

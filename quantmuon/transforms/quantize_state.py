@@ -39,23 +39,27 @@ class StoredLeaf:
 
   A pytree node with one child, ``stored``; it marks which leaves the
   wrapper encoded (the inner state may hold ``formats.Stored`` of its own).
+  ``depth`` (static) names the wrapper that owns it: 0 for a wrapper with
+  no ``quantize_state`` inside its inner transform, else one more than the
+  deepest one inside, so that a wrapper around another one decodes and
+  encodes only its own leaves.
   """
 
-  __slots__ = ("stored",)
+  __slots__ = ("stored", "depth")
 
-  def __init__(self, stored: formats.Stored):
+  def __init__(self, stored: formats.Stored, depth: int = 0):
     self.stored = stored
+    self.depth = depth
 
   def tree_flatten_with_keys(self):
-    return [(jax.tree_util.GetAttrKey("stored"), self.stored)], None
+    return [(jax.tree_util.GetAttrKey("stored"), self.stored)], self.depth
 
   @classmethod
   def tree_unflatten(cls, aux, children):
-    del aux
-    return cls(children[0])
+    return cls(children[0], aux)
 
   def __repr__(self) -> str:
-    return f"StoredLeaf({self.stored!r})"
+    return f"StoredLeaf({self.stored!r}, depth={self.depth})"
 
 
 def is_stored_leaf(x: Any) -> bool:
@@ -88,9 +92,12 @@ def quantize_state(
   Every floating-point leaf of the inner state with at least ``min_size``
   elements, for which ``state_format`` gives a format, is encoded after
   each update and decoded before the next; integer leaves (counts), small
-  leaves and leaves given None stay as they are. The wrapped transform
-  emits exactly the inner one's updates for the decoded state, so with
-  ``formats.Float()`` it is bit-for-bit the inner optimizer.
+  leaves, 0-D leaves, the ``hyperparams`` of ``optax.inject_hyperparams``
+  and leaves given None stay as they are. The wrapped transform emits
+  exactly the inner one's updates for the decoded state, so with
+  ``formats.Float()`` it is bit-for-bit the inner optimizer. Wrappers nest
+  (one per state field, each with its own ``mantissa_bits``): each one
+  encodes only the leaves it names, leaving those of the wrappers inside.
 
   The state keeps its structure, shapes and dtypes from step to step, so
   it works under ``jax.jit``, ``jax.lax.cond``, ``optax.MultiSteps``,
@@ -143,14 +150,18 @@ def quantize_state(
         if isinstance(fmt, formats.FloatingPoint):
           fp.mantissa_fn(mantissa_bits, limit=fmt.mantissa_bits)
     count = jnp.zeros([], jnp.int32)
-    leaves, treedef = jax.tree.flatten(state)
-    stored = _encode(leaves, fmts, count, count)
+    leaves, treedef = jax.tree.flatten(state, is_leaf=is_stored_leaf)
+    stored = _encode(leaves, fmts, count, count, _depth(state))
     return QuantizedState(count, treedef.unflatten(stored))
 
   def update_fn(updates, state, params=None, **extra_args):
-    decoded = jax.tree.map(
-        lambda x: _decode(x) if is_stored_leaf(x) else x, state.inner,
-        is_leaf=is_stored_leaf)
+    depth = _depth(state.inner)
+
+    def own(x):
+      return is_stored_leaf(x) and x.depth == depth
+
+    decoded = jax.tree.map(lambda x: _decode(x) if own(x) else x,
+                           state.inner, is_leaf=is_stored_leaf)
     # The state was built without flax Variables (see init_fn): the inner
     # optimizer sees plain trees, and the updates get their wrappers back.
     wrapped = jax.tree.structure(updates)
@@ -160,19 +171,18 @@ def quantize_state(
     updates = wrapped.unflatten(jax.tree.leaves(updates))
     count = optax.safe_increment(state.count)
     previous = jax.tree.leaves(state.inner, is_leaf=is_stored_leaf)
-    leaves, treedef = jax.tree.flatten(new)
-    fmts = [p.stored.format if is_stored_leaf(p) else None
-            for p in previous]
-    dtypes = [p.stored.dtype if is_stored_leaf(p) else None
-              for p in previous]
+    leaves, treedef = jax.tree.flatten(new, is_leaf=is_stored_leaf)
+    fmts = [p.stored.format if own(p) else None for p in previous]
+    dtypes = [p.stored.dtype if own(p) else None for p in previous]
     leaves = [x if d is None else x.astype(d)
               for x, d in zip(leaves, dtypes, strict=True)]
-    stored = _encode(leaves, fmts, state.count, count)
+    stored = _encode(leaves, fmts, state.count, count, depth)
     return updates, QuantizedState(count, treedef.unflatten(stored))
 
-  def _encode(leaves: list, fmts: list, step: Array, salt: Array) -> list:
-    """Encodes the leaves that have a format; ``step`` feeds the schedule
-    and ``salt`` the keys."""
+  def _encode(leaves: list, fmts: list, step: Array, salt: Array,
+              depth: int) -> list:
+    """Encodes the leaves that have a format; ``step`` feeds the schedule,
+    ``salt`` the keys and ``depth`` marks the wrapper's own leaves."""
     base = jax.random.fold_in(
         jax.random.fold_in(jax.random.key(seed), STATE_STREAM), salt)
     out = []
@@ -183,9 +193,10 @@ def quantize_state(
       key = jax.random.fold_in(base, i)
       if isinstance(fmt, formats.FloatingPoint) and width is not None:
         m = jnp.minimum(width(step), fmt.mantissa_bits)
-        out.append(StoredLeaf(fmt.encode(x, key=key, mantissa_bits=m)))
+        out.append(StoredLeaf(fmt.encode(x, key=key, mantissa_bits=m),
+                              depth))
       else:
-        out.append(StoredLeaf(fmt.encode(x, key=key)))
+        out.append(StoredLeaf(fmt.encode(x, key=key), depth))
     return out
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -193,6 +204,15 @@ def quantize_state(
 
 def _decode(leaf: StoredLeaf) -> Array:
   return leaf.stored.decode(leaf.stored.dtype)
+
+
+def _depth(inner_state: Any) -> int:
+  """The depth of the wrapper holding ``inner_state``: 0, or one more than
+  that of the deepest ``QuantizedState`` inside it."""
+  nested = [x for x in jax.tree.leaves(
+      inner_state, is_leaf=lambda x: isinstance(x, QuantizedState))
+            if isinstance(x, QuantizedState)]
+  return max((1 + _depth(q.inner) for q in nested), default=0)
 
 
 def field_name(path: tuple, param_paths: frozenset) -> str | None:
@@ -208,10 +228,16 @@ def field_name(path: tuple, param_paths: frozenset) -> str | None:
   return names[-1] if names else None
 
 
-def _eligible(leaf: Any, min_size: int) -> bool:
+def _eligible(path: tuple, leaf: Any, min_size: int) -> bool:
+  """A floating array of at least ``min_size`` elements and one dimension,
+  not a hyperparameter of ``optax.inject_hyperparams`` (scalars such as b2
+  or the learning rate must stay exact) and not another wrapper's leaf."""
   dtype = getattr(leaf, "dtype", None)
-  return (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
-          and leaf.size >= min_size)
+  hyper = any(isinstance(k, jax.tree_util.GetAttrKey)
+              and k.name == "hyperparams" for k in path)
+  return (not is_stored_leaf(leaf) and dtype is not None
+          and jnp.issubdtype(dtype, jnp.floating) and leaf.ndim > 0
+          and leaf.size >= min_size and not hyper)
 
 
 def _check_format(fmt: Any, where: str) -> formats.Format | None:
@@ -253,7 +279,8 @@ def _resolver(state_format: Any) -> Callable[[Any, Any, int], list]:
   def resolve(state: Any, params: Any, min_size: int) -> list:
     param_paths = frozenset(
         tuple(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0])
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(
+        state, is_leaf=is_stored_leaf)[0]
     found = {field_name(path, param_paths) for path, _ in leaves}
     if names is not None and names - found:
       raise ValueError(
@@ -261,6 +288,7 @@ def _resolver(state_format: Any) -> Callable[[Any, Any, int], list]:
           f"{sorted(names - found)}; the inner state's fields are "
           f"{sorted(n for n in found if n is not None)}.")
     return [pick(path, leaf, field_name(path, param_paths))
-            if _eligible(leaf, min_size) else None for path, leaf in leaves]
+            if _eligible(path, leaf, min_size) else None
+            for path, leaf in leaves]
 
   return resolve

@@ -133,3 +133,16 @@ def test_nearest_level_with_wide_buckets(monkeypatch, bits, group, width):
   y = y.astype(np.float32)
   got = np.asarray(codebooks.nearest_level(y, "dynamic", bits))
   np.testing.assert_array_equal(got, ref.codes(y, "dynamic", bits))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_stochastic_linear_codes_keep_a_value_on_a_level(bits):
+  # floor(v + noise) rounded the sum to float32 first, so the largest
+  # noise moved a value already on a level up by one code.
+  m = codebooks.qmax(bits)
+  y = (np.arange(-m, m + 1) / m).astype(np.float32)
+  y = y[np.float32(y) * np.float32(m) == np.round(y * m)]  # v exact
+  top = np.full(y.shape, np.nextafter(np.float32(1), np.float32(0)))
+  np.testing.assert_array_equal(
+      np.asarray(encode(y, "linear", bits, 255.0, top)),
+      np.asarray(encode(y, "linear", bits, 255.0, None)))

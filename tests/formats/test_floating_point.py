@@ -165,6 +165,30 @@ def test_stochastic_rounding_is_unbiased(e, m):
   assert np.mean(draws.std(axis=0) > 0) > 0.5
 
 
+@pytest.mark.parametrize("m", [0, 8, 16, 20, 22, 23])
+def test_stochastic_rounding_is_unbiased_up_to_float32s_width(m):
+  # floor(v + U) in float32 rounds the sum first: at m = 23 an on-grid
+  # value moved half the time and the mean error was +0.5 ulp.
+  fmt = FloatingPoint(8, 23, rounding="stochastic")
+  x = jnp.asarray(log_uniform(0.01, 100.0, 4096, seed=5), jnp.float32)
+  _, e = jnp.frexp(x)  # |x| in [2**(e-1), 2**e)
+  ulp = jnp.ldexp(1.0, e - 1 - m)
+
+  @jax.jit
+  def errors(x, keys):  # mean signed error in ulps, and moves, per key
+    def one(key):
+      d = fmt.round(x, key=key, mantissa_bits=m) - x  # exact in float32
+      return jnp.mean(d / ulp), jnp.sum(d != 0)
+    return jax.lax.map(one, keys)
+
+  keys = jax.random.split(jax.random.key(m), 1024)
+  grid = FloatingPoint(8, 23).round(x, mantissa_bits=m)  # on the grid
+  _, moved = errors(grid, keys[:64])
+  assert int(np.sum(moved)) == 0
+  mean_err, _ = errors(x, keys)  # 4M draws: the mean's std is 2e-4 ulp
+  assert abs(float(np.mean(mean_err))) < 1e-3
+
+
 @pytest.mark.parametrize("e,m,dtype", [
     (4, 3, jnp.uint8), (5, 2, jnp.uint8), (2, 5, jnp.uint8),
     (5, 10, jnp.uint16), (8, 7, jnp.uint16), (8, 10, jnp.uint32)])

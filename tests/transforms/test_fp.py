@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +42,25 @@ def test_log_schedule_growth():
       jnp.arange(1024)))
   want = np.minimum(23, np.floor(2.0 * np.log2(1 + np.arange(1024))))
   np.testing.assert_array_equal(m, want)
+
+
+@pytest.mark.parametrize("growth", [1 / 3, 0.7, 1.0, 2.5])
+def test_log_schedule_is_exact_up_to_int32s_end(growth):
+  # float32 once rounded whole + frac up (7 bits at t = 2**21 - 2 with
+  # growth 1/3, where log2(1 + t) / 3 < 7), and 1 + t overflowed at the
+  # last int32 count.
+  rng = np.random.default_rng(0)
+  top = 2 ** 31 - 1
+  t = np.concatenate([[0, 1, top - 1, top],
+                      [2 ** k + d for k in range(1, 31) for d in (-2, -1)],
+                      np.exp(rng.uniform(0, np.log(top), 2000)).astype(int)])
+  got = np.asarray(jax.jit(qm.log_mantissa_schedule(0, 23, growth))(
+      jnp.asarray(t, jnp.int32)))
+  want = [min(23, math.floor(growth * math.log2(1 + int(s)))) for s in t]
+  np.testing.assert_array_equal(got, want)
+  if growth == 1 / 3:
+    at = dict(zip(t.tolist(), got.tolist(), strict=True))
+    assert (at[2 ** 21 - 2], at[2 ** 21 - 1]) == (6, 7)
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -207,3 +228,14 @@ def test_a_scheduled_run_traces_the_update_once(rng):
     assert _on_grid(FP(8, 10), params["w"], m=int(sched(t)))
   assert len(traces) == 1
   assert len(seen) >= 5  # the width did change along the way
+
+
+def test_stochastic_snap_params_keeps_weights_on_the_grid_still():
+  # Stochastic rounding at float32's own width once moved 49% of the
+  # weights on a zero update.
+  fmt = FP(8, 23, "stochastic")
+  w = {"w": jnp.asarray(np.random.default_rng(0).normal(size=4096),
+                        jnp.float32)}
+  tx = qm.snap_params(fmt)
+  u, _ = tx.update(jax.tree.map(jnp.zeros_like, w), tx.init(w), w)
+  np.testing.assert_array_equal(optax.apply_updates(w, u)["w"], w["w"])

@@ -301,3 +301,82 @@ def test_state_round_trips_through_orbax(rng, tmp_path):
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored),
                   strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _round_mantissa(x: np.ndarray, m: int) -> np.ndarray:
+  """numpy reference: x rounded to m mantissa bits, ties to even."""
+  a = np.abs(np.asarray(x, np.float64))
+  spacing = 2.0 ** (np.floor(np.log2(np.where(a > 0, a, 1.0))) - m)
+  return np.sign(x) * np.round(a / spacing) * spacing
+
+
+def test_nested_and_sibling_wrappers_quantize_their_own_fields():
+  # trace -> adam, each wrapped for one field at its own width, and an
+  # outer wrapper for nu around both. Dyadic gradients and moment decays
+  # keep the float32 arithmetic exact, so the numpy reference is exact.
+  fp32 = formats.FloatingPoint(8, 23)
+  widths = {"trace": 3, "mu": 1, "nu": 2}
+  tx = qm.quantize_state(
+      optax.chain(
+          qm.quantize_state(optax.trace(0.5), {"trace": fp32}, min_size=0,
+                            mantissa_bits=widths["trace"]),
+          qm.quantize_state(optax.scale_by_adam(b1=0.5, b2=0.75),
+                            {"mu": fp32}, min_size=0,
+                            mantissa_bits=widths["mu"])),
+      {"nu": fp32}, min_size=0, mantissa_bits=widths["nu"])
+  params = {"w": jnp.zeros(3)}
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  want = {k: np.zeros(3) for k in widths}
+  plain = {k: np.zeros(3) for k in widths}  # nothing rounded
+
+  def step(m, g, bits):
+    trace = g + 0.5 * m["trace"]  # also the update adam sees
+    return {"trace": _round_mantissa(trace, bits["trace"]),
+            "mu": _round_mantissa(0.5 * trace + 0.5 * m["mu"], bits["mu"]),
+            "nu": _round_mantissa(0.25 * trace ** 2 + 0.75 * m["nu"],
+                                  bits["nu"])}
+
+  for t in range(4):
+    g = np.array([0.8125, -1.375, 2.5625]) * (1 + 0.5 * t)
+    _, state = update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+    want = step(want, g, widths)
+    plain = step(plain, g, dict.fromkeys(widths, 52))
+  trace_state, adam_state = state.inner
+  got = {"trace": trace_state.inner.trace["w"],
+         "mu": adam_state.inner.mu["w"],
+         "nu": adam_state.inner.nu["w"]}
+  for name, leaf in got.items():
+    assert isinstance(leaf, qm.transforms.StoredLeaf), name
+    assert leaf.depth == (1 if name == "nu" else 0), name
+    np.testing.assert_array_equal(np.asarray(leaf.stored.decode()),
+                                  want[name], err_msg=name)
+    assert not np.array_equal(want[name], plain[name]), name
+
+
+def test_hyperparameters_and_scalars_are_never_quantized():
+  # With min_size <= 1 and one format for everything, b2 = 0.999 would be
+  # stored as 1.0 in FloatingPoint(4, 3) (the first update is NaN), and a
+  # learning rate of -3e-4 as -2.979e-4 in Blockwise(8, "dynamic").
+  params = {"w": jnp.linspace(-1.0, 1.0, 8), "s": jnp.float32(0.5)}
+  grads = {"w": jnp.linspace(0.3, -0.7, 8), "s": jnp.float32(0.25)}
+  for fmt, lr in ((formats.FloatingPoint(4, 3), 1e-2),
+                  (formats.Blockwise(8, "dynamic"), -3e-4)):
+    tx = qm.quantize_state(
+        optax.inject_hyperparams(optax.adam)(learning_rate=lr, b2=0.999),
+        fmt, min_size=1)
+    state = tx.init(params)
+    u, state = jax.jit(tx.update)(grads, state, params)
+    hyper = state.inner.hyperparams
+    assert float(hyper["b2"]) == np.float32(0.999)
+    assert float(hyper["learning_rate"]) == np.float32(lr)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(u))
+    adam = state.inner.inner_state[0]
+    assert isinstance(adam.mu["w"], qm.transforms.StoredLeaf)
+    assert isinstance(adam.mu["s"], jax.Array)  # 0-D: as it is
+  # A hyperparameter held as an array is left alone too.
+  tx = qm.quantize_state(
+      optax.inject_hyperparams(optax.sgd)(learning_rate=jnp.full(8, 0.1)),
+      formats.FloatingPoint(4, 3), min_size=1)
+  lr = tx.init(params).inner.hyperparams["learning_rate"]
+  assert isinstance(lr, jax.Array) and lr.shape == (8,)
