@@ -105,6 +105,42 @@ def fp_quantization() -> str | None:
           f"{data['tables']['c_star']}\n\n{findings}")
 
 
+def fidelity() -> str | None:
+  data = _load("fidelity")
+  if data is None:
+    return None
+  table = _markdown(data["rows"], [
+      ("preset", "preset"), ("source", "gradients"), ("leaf", "leaf"),
+      ("shape", "shape"), ("min_cosine", "min cosine"),
+      ("mean_cosine", "mean cosine")])
+  settings = data["settings"]
+  return (f"Update fidelity: cosine of each step's update with the exact "
+          f"full-precision twin's, on the same gradients (synthetic: "
+          f"{settings['synthetic']}; gpt: {settings['gpt']}; "
+          f"`python -m benchmarks.fidelity`; "
+          f"{_where(data['environment'])}):\n\n{table}")
+
+
+def memory_at_scale() -> str | None:
+  data = _load("memory_at_scale")
+  if data is None:
+    return None
+  rows = [r for r in data["rows"] if r["config"] == "configs/gpt2_small.py"]
+  if not rows:
+    return None
+  table = _markdown(rows, [
+      ("optimizer", "optimizer"), ("state_MiB", "state MiB"),
+      ("B_per_matrix_param", "B / matrix param"),
+      ("B_per_param", "B / param (all)"), ("rest_MiB", "AdamW rest MiB"),
+      ("floor_GiB", "params + grads + state GiB"),
+      ("saved_vs_muon_MiB", "saved vs muon MiB")], "{:.4g}")
+  return (f"Optimizer state at a user's scale: `configs/gpt2_small.py` "
+          f"({rows[0]['params']:,} parameters, {rows[0]['matrix_params']:,} "
+          f"in Muon matrices), from shapes alone "
+          f"(`python -m benchmarks.memory_at_scale`; "
+          f"{_where(data['environment'])}):\n\n{table}")
+
+
 def kernels() -> str | None:
   data = _load("kernels_cpu")
   if data is None:
@@ -119,8 +155,8 @@ def kernels() -> str | None:
 
 
 def main() -> None:
-  sections = [compare(), optimizer_step(), formats(), kernels(),
-              fp_quantization()]
+  sections = [compare(), fidelity(), memory_at_scale(), optimizer_step(),
+              formats(), kernels(), fp_quantization()]
   print("\n\n".join(s for s in sections if s))
 
 

@@ -486,7 +486,8 @@ def muon_lowbit(learning_rate: ScalarOrSchedule, bits: int | None = None,
   Args:
     learning_rate: float or schedule.
     bits: residual code width, 4 or 2 (4).
-    rank_divisor: k = min(m, n) // rank_divisor (16).
+    rank_divisor: k = min(m, n) // rank_divisor (20: at most 0.62 bytes
+      of state per matrix parameter on large matrices).
     group_size: residual elements per scale (128).
     nesterov: feed Newton-Schulz ``g + beta m``.
     consistent_rms: RMS target of the update (0.2), or None for the width
@@ -501,7 +502,7 @@ def muon_lowbit(learning_rate: ScalarOrSchedule, bits: int | None = None,
       companding="before_scale", scale_dtype=jnp.float16,
       block_size=_tree.static_int(group_size, "group_size", 128))
   fmt = formats.Subspace(
-      rank_divisor=_tree.static_int(rank_divisor, "rank_divisor", 16),
+      rank_divisor=_tree.static_int(rank_divisor, "rank_divisor", 20),
       factors=formats.Blockwise(bits=8, block_size=128), residual=residual)
   return quantized_muon(learning_rate, fmt, accumulation="sum",
                         normalize=True, nesterov=nesterov,

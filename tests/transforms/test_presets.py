@@ -300,3 +300,28 @@ def test_full_precision_twin_works_under_inject_hyperparams():
   _, state = tx.update({"w": jnp.asarray(_grads()[0])}, tx.init(params),
                        params)
   assert state.hyperparams["learning_rate"] == pytest.approx(LR)
+
+
+@pytest.mark.parametrize("shape", [(768, 768), (768, 3072), (3072, 768),
+                                   (4096, 4096), (4096, 11008)])
+def test_muon_lowbit_state_bytes_per_matrix_parameter(shape):
+  params = {"w": jax.ShapeDtypeStruct(shape, jnp.float32)}
+  per_param = qm.nbytes(jax.eval_shape(qm.muon_lowbit(LR).init, params)) / (
+      shape[0] * shape[1])
+  assert 0.5 < per_param <= 0.62, per_param
+  two_bit = qm.nbytes(jax.eval_shape(qm.muon_lowbit(LR, bits=2).init,
+                                     params)) / (shape[0] * shape[1])
+  assert two_bit <= 0.37, two_bit
+
+
+def test_muon_lowbit_is_its_recipe():
+  tx = qm.muon_lowbit(LR, min_size=0)
+  fmt = _muon_momentum(tx.init({"w": jnp.zeros(SHAPE)})).format
+  assert fmt.rank_divisor == 20
+  assert fmt.factors == qm.formats.Blockwise(bits=8, block_size=128)
+  assert fmt.residual == qm.formats.Blockwise(
+      bits=4, codebook="mulaw", companding="before_scale", block_size=128,
+      scale_dtype=jnp.float16)
+  settings = qm.presets.twin_settings(qm.muon_lowbit, LR)
+  assert (settings["accumulation"], settings["normalize"],
+          settings["nesterov"]) == ("sum", True, True)
