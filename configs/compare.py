@@ -21,7 +21,7 @@ def get_config():
   config = defaults.base_config()
   config.optimizers = ",".join((
       "adamw", "muon", "muon_rms", "muon_8bit", "muon_8bit_dynamic",
-      "muon_4bit", "muonq", "muon_grasp"))
+      "muon_4bit", "muonq", "muon_grasp", "muon_lowbit", "muon_lowbit_2bit"))
   config.model = defaults.lm_model(context=64, width=128, depth=3, heads=4)
   config.train.steps = 300
   config.train.batch_size = 32

@@ -92,7 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
   # What quantmuon-compare runs.
   config.optimizers = ",".join(("adamw", "muon", "muon_8bit",
                                 "muon_8bit_dynamic", "muon_4bit", "muonq",
-                                "muon_grasp"))
+                                "muon_grasp", "muon_lowbit"))
   config.twins = True     # also run each quantized optimizer's fp32 twin
   config.seeds = ""       # e.g. "0,1,2"; "" = just config.seed
   config.learning_rates = learning_rates(adamw=3e-3, muon=0.02,
