@@ -37,6 +37,15 @@ QUANTIZED: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "muon_lowbit": (quantmuon.muon_lowbit, {}),
     "muon_lowbit_2bit": (quantmuon.muon_lowbit, {"bits": 2}),
 }
+# The variants muon_lowbit was chosen from (configs/lowbit_ablation.py).
+ABLATIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "muon_lowbit_rank16": (quantmuon.muon_lowbit, {"rank_divisor": 16}),
+    "muon_lowbit_rank8": (quantmuon.muon_lowbit, {"rank_divisor": 8}),
+    "muon_lowbit_no_nesterov": (quantmuon.muon_lowbit, {"nesterov": False}),
+    "muon_lowbit_2bit_rank8": (quantmuon.muon_lowbit,
+                               {"bits": 2, "rank_divisor": 8}),
+}
+QUANTIZED.update(ABLATIONS)
 TWINS = {name + TWIN_SUFFIX: (quantmuon.full_precision_twin(preset), fixed)
          for name, (preset, fixed) in QUANTIZED.items()}
 PRESETS = {**FULL_PRECISION, **QUANTIZED, **TWINS}
