@@ -42,6 +42,8 @@ PRESETS: dict[str, Callable[..., Any]] = {
     "muonq_after_scale": lambda lr, **kw: qm.muonq(
         lr, companding="after_scale", **kw),
     "muon_grasp": qm.muon_grasp,
+    "muon_lowbit": qm.muon_lowbit,
+    "muon_lowbit_2bit": lambda lr, **kw: qm.muon_lowbit(lr, bits=2, **kw),
 }
 
 
