@@ -21,7 +21,7 @@ HEAVY = ("flax", "ml_collections", "orbax", "matplotlib", "tqdm", "sklearn",
          "quantmuon.experiments")
 CORE = ("quantmuon", "quantmuon.formats", "quantmuon.transforms",
         "quantmuon.kernels", "quantmuon.presets", "quantmuon.routing",
-        "quantmuon.memory", "quantmuon.demo")
+        "quantmuon.memory", "quantmuon.demo", "quantmuon.tables")
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

@@ -8,9 +8,9 @@
   ``train.train(config, workdir, tx=tx, name=...)``;
 - a real momentum matrix, captured from a short training run
   (:func:`capture_momentum`);
-- output: figures as PNG of a modest size (:func:`show`), Markdown text and
-  tables computed from the notebook's own numbers (:func:`say`,
-  :func:`markdown_table`);
+- output: figures as PNG of a modest size (:func:`show`) and Markdown text
+  computed from the notebook's own numbers (:func:`say`; tables with
+  ``quantmuon.tables.markdown``);
 - the repository the notebook runs in (:func:`repo_root`), its configs
   (:func:`load_config`) and its benchmarks (:func:`load_benchmark`).
 """
@@ -245,25 +245,6 @@ def say(text: str) -> None:
   from IPython.display import Markdown, display
 
   display(Markdown(text))
-
-
-def _cell(value: Any, digits: int) -> str:
-  if isinstance(value, float | np.floating):
-    return f"{value:.{digits}g}"
-  return str(value)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]],
-                   columns: Sequence[str] | None = None,
-                   digits: int = 4) -> str:
-  """Rows of dicts as a Markdown table (floats to ``digits`` digits)."""
-  columns = list(columns or rows[0])
-  lines = ["| " + " | ".join(columns) + " |",
-           "|" + "|".join("---" for _ in columns) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(_cell(row.get(c, ""), digits)
-                                   for c in columns) + " |")
-  return "\n".join(lines)
 
 
 def load_benchmark(name: str) -> Any:
