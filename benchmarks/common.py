@@ -1,62 +1,25 @@
 """Helpers shared by the benchmarks: print a table, record it as JSON.
 
 Each benchmark calls :func:`report` with its rows; the rows land in
-``benchmarks/results/<name>.json`` together with the date, the machine and
-the JAX version, so a recorded number always says where it came from.
+``benchmarks/results/<name>.json`` together with the environment record of
+``quantmuon.tables`` (the date, the machine and the JAX version), so a
+recorded number always says where it came from.
 Run benchmarks from the repository root as modules, e.g.
 ``python -m benchmarks.formats``.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
-from quantmuon.demo import format_table
+from quantmuon import tables
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def environment() -> dict[str, Any]:
-  """Where and when a benchmark ran.
-
-  Returns:
-    The UTC date and time, the processor and platform, Python, jax and
-    jaxlib versions, the default backend and its devices.
-  """
-  devices = jax.devices()
-  return {
-      "date": datetime.datetime.now(datetime.UTC).isoformat(
-          timespec="seconds"),
-      "processor": platform.processor() or platform.machine(),
-      "cpu": _cpu_model(),
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__")
-      else None,
-      "backend": jax.default_backend(),
-      "devices": [getattr(d, "device_kind", str(d)) for d in devices],
-      "device_count": len(devices),
-  }
-
-
-def _cpu_model() -> str | None:
-  """The CPU's model name from /proc/cpuinfo (Linux), else None."""
-  try:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return None
 
 
 def _plain(value: Any) -> Any:
@@ -79,7 +42,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
   """
   if title:
     print(title)
-  print(format_table(rows, columns))
+  print(tables.text(rows, columns))
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
@@ -113,7 +76,8 @@ def report(name: str, rows: Sequence[dict[str, Any]],
     The path of the JSON file.
   """
   print_table(rows, columns, title=f"== {name} ==")
-  path = write_json(name, {"benchmark": name, "environment": environment(),
+  path = write_json(name, {"benchmark": name,
+                           "environment": tables.environment(),
                            "settings": meta or {}, "rows": list(rows)})
   print(f"wrote {path}")
   return path

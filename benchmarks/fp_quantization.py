@@ -73,8 +73,7 @@ import numpy as np
 import optax
 
 import quantmuon as qm
-from benchmarks import common
-from quantmuon import formats
+from quantmuon import formats, tables
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPONENT_BITS = 8
@@ -573,14 +572,8 @@ def c_star_table(v: dict[str, Any]) -> str:
                    f"[{_w(x['lo'], widest)}, {_w(x['hi'], widest)}]")
     body.append([r["problem"], r["optimizer"], r["component"]] + cells
                 + [_iv(r["slope"])])
-  return _markdown(header, body)
-
-
-def _markdown(header: list[str], body: list[list[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(row) + " |" for row in body]
-  return "\n".join(lines)
+  return tables.markdown([dict(zip(header, row, strict=True))
+                          for row in body], header)
 
 
 def verdict_lines(v: dict[str, Any]) -> list[str]:
@@ -697,7 +690,7 @@ def main() -> None:
   print(table)
   print()
   print("\n".join(lines))
-  env = common.environment()
+  env = tables.environment()
   print(f"\n{elapsed:.0f} s on {env['cpu']} ({env['date']})")
   payload = {"benchmark": "fp_quantization", "environment": env,
              "settings": {"seeds": args.seeds, "steps": steps,

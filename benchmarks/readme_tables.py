@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from benchmarks.common import RESULTS
+from quantmuon import tables
 
 FORMAT_ROWS = (
     "fp32", "bf16", "block2048-linear8", "block2048-dynamic8",
@@ -27,24 +28,7 @@ def _load(name: str) -> dict[str, Any] | None:
 
 
 def _where(env: dict[str, Any]) -> str:
-  device = env.get("cpu") or env.get("processor")
-  devices = env.get("devices") or []
-  if env.get("backend") not in (None, "cpu") and devices:
-    device = devices[0]
-  return (f"{env['date'][:10]}, {device} ({env.get('backend', 'cpu')}), "
-          f"jax {env['jax']}")
-
-
-def _markdown(rows: list[dict[str, Any]], columns: list[tuple[str, str]],
-              fmt: str = "{:.4g}") -> str:
-  head = "| " + " | ".join(title for _, title in columns) + " |"
-  rule = "|" + "---|" * len(columns)
-  lines = [head, rule]
-  for row in rows:
-    cells = [fmt.format(row[k]) if isinstance(row[k], float) else str(row[k])
-             for k, _ in columns]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  return f"{env['date'][:10]}, {tables.describe(env)}"
 
 
 def compare() -> str | None:
@@ -63,12 +47,12 @@ def optimizer_step() -> str | None:
   data = _load("optimizer_step")
   if data is None:
     return None
-  table = _markdown(data["rows"], [
-      ("width", "width"), ("optimizer", "preset"),
-      ("state_bytes_per_matrix_param", "state B / matrix param"),
-      ("state_reduction_vs_muon", "state reduction vs muon"),
-      ("step_time_ratio", "step time vs optax muon"),
-      ("step_memory_ratio", "step memory vs optax muon")], "{:.3g}")
+  table = tables.markdown(data["rows"], {
+      "width": "width", "optimizer": "preset",
+      "state_bytes_per_matrix_param": "state B / matrix param",
+      "state_reduction_vs_muon": "state reduction vs muon",
+      "step_time_ratio": "step time vs optax muon",
+      "step_memory_ratio": "step memory vs optax muon"}, digits=3)
   return (f"Optimizer step on a 4-layer GPT-like tree "
           f"(`python -m benchmarks.optimizer_step`; "
           f"{_where(data['environment'])}):\n\n{table}")
@@ -80,10 +64,10 @@ def formats() -> str | None:
     return None
   by_name = {row["format"]: row for row in data["rows"]}
   rows = [by_name[name] for name in FORMAT_ROWS if name in by_name]
-  table = _markdown(rows, [
-      ("format", "format"), ("rel_err", "relative error"),
-      ("ns_rel_err", "error after Newton-Schulz"),
-      ("bytes_per_elem", "bytes / element")])
+  table = tables.markdown(rows, {
+      "format": "format", "rel_err": "relative error",
+      "ns_rel_err": "error after Newton-Schulz",
+      "bytes_per_elem": "bytes / element"})
   shape = "x".join(str(d) for d in data["settings"]["shape"])
   return (f"Storage formats on a {shape} momentum matrix "
           f"(`python -m benchmarks.formats`; "
@@ -145,9 +129,9 @@ def kernels() -> str | None:
   data = _load("kernels_cpu")
   if data is None:
     return None
-  table = _markdown(data["rows"], [
-      ("kernel", "kernel"), ("shape", "shape"), ("xla_ms", "XLA ms"),
-      ("xla_GBps", "XLA GB/s")], "{:.3g}")
+  table = tables.markdown(data["rows"], {
+      "kernel": "kernel", "shape": "shape", "xla_ms": "XLA ms",
+      "xla_GBps": "XLA GB/s"}, digits=3)
   return (f"Momentum step per format family, XLA path on the CPU "
           f"(`python -m benchmarks.kernels`; "
           f"{_where(data['environment'])}); no GPU or TPU numbers yet:"

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from quantmuon import tables
 from quantmuon.formats import (
     Axiswise,
     Blockwise,
@@ -232,37 +233,6 @@ def compare(x: np.ndarray, names: Sequence[str] | None = None,
   return rows
 
 
-def format_table(rows: Sequence[dict[str, Any]],
-                 columns: Sequence[str]) -> str:
-  """Rows of dicts as an aligned text table (floats to 4 significant
-  digits).
-
-  Args:
-    rows: the rows; a missing column prints empty.
-    columns: the keys to show, in order.
-
-  Returns:
-    The table, one line a row under a header line and a rule.
-  """
-  def cell(value: Any) -> str:
-    if isinstance(value, float):
-      return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-  cells = [[cell(row.get(c)) for c in columns] for row in rows]
-  widths = [max([len(c)] + [len(r[i]) for r in cells])
-            for i, c in enumerate(columns)]
-
-  def line(values: Sequence[str]) -> str:
-    return "  ".join(v.rjust(w) if i else v.ljust(w)
-                     for i, (v, w) in enumerate(zip(values, widths,
-                                                    strict=True)))
-
-  out = [line(list(columns)), line(["-" * w for w in widths])]
-  out += [line(r) for r in cells]
-  return "\n".join(out)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
   """Entry point of ``quantmuon-demo``."""
   parser = argparse.ArgumentParser(
@@ -282,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"steps (beta 0.95), on {jax.devices()[0].platform}")
   names = args.formats.split(",") if args.formats else None
   rows = compare(x, names)
-  print(format_table(rows, COLUMNS))
+  print(tables.text(rows, COLUMNS))
   print(f"({time.perf_counter() - start:.1f} s)")
 
 

@@ -6,4 +6,47 @@
 - ``train``, ``checkpoint``, ``metrics``: one run, its checkpoints and logs;
 - ``compare``, ``report``: every optimizer, results.json/.md and plots;
 - ``defaults``, ``cli``: the base config and the command-line entry points.
+
+It needs the ``experiments`` extra (``pip install "quantmuon[experiments]"``);
+importing it without that extra raises an ``ImportError`` that names the
+missing packages and that command.
 """
+
+from __future__ import annotations
+
+import importlib.util
+
+# The extra's packages: module imported -> distribution to install.
+EXTRA = {
+    "flax": "flax",
+    "ml_collections": "ml_collections",
+    "orbax.checkpoint": "orbax-checkpoint",
+    "matplotlib": "matplotlib",
+    "tqdm": "tqdm",
+    "sklearn": "scikit-learn",
+}
+
+
+def _installed(module: str) -> bool:
+  """Whether ``module`` can be imported (its parent package included)."""
+  try:
+    return importlib.util.find_spec(module) is not None
+  except ImportError:  # the parent of a dotted name is missing
+    return False
+
+
+def missing() -> list[str]:
+  """The distributions of the ``experiments`` extra that are not installed.
+
+  Returns:
+    Their names as pip spells them, in the order of ``EXTRA``.
+  """
+  return [dist for module, dist in EXTRA.items() if not _installed(module)]
+
+
+if missing():
+  raise ImportError(
+      f"quantmuon.experiments (quantmuon-train, quantmuon-compare, the "
+      f"benchmarks and the notebooks) needs the 'experiments' extra; "
+      f"missing {', '.join(missing())}. Install it with: "
+      f"pip install \"quantmuon[experiments]\"")

@@ -1,8 +1,13 @@
-"""Command-line entry points: absl flags and ml_collections config files.
+"""What the command lines share: absl flags and ml_collections config files.
 
 ``--config configs/compare.py --config.train.steps=200`` loads a config file
 and overrides any field; ``--workdir`` is where outputs go; ``--resume``
 continues a single run from its newest checkpoint.
+
+``train.main`` (``quantmuon-train``) and ``compare.main``
+(``quantmuon-compare``) call :func:`run` with their command. The flags are
+defined by :func:`run`, not on import, so a program with flags of its own can
+import the training loop.
 
 A configuration that cannot work (an unknown field or optimizer, a value of
 the wrong type, a missing config file or corpus, a missing flag) is one
@@ -12,7 +17,6 @@ other errors keep their traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -25,49 +29,7 @@ from ml_collections import config_flags
 
 from quantmuon.experiments import errors
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None,
-    "An ml_collections config file, e.g. configs/compare.py; override its "
-    "fields with --config.FIELD=VALUE.", lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for metrics, checkpoints and reports.")
-_RESUME = flags.DEFINE_bool(
-    "resume", False, "Continue from the newest checkpoint in --workdir.")
-
 Command = Callable[[ml_collections.ConfigDict, str, bool], None]
-
-
-def train_command(config: ml_collections.ConfigDict, workdir: str,
-                  resume: bool) -> None:
-  """Runs one training run and prints its summary.
-
-  Args:
-    config: the loaded config.
-    workdir: the output directory.
-    resume: continue from the newest checkpoint.
-  """
-  from quantmuon.experiments import train
-
-  summary = train.train(config, workdir, resume=resume)
-  brief = {k: v for k, v in summary.items() if not k.endswith("_curve")}
-  print(json.dumps(brief, indent=1))
-
-
-def compare_command(config: ml_collections.ConfigDict, workdir: str,
-                    resume: bool) -> None:
-  """Trains every optimizer of the config and writes the report.
-
-  Args:
-    config: the loaded config.
-    workdir: the output directory.
-    resume: not supported by the comparison (an error when set).
-  """
-  from quantmuon.experiments import compare
-
-  if resume:
-    raise app.UsageError("--resume applies to quantmuon-train only.")
-  compare.compare(config, workdir)
-  print(open(f"{workdir}/results.md").read())
 
 
 def fail(message: str) -> NoReturn:
@@ -133,24 +95,33 @@ def _check_loaded(config: ml_collections.ConfigDict, argv: list[str]
 
 
 def run(command: Command) -> None:
-  """Parses the flags and runs ``command(config, workdir, resume)``.
+  """Defines and parses the flags and runs ``command(config, workdir,
+  resume)``.
 
   Args:
-    command: ``train_command`` or ``compare_command``.
+    command: what the program does, e.g. ``train.command``.
   """
+  config = config_flags.DEFINE_config_file(
+      "config", None,
+      "An ml_collections config file, e.g. configs/compare.py; override its "
+      "fields with --config.FIELD=VALUE.", lock_config=True)
+  workdir = flags.DEFINE_string(
+      "workdir", None, "Directory for metrics, checkpoints and reports.")
+  resume = flags.DEFINE_bool(
+      "resume", False, "Continue from the newest checkpoint in --workdir.")
 
   def main(argv: list[str]) -> None:
     try:
       if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-      if _CONFIG.value is None:
+      if config.value is None:
         raise app.UsageError(
             "--config is required, e.g. --config configs/compare.py")
-      if not _WORKDIR.value:
+      if not workdir.value:
         raise app.UsageError("--workdir is required, e.g. --workdir runs/x")
-      _check_loaded(_CONFIG.value, sys.argv)
+      _check_loaded(config.value, sys.argv)
       logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-      command(_CONFIG.value, _WORKDIR.value, _RESUME.value)
+      command(config.value, workdir.value, resume.value)
     except (app.UsageError, errors.ConfigError) as e:
       fail(str(e))
 

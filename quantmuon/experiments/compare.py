@@ -32,8 +32,9 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+from absl import app
 
-from quantmuon.experiments import errors, optimizers, report, timing
+from quantmuon.experiments import cli, errors, optimizers, report, timing
 from quantmuon.experiments.train import setup, train
 
 REFERENCE = "muon"
@@ -296,11 +297,25 @@ def compare(config: ml_collections.ConfigDict, workdir: str
   return results
 
 
+def command(config: ml_collections.ConfigDict, workdir: str,
+            resume: bool) -> None:
+  """Trains every optimizer of the config and prints the report.
+
+  Args:
+    config: the loaded config.
+    workdir: the output directory.
+    resume: not supported by the comparison (an error when set).
+  """
+  if resume:
+    raise app.UsageError("--resume applies to quantmuon-train only.")
+  compare(config, workdir)
+  with open(os.path.join(workdir, "results.md")) as f:
+    print(f.read())
+
+
 def main() -> None:
   """``quantmuon-compare``: the comparison from a config file."""
-  from quantmuon.experiments import cli
-
-  cli.run(cli.compare_command)
+  cli.run(command)
 
 
 if __name__ == "__main__":

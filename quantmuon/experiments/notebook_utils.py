@@ -3,31 +3,28 @@
 - the fast mode: ``QUANTMUON_FAST=1`` shrinks every run (:func:`fast`,
   :func:`pick`, :func:`experiment_config`), so that CI executes all the
   notebooks in a few minutes;
-- training the experiment's model with any optax optimizer, not only the
-  named ones (:func:`train_with`), and the full-precision heavy-ball twin of
-  the quantized presets (:func:`fp32_twin`);
+- the full-precision heavy-ball twin of the quantized presets
+  (:func:`fp32_twin`); any optax optimizer trains through
+  ``train.train(config, workdir, tx=tx, name=...)``;
 - a real momentum matrix, captured from a short training run
   (:func:`capture_momentum`);
-- output: figures as PNG of a modest size (:func:`show`), Markdown text and
-  tables computed from the notebook's own numbers (:func:`say`,
-  :func:`markdown_table`);
-- the benchmarks (:func:`load_benchmark`), which live beside the package.
-
-Importing it silences tqdm's "IProgress not found" warning, which a notebook
-without ipywidgets would otherwise print when the training loop is imported;
-import it before ``quantmuon.experiments.train``.
+- output: figures as PNG of a modest size (:func:`show`) and Markdown text
+  computed from the notebook's own numbers (:func:`say`; tables with
+  ``quantmuon.tables.markdown``);
+- the repository the notebook runs in (:func:`repo_root`), its configs
+  (:func:`load_config`) and its benchmarks (:func:`load_benchmark`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import io
 import os
 import pathlib
 import sys
-import time
-import warnings
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,15 +33,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx
 
 import quantmuon
 from quantmuon import formats
 from quantmuon.demo import store  # noqa: F401  (re-exported for the notebooks)
-from quantmuon.experiments import optimizers, tasks
+from quantmuon.experiments import optimizers, train
 
 FAST_ENV = "QUANTMUON_FAST"
-warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 def fast() -> bool:
@@ -57,9 +52,31 @@ def pick(full: Any, fast_value: Any) -> Any:
   return fast_value if fast() else full
 
 
-def repo_root() -> pathlib.Path:
-  """The repository's root (``configs/``, ``benchmarks/``, ``notebooks/``)."""
-  return pathlib.Path(__file__).resolve().parents[2]
+def repo_root(start: str | os.PathLike | None = None) -> pathlib.Path:
+  """The repository the notebook runs in, found from its working directory.
+
+  The package may be installed anywhere (editable or not); the configs and
+  the benchmarks are only in a checkout of the repository.
+
+  Args:
+    start: where to look from; the working directory (a notebook's own
+      directory, ``notebooks/``) by default.
+
+  Returns:
+    The nearest directory at or above ``start`` that holds ``configs/`` and
+    ``benchmarks/``.
+
+  Raises:
+    FileNotFoundError: no such directory, e.g. outside a checkout.
+  """
+  here = pathlib.Path(start or os.getcwd()).resolve()
+  for path in (here, *here.parents):
+    if (path / "configs").is_dir() and (path / "benchmarks").is_dir():
+      return path
+  raise FileNotFoundError(
+      f"no quantmuon checkout (a directory with configs/ and benchmarks/) at "
+      f"or above {here}; run the notebook from the repository's notebooks/ "
+      f"directory.")
 
 
 def load_config(name: str = "compare", *args: Any
@@ -128,61 +145,6 @@ def fp32_twin(learning_rate: optax.ScalarOrSchedule, **kwargs: Any
       consistent_rms=0.2, **kwargs)
 
 
-def train_with(config: ml_collections.ConfigDict,
-               tx: optax.GradientTransformation, name: str
-               ) -> tuple[dict[str, Any], Any, Any]:
-  """Trains ``config.task`` with the optimizer ``tx`` (no files written).
-
-  The same task, batches, step and evaluation as ``train.train``, so a
-  named optimizer gives the same losses either way; ``tx`` may be any
-  optax optimizer (build its schedule with :func:`lr_schedule`).
-
-  Args:
-    config: the experiment config (``train.steps``, ``eval_every``, ...).
-    tx: the optimizer.
-    name: the run's name in the summary.
-
-  Returns:
-    ``(summary, params, opt_state)``: ``train.summarize``'s summary with
-    ``optimizer``, ``params``, ``state_bytes``, ``state_bytes_per_param``,
-    ``diverged`` and ``wall_time_s``; the final parameters and state.
-  """
-  from quantmuon.experiments import train
-
-  start = time.perf_counter()
-  tc = config.train
-  task = tasks.make_task(config, config.seed)
-  graphdef, state = nnx.split(task.model)
-  params = nnx.to_pure_dict(state)
-  opt_state = tx.init(params)
-  n_params = sum(int(p.size) for p in jax.tree.leaves(params))
-  state_bytes = quantmuon.nbytes(opt_state)
-  step_fn = train.make_step(graphdef, task.loss, tx)
-  evaluate = train.make_eval(graphdef, task.loss)
-  records: list[dict[str, Any]] = []
-  diverged = False
-  for step in range(tc.steps):
-    t0 = time.perf_counter()
-    params, opt_state, out = step_fn(params, opt_state,
-                                     task.train_batch(step))
-    loss = float(out["loss"])
-    records.append({"step": step + 1, "split": "train", "loss": loss,
-                    "step_time_s": time.perf_counter() - t0})
-    if not np.isfinite(loss):
-      diverged = True
-      break
-    if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
-      records.append({"step": step + 1, "split": "val",
-                      **evaluate(params, task.eval_batches)})
-  summary = train.summarize(
-      records, optimizer=name, seed=config.seed, params=n_params,
-      state_bytes=state_bytes, state_bytes_per_param=state_bytes / n_params,
-      diverged=diverged, wall_time_s=time.perf_counter() - start)
-  if diverged:
-    summary["final_val_loss"] = summary["best_val_loss"] = float("nan")
-  return summary, params, opt_state
-
-
 def _path_name(path: Sequence[Any]) -> str:
   keys = []
   for k in path:
@@ -238,7 +200,8 @@ def momentum_format(tx: optax.GradientTransformation,
   return stored["w"].format
 
 
-def capture_momentum(config: ml_collections.ConfigDict | None = None
+def capture_momentum(config: ml_collections.ConfigDict | None = None,
+                     workdir: str | os.PathLike | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Real momentum: train the experiment's model, keep Muon's momentum.
 
@@ -248,6 +211,8 @@ def capture_momentum(config: ml_collections.ConfigDict | None = None
 
   Args:
     config: the experiment config.
+    workdir: where the run's metrics go; a new temporary directory by
+      default.
 
   Returns:
     ``(momentum by parameter path, the run's summary)``.
@@ -255,8 +220,9 @@ def capture_momentum(config: ml_collections.ConfigDict | None = None
   config = experiment_config() if config is None else config
   rate = float(config.learning_rates["muon_rms"])
   tx = fp32_twin(lr_schedule(config, rate))
-  summary, _, opt_state = train_with(config, tx, "fp32 heavy-ball Muon")
-  return momentum_of(opt_state), summary
+  workdir = workdir or tempfile.mkdtemp(prefix="capture_momentum_")
+  run = train.fit(config, workdir, tx=tx, name="fp32 heavy-ball Muon")
+  return momentum_of(run.opt_state), run.summary
 
 
 def show(fig: Any, dpi: int = 80) -> None:
@@ -281,28 +247,21 @@ def say(text: str) -> None:
   display(Markdown(text))
 
 
-def _cell(value: Any, digits: int) -> str:
-  if isinstance(value, float | np.floating):
-    return f"{value:.{digits}g}"
-  return str(value)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]],
-                   columns: Sequence[str] | None = None,
-                   digits: int = 4) -> str:
-  """Rows of dicts as a Markdown table (floats to ``digits`` digits)."""
-  columns = list(columns or rows[0])
-  lines = ["| " + " | ".join(columns) + " |",
-           "|" + "|".join("---" for _ in columns) + "|"]
-  for row in rows:
-    lines.append("| " + " | ".join(_cell(row.get(c, ""), digits)
-                                   for c in columns) + " |")
-  return "\n".join(lines)
-
-
 def load_benchmark(name: str) -> Any:
-  """Imports ``benchmarks/<name>.py`` (which lives beside the package)."""
-  root = str(repo_root())
-  if root not in sys.path:
-    sys.path.insert(0, root)
+  """Imports ``benchmarks.<name>`` from :func:`repo_root`'s ``benchmarks/``.
+
+  Only the ``benchmarks`` package is registered (its path is the
+  checkout's); ``sys.path`` is left alone, so every other import, the
+  installed ``quantmuon`` included, resolves as before.
+
+  Args:
+    name: the module's name, e.g. ``fp_quantization``.
+
+  Returns:
+    The module.
+  """
+  if "benchmarks" not in sys.modules:
+    spec = importlib.machinery.ModuleSpec("benchmarks", None, is_package=True)
+    spec.submodule_search_locations = [str(repo_root() / "benchmarks")]
+    sys.modules["benchmarks"] = importlib.util.module_from_spec(spec)
   return importlib.import_module(f"benchmarks.{name}")

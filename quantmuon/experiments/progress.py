@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 class Progress:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 from typing import Any
 
-import jax
-
+from quantmuon import tables
 from quantmuon.experiments import plots
 
 
@@ -26,15 +24,6 @@ def _range(spread: dict[str, float], scale: float, fmt: str) -> str:
   lo, mid, hi = (format(scale * spread[k], fmt) for k in ("min", "median",
                                                           "max"))
   return f"{mid} ({lo}-{hi})"
-
-
-def machine() -> str:
-  """A one-line description of where the run happened."""
-  devices = jax.devices()
-  kind = devices[0].device_kind if devices else "?"
-  return (f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"{len(devices)} x {kind} ({jax.default_backend()}), "
-          f"jax {jax.__version__}")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -70,9 +59,8 @@ def markdown(results: dict[str, Any]) -> str:
       f"- wall time: {results['wall_time_s'] / 60:.1f} min",
       f"- reference: `{ref}` (full precision)",
       "",
-      "| " + " | ".join(head) + " |",
-      "|" + "---|" * len(head),
   ]
+  rows = []
   for name, r in opts.items():
     flag = " (diverged)" if r.get("diverged") else ""
     if r.get("skipped_steps"):
@@ -96,8 +84,9 @@ def markdown(results: dict[str, Any]) -> str:
               _range(r["step_time"], 1e3, ".1f"),
               _range(r["time_ratio_spread"], 1, ".2f"),
               _mb(r["compiled_step_memory_bytes"])]
-    lines.append("| " + " | ".join(cells) + " |")
+    rows.append(dict(enumerate(cells)))
   lines += [
+      tables.markdown(rows, dict(enumerate(head))),  # titles may repeat
       "",
       f"Gap: (final val loss - {ref}'s) / {ref}'s, paired by seed"
       + (" (mean ± std over seeds)" if seeds > 1 else "") + ". Memory "
@@ -125,14 +114,12 @@ def markdown(results: dict[str, Any]) -> str:
   if results.get("lr_note"):
     lines += ["", f"Learning rates: {results['lr_note']}"]
   if results.get("lr_sweep"):
-    lines += ["", "## Learning-rate sweep", "",
-              "| group (shared by) | rate | final val loss |", "|---|---|---|"]
-    for group, s in results["lr_sweep"].items():
-      for t in s["tried"]:
-        best = " **best**" if t["learning_rate"] == s["best"] else ""
-        lines.append(f"| `{group}` ({', '.join(s['members'])}) | "
-                     f"{t['learning_rate']:.3g}{best} | "
-                     f"{t['final_val_loss']:.4f} |")
+    sweep = [{"group (shared by)": f"`{group}` ({', '.join(s['members'])})",
+              "rate": f"{t['learning_rate']:.3g}"
+              + (" **best**" if t["learning_rate"] == s["best"] else ""),
+              "final val loss": f"{t['final_val_loss']:.4f}"}
+             for group, s in results["lr_sweep"].items() for t in s["tried"]]
+    lines += ["", "## Learning-rate sweep", "", tables.markdown(sweep)]
   return "\n".join(lines) + "\n"
 
 
@@ -194,13 +181,15 @@ def write_all(results: dict[str, Any], workdir: str) -> None:
   """Writes results.json, results.md, loss_curves.png and memory.png.
 
   Args:
-    results: what ``compare.compare`` returns; ``date`` and ``machine`` are
-      added.
+    results: what ``compare.compare`` returns; ``date`` (local time),
+      ``environment`` (``tables.environment``) and ``machine`` (it in one
+      line) are added.
     workdir: the output directory.
   """
   now = datetime.datetime.now().astimezone()
   results.setdefault("date", now.isoformat(timespec="seconds"))
-  results.setdefault("machine", machine())
+  env = results.setdefault("environment", tables.environment())
+  results.setdefault("machine", tables.describe(env))
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)
   with open(os.path.join(workdir, "results.md"), "w") as f:

@@ -1,7 +1,10 @@
 """One training run: jitted step, evaluation, JSON-lines metrics, checkpoints.
 
 ``train(config, workdir)`` trains ``config.task`` with ``config.optimizer``
-and returns a summary (losses, state bytes, step time, compiled memory).
+and returns a summary (losses, state bytes, step time, compiled memory);
+``train(config, workdir, tx=tx, name=...)`` trains it with a ready optax
+optimizer instead, through the same loop. ``fit`` returns the final
+parameters and optimizer state beside the summary.
 With ``resume=True`` it continues from the newest checkpoint in
 ``workdir/checkpoints``; batches depend only on ``(seed, step)`` and the
 restored arrays are the saved ones, so the continued run is bit-exact.
@@ -35,6 +38,7 @@ from flax import nnx
 import quantmuon
 from quantmuon.experiments import (
     checkpoint,
+    cli,
     errors,
     metrics,
     optimizers,
@@ -161,7 +165,8 @@ class Setup:
     graphdef: the model's graph.
     params: the initial parameters (a pure dict).
     tx: the optimizer, guarded by ``guard``.
-    lr_schedule: the schedule of its main learning rate.
+    lr_schedule: the schedule of its main learning rate; None when the
+      optimizer was given ready (``setup(config, tx)``).
     opt_state: ``tx.init(params)``.
     step: the compiled training step (see ``make_step``).
     memory: the step's ``memory_stats``.
@@ -171,17 +176,20 @@ class Setup:
   graphdef: nnx.GraphDef
   params: Any
   tx: optax.GradientTransformation
-  lr_schedule: optax.Schedule
+  lr_schedule: optax.Schedule | None
   opt_state: Any
   step: StepFn
   memory: dict[str, int]
 
 
-def setup(config: ml_collections.ConfigDict) -> Setup:
+def setup(config: ml_collections.ConfigDict,
+          tx: optax.GradientTransformation | None = None) -> Setup:
   """Builds ``config``'s task and optimizer and compiles the step.
 
   Args:
     config: the experiment config (see ``defaults.base_config``).
+    tx: a ready optimizer to use instead of ``config.optimizer``'s (its
+      schedule is its own business); it is guarded all the same.
 
   Returns:
     The ``Setup``; nothing has been trained.
@@ -189,7 +197,10 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   task = tasks.make_task(config, config.seed)
   graphdef, state = nnx.split(task.model)
   params = nnx.to_pure_dict(state)
-  tx, lr_schedule = optimizers.build(config.optimizer, config.train.steps)
+  if tx is None:
+    tx, lr_schedule = optimizers.build(config.optimizer, config.train.steps)
+  else:
+    lr_schedule = None
   tx = guard(tx, config.train)
   opt_state = tx.init(params)
   step_fn = make_step(graphdef, task.loss, tx)
@@ -235,10 +246,42 @@ def summarize(records: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
   return out
 
 
+@dataclasses.dataclass
+class Trained:
+  """What ``fit`` returns.
+
+  Attributes:
+    summary: the run's summary (see ``train``).
+    params: the final parameters (a pure dict).
+    opt_state: the final optimizer state.
+  """
+
+  summary: dict[str, Any]
+  params: Any
+  opt_state: Any
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
-          *, resume: bool = False, desc: str | None = None,
-          stop_after: int | None = None) -> dict[str, Any]:
-  """Trains ``config.task`` with ``config.optimizer`` for ``train.steps``.
+          **kwargs: Any) -> dict[str, Any]:
+  """Trains ``config.task`` for ``train.steps`` and returns the summary.
+
+  Args:
+    config: the experiment config (see ``defaults.base_config``).
+    workdir: the run's directory.
+    **kwargs: ``tx``, ``name``, ``resume``, ``desc``, ``stop_after`` (see
+      ``fit``).
+
+  Returns:
+    ``fit(config, workdir, **kwargs).summary``.
+  """
+  return fit(config, workdir, **kwargs).summary
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+        *, tx: optax.GradientTransformation | None = None,
+        name: str | None = None, resume: bool = False,
+        desc: str | None = None, stop_after: int | None = None) -> Trained:
+  """Trains ``config.task`` with ``config.optimizer`` (or ``tx``).
 
   Writes ``metrics.jsonl``, ``summary.json`` and, when
   ``train.checkpoint_every`` > 0, ``checkpoints/`` to ``workdir``.
@@ -246,15 +289,22 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   Args:
     config: the experiment config (see ``defaults.base_config``).
     workdir: the run's directory.
+    tx: a ready optax optimizer to train with instead of
+      ``config.optimizer``'s; it is guarded (``guard``) the same way, and
+      its learning rate is neither logged nor summarized.
+    name: the run's name in the summary and the progress bar;
+      ``config.optimizer.name`` by default.
     resume: continue from the newest checkpoint in ``workdir`` (a fresh run
       when there is none).
-    desc: label of the progress bar (the optimizer name by default).
+    desc: label of the progress bar (``name`` by default).
     stop_after: stop once this many steps are done, as if interrupted (the
       schedule still spans ``train.steps``); None runs to the end.
 
   Returns:
-    The summary (see ``summarize``) with ``optimizer``, ``seed``,
-    ``learning_rate``, ``params``, ``state_bytes``,
+    The final parameters and state, and the summary (see ``summarize``)
+    with ``optimizer`` (``name``), ``seed``, ``learning_rate``
+    (``config.optimizer.learning_rate``, None with ``tx``), ``params``,
+    ``state_bytes``,
     ``state_bytes_per_param``, the split of the state (``matrix_params``,
     ``matrix_state_bytes``, ``state_bytes_per_matrix_param``,
     ``other_params``, ``other_state_bytes``; see
@@ -265,7 +315,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   """
   os.makedirs(workdir, exist_ok=True)
   tc = config.train
-  run = setup(config)
+  name = name or config.optimizer.name
+  run = setup(config, tx)
   task, params, opt_state = run.task, run.params, run.opt_state
   compiled, memory, lr_schedule = run.step, run.memory, run.lr_schedule
   n_params = sum(int(p.size) for p in jax.tree.leaves(params))
@@ -288,7 +339,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
   items = task.info["items_per_step"]
   bar = progress.make(tc.progress, tc.steps, start,
-                      desc or config.optimizer.name)
+                      desc or name)
   postfix: dict[str, str] = {}
   diverged = False
   end = tc.steps if stop_after is None else min(stop_after, tc.steps)
@@ -300,18 +351,20 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     dt = time.perf_counter() - t0
     done = step + 1
     in_a_row = consecutive_skips(opt_state)
-    log.write({"step": done, "split": "train", "loss": loss,
-               "lr": float(lr_schedule(step)), "step_time_s": dt,
-               "skipped": in_a_row > 0})
+    record = {"step": done, "split": "train", "loss": loss,
+              "step_time_s": dt, "skipped": in_a_row > 0}
+    if lr_schedule is not None:
+      record["lr"] = float(lr_schedule(step))
+    log.write(record)
     if in_a_row and in_a_row >= tc.max_consecutive_skips:
       diverged = True
-      bar.message(f"{config.optimizer.name}: {in_a_row} steps in a row had "
+      bar.message(f"{name}: {in_a_row} steps in a row had "
                 f"non-finite gradients (up to step {done}); stopping this "
                 f"run.")
       break
     if not np.isfinite(loss) and not in_a_row:
       diverged = True
-      bar.message(f"{config.optimizer.name}: training loss is {loss} at step "
+      bar.message(f"{name}: training loss is {loss} at step "
                 f"{done}; stopping this run.")
       break
     if done % tc.eval_every == 0 or done == tc.steps:
@@ -330,8 +383,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     ckpt.close()
 
   summary = summarize(
-      log.read(), optimizer=config.optimizer.name, seed=config.seed,
-      learning_rate=config.optimizer.learning_rate, params=n_params,
+      log.read(), optimizer=name, seed=config.seed,
+      learning_rate=config.optimizer.learning_rate if tx is None else None,
+      params=n_params,
       state_bytes=state_bytes, state_bytes_per_param=state_bytes / n_params,
       matrix_params=split["matrix_params"],
       matrix_state_bytes=split["matrix_state_bytes"],
@@ -345,14 +399,26 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     summary["final_val_loss"] = summary["best_val_loss"] = float("nan")
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
-  return summary
+  return Trained(summary, params, opt_state)
+
+
+def command(config: ml_collections.ConfigDict, workdir: str,
+            resume: bool) -> None:
+  """Runs one training run and prints its summary.
+
+  Args:
+    config: the loaded config.
+    workdir: the output directory.
+    resume: continue from the newest checkpoint.
+  """
+  summary = train(config, workdir, resume=resume)
+  brief = {k: v for k, v in summary.items() if not k.endswith("_curve")}
+  print(json.dumps(brief, indent=1))
 
 
 def main() -> None:
   """``quantmuon-train``: one run from a config file."""
-  from quantmuon.experiments import cli
-
-  cli.run(cli.train_command)
+  cli.run(command)
 
 
 if __name__ == "__main__":

@@ -237,3 +237,36 @@ def test_config_errors_are_one_line(tmp_path, option, expected):
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1, out.stderr[-3000:]
   assert ": error: " in lines[0] and expected in lines[0], lines[0]
+
+
+def test_a_ready_optimizer_trains_through_the_same_loop(tmp_path):
+  """``tx=`` gives the named optimizer's losses, under its own name."""
+  config = tiny_config(steps=3)
+  config.optimizer.name = "muonq"
+  named = train.train(config, tmp_path / "named")
+  tx, _ = optimizers.build(config.optimizer, config.train.steps)
+  ready = train.fit(config, tmp_path / "ready", tx=tx, name="my muonq")
+  assert ready.summary["train_curve"] == named["train_curve"]
+  assert ready.summary["val_curve"] == named["val_curve"]
+  assert ready.summary["state_bytes"] == named["state_bytes"]
+  assert ready.summary["optimizer"] == "my muonq"
+  assert ready.summary["learning_rate"] is None
+  assert named["learning_rate"] == config.optimizer.learning_rate
+  records = [json.loads(line)
+             for line in open(tmp_path / "ready" / "metrics.jsonl")]
+  assert all("lr" not in r for r in records)
+  n_params = sum(int(p.size) for p in jax.tree.leaves(ready.params))
+  assert n_params == named["params"]
+  assert isinstance(ready.opt_state, optax.ApplyIfFiniteState)
+
+
+def test_importing_the_loop_defines_no_flags():
+  """A program with its own absl flags can import train and compare."""
+  code = ("from absl import flags\n"
+          "import quantmuon.experiments.compare\n"
+          "print(sorted({'config', 'workdir', 'resume'} & set(flags.FLAGS)))")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == "[]"

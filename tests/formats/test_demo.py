@@ -50,11 +50,3 @@ def test_errors_shrink_with_bits(momentum):
   errs = [demo.evaluate(momentum, Blockwise(bits=b, block_size=64))["rel_err"]
           for b in (8, 4, 2)]
   assert errs[0] < errs[1] < errs[2]
-
-
-def test_format_table_aligns():
-  text = demo.format_table([{"a": "x", "b": 1.23456}, {"a": "long", "b": 2}],
-                           ["a", "b"])
-  lines = text.splitlines()
-  assert len(lines) == 4 and len({len(line) for line in lines}) == 1
-  assert "1.235" in lines[2]
