@@ -93,10 +93,10 @@ def fidelity() -> str | None:
   data = _load("fidelity")
   if data is None:
     return None
-  table = _markdown(data["rows"], [
-      ("preset", "preset"), ("source", "gradients"), ("leaf", "leaf"),
-      ("shape", "shape"), ("min_cosine", "min cosine"),
-      ("mean_cosine", "mean cosine")])
+  table = tables.markdown(data["rows"], {
+      "preset": "preset", "source": "gradients", "leaf": "leaf",
+      "shape": "shape", "min_cosine": "min cosine",
+      "mean_cosine": "mean cosine"})
   settings = data["settings"]
   return (f"Update fidelity: cosine of each step's update with the exact "
           f"full-precision twin's, on the same gradients (synthetic: "
@@ -112,12 +112,12 @@ def memory_at_scale() -> str | None:
   rows = [r for r in data["rows"] if r["config"] == "configs/gpt2_small.py"]
   if not rows:
     return None
-  table = _markdown(rows, [
-      ("optimizer", "optimizer"), ("state_MiB", "state MiB"),
-      ("B_per_matrix_param", "B / matrix param"),
-      ("B_per_param", "B / param (all)"), ("rest_MiB", "AdamW rest MiB"),
-      ("floor_GiB", "params + grads + state GiB"),
-      ("saved_vs_muon_MiB", "saved vs muon MiB")], "{:.4g}")
+  table = tables.markdown(rows, {
+      "optimizer": "optimizer", "state_MiB": "state MiB",
+      "B_per_matrix_param": "B / matrix param",
+      "B_per_param": "B / param (all)", "rest_MiB": "AdamW rest MiB",
+      "floor_GiB": "params + grads + state GiB",
+      "saved_vs_muon_MiB": "saved vs muon MiB"})
   return (f"Optimizer state at a user's scale: `configs/gpt2_small.py` "
           f"({rows[0]['params']:,} parameters, {rows[0]['matrix_params']:,} "
           f"in Muon matrices), from shapes alone "
