@@ -134,15 +134,15 @@ def lr_schedule(config: ml_collections.ConfigDict, peak: float
 
 def fp32_twin(learning_rate: optax.ScalarOrSchedule, **kwargs: Any
               ) -> optax.GradientTransformationExtraArgs:
-  """Full-precision Muon with the quantized presets' own settings.
+  """The exact full-precision twin of ``muon_4bit`` and ``muon_grasp``.
 
-  Heavy-ball momentum (``M = beta M + G``), Newton-Schulz of M itself (no
-  Nesterov), consistent-RMS 0.2: what ``muon_4bit``, ``muonq`` and
-  ``muon_grasp`` do, with the momentum kept in float32.
+  ``quantmuon.full_precision_twin(quantmuon.muon_4bit)``: heavy-ball
+  momentum (``M = beta M + G``), Newton-Schulz of M itself (no Nesterov),
+  consistent-RMS 0.2, the momentum in float32. (MuonQ's twin also
+  normalizes: ``full_precision_twin(quantmuon.muonq)``.)
   """
-  return quantmuon.quantized_muon(
-      learning_rate, formats.Float(), accumulation="sum", nesterov=False,
-      consistent_rms=0.2, **kwargs)
+  return quantmuon.full_precision_twin(quantmuon.muon_4bit)(
+      learning_rate, **kwargs)
 
 
 def _path_name(path: Sequence[Any]) -> str:
