@@ -13,6 +13,7 @@ from quantmuon.presets import (
 from quantmuon.routing import muon_labels
 from quantmuon.transforms import (
     QuantizedMomentumState,
+    leafwise_muon,
     log_mantissa_schedule,
     orthogonalize,
     quantize_gradients,
@@ -25,6 +26,7 @@ from quantmuon.transforms import (
 __all__ = [
     "QuantizedMomentumState",
     "formats",
+    "leafwise_muon",
     "log_mantissa_schedule",
     "memory_report",
     "muon",

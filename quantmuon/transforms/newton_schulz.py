@@ -130,6 +130,29 @@ def orthogonalize_leaf(u: Array, schedule: NewtonSchulz, eps: float,
   return jnp.transpose(result, np.argsort(perm)).astype(u.dtype)
 
 
+def leaf_dimension_numbers(dimension_numbers: Any, updates: Any
+                           ) -> list[_tree.DimNums | None]:
+  """The dimension numbers of each leaf of ``updates``, in leaf order.
+
+  Args:
+    dimension_numbers: as for :func:`orthogonalize`.
+    updates: the updates tree.
+
+  Returns:
+    One ``MuonDimensionNumbers`` (or None for a plain matrix) a leaf.
+
+  Raises:
+    ValueError: for a leaf that has no matrix to orthogonalize, before
+      anything is traced.
+  """
+  lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
+  paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+  dims = [lookup(path) for path, _ in paths]
+  for (_, leaf), dim in zip(paths, dims, strict=True):
+    _tree.matrix_axes(leaf.shape, dim)
+  return dims
+
+
 def orthogonalize(
     ns_coeffs: str | Sequence[float] | Sequence[Sequence[float]] = "quintic",
     ns_steps: int | None = 5,
@@ -158,12 +181,8 @@ def orthogonalize(
 
   def update_fn(updates, state, params=None):
     del params
-    lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
-    leaves = [leaf for _, leaf in paths]
-    dims = [lookup(path) for path, _ in paths]
-    for leaf, dim in zip(leaves, dims, strict=True):
-      _tree.matrix_axes(leaf.shape, dim)  # raise before tracing anything
+    leaves, treedef = jax.tree.flatten(updates)
+    dims = leaf_dimension_numbers(dimension_numbers, updates)
     outs = _tree.map_in_order(
         lambda i, leaf: orthogonalize_leaf(leaf, schedule, eps, dims[i]),
         leaves)
