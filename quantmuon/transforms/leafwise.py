@@ -4,12 +4,14 @@ The chain ``scale_by_quantized_momentum -> orthogonalize -> scale_by_shape``
 emits every leaf's fresh float32 momentum as one tree before Newton-Schulz
 starts, so the momenta of all leaves are alive at once and the compiled
 update needs as much memory as float32 Muon, whatever the stored format.
-:func:`leafwise_muon` runs the same three per-leaf functions
-(:func:`quantmuon.transforms.momentum.leaf_step`,
-:func:`quantmuon.transforms.newton_schulz.orthogonalize_leaf`,
-:func:`quantmuon.transforms.scale.scale_leaf`) for one leaf, then the next,
-ordered by :func:`quantmuon.transforms._tree.map_in_order`, so only one
-leaf's float32 intermediates are alive at a time. Its updates and state are
+:func:`leafwise_muon` runs the same per-leaf functions: the momentum step
+(:func:`quantmuon.transforms.momentum.leaf_step`) and Newton-Schulz
+(:func:`quantmuon.transforms.newton_schulz.orthogonalize_leaf`) of each
+leaf as one unit of XLA work
+(:func:`quantmuon.transforms._tree.map_isolated`), so only one leaf's
+float32 intermediates are alive at a time; then the elementwise shape
+scaling (:func:`quantmuon.transforms.scale.scale_leaf`), which XLA fuses
+with what follows. Its updates and state are
 the chain's, bit for bit.
 """
 
@@ -83,11 +85,16 @@ def leafwise_muon(
       fresh, new_stored = momentum_lib.leaf_step(
           i, g, s, beta=beta, accumulation=accumulation, normalize=normalize,
           nesterov=nesterov, count=count, base_key=base_key, impl=impl)
-      u = newton_schulz.orthogonalize_leaf(fresh, schedule, eps, dims[i])
-      return scale.scale_leaf(u, dims[i], consistent_rms), new_stored
+      mats = newton_schulz.to_matrices(fresh, dims[i])
+      return newton_schulz.newton_schulz(mats, schedule, eps), new_stored
 
-    outs = _tree.map_in_order(leaf, grads, stored)
-    new_updates = treedef.unflatten([o[0] for o in outs])
+    outs = _tree.map_isolated(leaf, grads, stored)
+    # Scaled outside the isolated part, as the chain scales, so that XLA
+    # rewrites the scaling and what follows it (the learning rate) alike.
+    new_updates = treedef.unflatten([
+        scale.scale_leaf(newton_schulz.from_matrices(o[0], g, dim), dim,
+                         consistent_rms)
+        for o, g, dim in zip(outs, grads, dims, strict=True)])
     momentum = state_def.unflatten([o[1] for o in outs])
     return new_updates, momentum_lib.QuantizedMomentumState(count, momentum)
 

@@ -10,6 +10,7 @@ import pytest
 from optax.contrib import MuonDimensionNumbers
 
 import quantmuon as qm
+from quantmuon.transforms import _tree
 
 PRESETS = {
     "muon": qm.muon,
@@ -103,3 +104,16 @@ def test_leafwise_muon_names_the_mismatched_tree():
 def test_pipeline_names_its_choices():
   with pytest.raises(ValueError, match="pipeline"):
     qm.muon(1e-3, pipeline="fused")
+
+
+def test_map_isolated_gives_tree_map_results_with_nan_first_elements():
+  xs = [jnp.array([jnp.nan, 1.0]), jnp.ones((2, 3)), jnp.zeros(())]
+  empty = [jnp.zeros((0, 3))]
+  def f(i, x):
+    return x * 2 + i
+  run = jax.jit(lambda xs: _tree.map_isolated(f, xs))
+  for ours, x, i in zip(run(xs), xs, range(3), strict=True):
+    np.testing.assert_array_equal(ours, f(i, x))
+  jaxpr = jax.make_jaxpr(lambda xs: _tree.map_isolated(f, xs))(xs)
+  assert sum(e.primitive.name == "cond" for e in jaxpr.eqns) == len(xs)
+  assert _tree.map_isolated(f, empty)[0].shape == (0, 3)
