@@ -17,8 +17,11 @@ the chain's, bit for bit.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from quantmuon import formats
@@ -81,14 +84,24 @@ def leafwise_muon(
     dims = newton_schulz.leaf_dimension_numbers(dimension_numbers, updates)
     base_key = momentum_lib.step_key(seed, count)
 
-    def leaf(i, g, s):
+    distinct = []  # the distinct dimension numbers, by position
+    for dim in dims:
+      if dim not in distinct:
+        distinct.append(dim)
+
+    # Jitted so that leaves of one shape and format are traced and lowered
+    # once (XLA still compiles each); the position is an argument for that.
+    @functools.partial(jax.jit, static_argnums=(3,))
+    def core(i, g, s, dim_index):
       fresh, new_stored = momentum_lib.leaf_step(
           i, g, s, beta=beta, accumulation=accumulation, normalize=normalize,
           nesterov=nesterov, count=count, base_key=base_key, impl=impl)
-      mats = newton_schulz.to_matrices(fresh, dims[i])
+      mats = newton_schulz.to_matrices(fresh, distinct[dim_index])
       return newton_schulz.newton_schulz(mats, schedule, eps), new_stored
 
-    outs = _tree.map_isolated(leaf, grads, stored)
+    outs = _tree.map_isolated(
+        lambda i, g, s: core(jnp.uint32(i), g, s, distinct.index(dims[i])),
+        grads, stored)
     # Scaled outside the isolated part, as the chain scales, so that XLA
     # rewrites the scaling and what follows it (the learning rate) alike.
     new_updates = treedef.unflatten([
