@@ -92,7 +92,9 @@ def map_in_order(fn: Callable[..., Any], *trees: Any,
   with the previous leaf's outputs, so XLA cannot interleave the leaves and
   the temporaries of one leaf are freed before the next leaf's are
   allocated. This bounds peak memory by the largest leaf instead of the sum
-  over leaves (DESIGN.md, "Performance notes").
+  over leaves (DESIGN.md, "Performance notes") where XLA's scheduler keeps
+  the order; the CPU backend's default, concurrency-optimized scheduler
+  does not, and interleaves the leaves anyway (see :func:`map_isolated`).
 
   Args:
     fn: called as ``fn(i, *leaves)`` for leaf position ``i`` (a Python int).
