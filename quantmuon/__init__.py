@@ -15,6 +15,7 @@ from quantmuon.presets import (
 from quantmuon.routing import muon_labels
 from quantmuon.transforms import (
     QuantizedMomentumState,
+    leafwise_muon,
     log_mantissa_schedule,
     orthogonalize,
     quantize_gradients,
@@ -28,6 +29,7 @@ __all__ = [
     "QuantizedMomentumState",
     "formats",
     "full_precision_twin",
+    "leafwise_muon",
     "log_mantissa_schedule",
     "memory_report",
     "muon",

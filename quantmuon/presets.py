@@ -6,6 +6,9 @@ optax's own and routes parameters with :func:`quantmuon.muon_labels`:
   scale_by_quantized_momentum -> orthogonalize -> scale_by_shape
   -> add_decayed_weights -> scale_by_learning_rate
 
+where the first three run as one transform, :func:`quantmuon.leafwise_muon`,
+one leaf at a time (``pipeline="chain"`` chains them as written).
+
 Presets follow their papers:
 
 - :func:`muon`: full precision, numerically ``optax.contrib.muon``.
@@ -40,6 +43,7 @@ from quantmuon import formats, routing
 from quantmuon.formats.base import check_choice
 from quantmuon.transforms import (
     _tree,
+    leafwise_muon,
     orthogonalize,
     quantize_state,
     scale_by_quantized_momentum,
@@ -78,6 +82,7 @@ def quantized_muon(
     adam_weight_decay: float = 0.0,
     adam_state_format: Any = None,
     impl: str = "auto",
+    pipeline: str = "leafwise",
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with its momentum stored in ``momentum_format``; AdamW elsewhere.
 
@@ -115,6 +120,12 @@ def quantized_muon(
     impl: how the momentum step runs: ``auto`` (fused Pallas kernels when
       lowering for TPU or GPU, XLA for the CPU), ``xla``, ``pallas`` or
       ``pallas_interpret`` (see :mod:`quantmuon.kernels.dispatch`).
+    pipeline: ``leafwise`` (:func:`quantmuon.leafwise_muon`: momentum step,
+      Newton-Schulz and scaling of one Muon leaf before the next, so only
+      one leaf's float32 intermediates are alive at a time) or ``chain``
+      (the composable transforms chained, which emit every leaf's float32
+      momentum at once); the two give the same updates and state, bit for
+      bit, in different state trees.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -130,15 +141,24 @@ def quantized_muon(
     twin.append({**arguments, "momentum_format": momentum_format})
   if dimension_numbers is None:
     dimension_numbers = routing.default_dimension_numbers
+  check_choice(pipeline, "pipeline", ("leafwise", "chain"))
+  momentum_options = dict(
+      beta=beta, nesterov=nesterov, momentum_format=momentum_format,
+      accumulation=accumulation, normalize=normalize, min_size=min_size,
+      seed=seed, impl=impl)
+  ns_options = dict(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps)
+  if pipeline == "leafwise":
+    muon_steps = [leafwise_muon(
+        **momentum_options, **ns_options, consistent_rms=consistent_rms,
+        dimension_numbers=dimension_numbers)]
+  else:
+    muon_steps = [
+        scale_by_quantized_momentum(**momentum_options),
+        orthogonalize(**ns_options, dimension_numbers=dimension_numbers),
+        scale_by_shape(consistent_rms=consistent_rms,
+                       dimension_numbers=dimension_numbers)]
   muon_chain = optax.chain(
-      scale_by_quantized_momentum(
-          beta=beta, nesterov=nesterov, momentum_format=momentum_format,
-          accumulation=accumulation, normalize=normalize, min_size=min_size,
-          seed=seed, impl=impl),
-      orthogonalize(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps,
-                    dimension_numbers=dimension_numbers),
-      scale_by_shape(consistent_rms=consistent_rms,
-                     dimension_numbers=dimension_numbers),
+      *muon_steps,
       _decay(weight_decay, weight_decay_mask),
       optax.scale_by_learning_rate(learning_rate),
   )

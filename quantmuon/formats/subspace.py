@@ -103,9 +103,14 @@ class Subspace(Format):
     return self.rank
 
   def _start(self, n: int, k: int) -> Array:
-    """The fixed Gaussian start of R, column-normalized."""
-    g = jax.random.normal(jax.random.key(self.seed), (n, k), jnp.float32)
-    return g / jnp.linalg.norm(g, axis=0, keepdims=True)
+    """The fixed Gaussian start of R, column-normalized.
+
+    Computed when traced, as a constant of the program: generated inside
+    it, the random bits cost a large fusion to compile in every step.
+    """
+    with jax.ensure_compile_time_eval():
+      g = jax.random.normal(jax.random.key(self.seed), (n, k), jnp.float32)
+      return g / jnp.linalg.norm(g, axis=0, keepdims=True)
 
   def _normalize_columns(self, r: Array) -> Array:
     """R / column_norms(R); zero columns restart from the Gaussian start."""

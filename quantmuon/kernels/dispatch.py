@@ -150,10 +150,13 @@ def fused_step(stored: formats.Stored, g: Array, *, beta: Any,
 
   if impl == "pallas_interpret":
     return kernel("gpu", True)()
+  # One callable for CUDA and ROCm: platform_dependent traces each distinct
+  # branch, and the CPU takes the default branch, traced once.
+  gpu_kernel = kernel("gpu", False)
   if impl == "pallas":
     return jax.lax.platform_dependent(
-        tpu=kernel("tpu", False), cuda=kernel("gpu", False),
-        rocm=kernel("gpu", False), default=kernel("gpu", False, guard=True))
+        tpu=kernel("tpu", False), cuda=gpu_kernel, rocm=gpu_kernel,
+        default=kernel("gpu", False, guard=True))
   return jax.lax.platform_dependent(
-      cpu=reference, tpu=kernel("tpu", False), cuda=kernel("gpu", False),
-      rocm=kernel("gpu", False), default=reference)
+      tpu=kernel("tpu", False), cuda=gpu_kernel, rocm=gpu_kernel,
+      default=reference)

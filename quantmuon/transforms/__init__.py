@@ -6,6 +6,7 @@ from quantmuon.transforms.fp import (
     quantize_gradients,
     snap_params,
 )
+from quantmuon.transforms.leafwise import leafwise_muon
 from quantmuon.transforms.momentum import (
     QuantizedMomentumState,
     scale_by_quantized_momentum,
@@ -23,6 +24,7 @@ __all__ = [
     "QuantizedMomentumState",
     "QuantizedState",
     "StoredLeaf",
+    "leafwise_muon",
     "log_mantissa_schedule",
     "orthogonalize",
     "quantize_gradients",

@@ -186,46 +186,134 @@ def scale_by_quantized_momentum(
     An ``optax.GradientTransformation`` whose state is a
     ``QuantizedMomentumState``.
   """
+  min_size, seed = check_options(momentum_format, accumulation, min_size,
+                                 seed, impl)
+
+  def init_fn(params):
+    return init_momentum(params, momentum_format, min_size)
+
+  def update_fn(updates, state, params=None):
+    del params
+    count = optax.safe_increment(state.count)
+    grads, treedef, stored, state_def = pair_leaves(
+        updates, state, "scale_by_quantized_momentum")
+    base_key = step_key(seed, count)
+    outs = _tree.map_in_order(
+        lambda i, g, s: leaf_step(
+            i, g, s, beta=beta, accumulation=accumulation,
+            normalize=normalize, nesterov=nesterov, count=count,
+            base_key=base_key, impl=impl), grads, stored)
+    fresh = treedef.unflatten([o[0] for o in outs])
+    momentum = state_def.unflatten([o[1] for o in outs])
+    return fresh, QuantizedMomentumState(count, momentum)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def check_options(momentum_format: formats.Format, accumulation: str,
+                  min_size: int | None, seed: int | None, impl: str
+                  ) -> tuple[int, int]:
+  """Checks the options of a momentum step.
+
+  Args:
+    momentum_format: must be a ``quantmuon.formats`` format.
+    accumulation: one of ``ACCUMULATIONS``.
+    min_size: a static int or None (4096).
+    seed: a static int or None (0).
+    impl: one of ``IMPLS``.
+
+  Returns:
+    ``(min_size, seed)`` as Python ints.
+
+  Raises:
+    ValueError: naming the bad option.
+  """
   check_choice(accumulation, "accumulation", ACCUMULATIONS)
   check_choice(impl, "impl", IMPLS)
   if not isinstance(momentum_format, formats.Format):
     raise ValueError(
         "momentum_format must be a quantmuon.formats format, got "
         f"{momentum_format!r}.")
-  min_size = _tree.static_int(min_size, "min_size", 4096)
-  seed = _tree.static_int(seed, "seed", 0)
+  return (_tree.static_int(min_size, "min_size", 4096),
+          _tree.static_int(seed, "seed", 0))
 
-  def init_fn(params):
-    momentum = jax.tree.map(
-        lambda p: leaf_format(momentum_format, p.size, min_size).init(
-            p.shape, jnp.float32), _tree.without_variables(params))
-    return QuantizedMomentumState(jnp.zeros([], jnp.int32), momentum)
 
-  def update_fn(updates, state, params=None):
-    del params
-    count = optax.safe_increment(state.count)
-    grads, treedef = jax.tree.flatten(updates)
-    stored, state_def = jax.tree.flatten(state.momentum,
-                                         is_leaf=formats.is_stored)
-    if len(stored) != len(grads):
-      raise ValueError(
-          f"scale_by_quantized_momentum: the updates have {len(grads)} "
-          f"leaves but the state was built for {len(stored)}; call init "
-          "with a tree of the updates' structure.")
-    base_key = jax.random.fold_in(jax.random.key(seed), count)
+def init_momentum(params: Any, momentum_format: formats.Format,
+                  min_size: int) -> QuantizedMomentumState:
+  """The zero momentum of ``params``, each leaf in its format.
 
-    # Imported here: the kernels build on this module's reference path.
-    from quantmuon.kernels import dispatch
+  Args:
+    params: the parameters; ``flax.nnx.Variable`` wrappers are stripped
+      (see :func:`quantmuon.transforms._tree.without_variables`).
+    momentum_format: the format of leaves of ``min_size`` elements or more.
+    min_size: smaller leaves are stored in float32.
 
-    def leaf(i, g, s):
-      key = jax.random.fold_in(base_key, i)
-      return dispatch.fused_step(
-          s, g, beta=beta, accumulation=accumulation, normalize=normalize,
-          nesterov=nesterov, count=count, key=key, impl=impl)
+  Returns:
+    A ``QuantizedMomentumState`` at step 0.
+  """
+  momentum = jax.tree.map(
+      lambda p: leaf_format(momentum_format, p.size, min_size).init(
+          p.shape, jnp.float32), _tree.without_variables(params))
+  return QuantizedMomentumState(jnp.zeros([], jnp.int32), momentum)
 
-    outs = _tree.map_in_order(leaf, grads, stored)
-    fresh = treedef.unflatten([o[0] for o in outs])
-    momentum = state_def.unflatten([o[1] for o in outs])
-    return fresh, QuantizedMomentumState(count, momentum)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+def pair_leaves(updates: Any, state: QuantizedMomentumState, who: str
+                ) -> tuple[list[Array], Any, list[formats.Stored], Any]:
+  """The gradient leaves and the stored leaves, paired by order.
+
+  Args:
+    updates: the gradients.
+    state: the momentum state.
+    who: the transform's name, for the error.
+
+  Returns:
+    ``(gradient leaves, their treedef, stored leaves, their treedef)``.
+
+  Raises:
+    ValueError: if the two trees have different numbers of leaves.
+  """
+  grads, treedef = jax.tree.flatten(updates)
+  stored, state_def = jax.tree.flatten(state.momentum,
+                                       is_leaf=formats.is_stored)
+  if len(stored) != len(grads):
+    raise ValueError(
+        f"{who}: the updates have {len(grads)} leaves but the state was "
+        f"built for {len(stored)}; call init with a tree of the updates' "
+        "structure.")
+  return grads, treedef, stored, state_def
+
+
+def step_key(seed: int, count: Array) -> Array:
+  """The step's base key for stochastic rounding: ``seed`` folded with
+  ``count``, so a resumed run draws the same keys."""
+  return jax.random.fold_in(jax.random.key(seed), count)
+
+
+def leaf_step(i: int, g: Array, stored: formats.Stored, *, beta: Array,
+              accumulation: str, normalize: bool, nesterov: bool,
+              count: Array, base_key: Array, impl: str
+              ) -> tuple[Array, formats.Stored]:
+  """The momentum step of leaf ``i`` by ``impl``.
+
+  Args:
+    i: the leaf's position (its key is ``base_key`` folded with it).
+    g: the gradient.
+    stored: the stored momentum.
+    beta: momentum decay.
+    accumulation: ``ema`` or ``sum``.
+    normalize: MuonQ normalization.
+    nesterov: emit the Nesterov mix.
+    count: the step count (after incrementing).
+    base_key: from :func:`step_key`.
+    impl: one of ``IMPLS``.
+
+  Returns:
+    ``(fresh momentum in g's dtype, new stored momentum)``.
+  """
+  # Imported here: the kernels build on this module's reference path.
+  from quantmuon.kernels import dispatch
+
+  return dispatch.fused_step(
+      stored, g, beta=beta, accumulation=accumulation, normalize=normalize,
+      nesterov=nesterov, count=count, key=jax.random.fold_in(base_key, i),
+      impl=impl)

@@ -116,18 +116,74 @@ def newton_schulz(x: Array, schedule: NewtonSchulz, eps: float = 1e-7
 def orthogonalize_leaf(u: Array, schedule: NewtonSchulz, eps: float,
                        dim_nums: _tree.DimNums | None) -> Array:
   """Newton-Schulz on one leaf, reshaped by its dimension numbers."""
+  return from_matrices(
+      newton_schulz(to_matrices(u, dim_nums), schedule, eps), u, dim_nums)
+
+
+def to_matrices(u: Array, dim_nums: _tree.DimNums | None) -> Array:
+  """A leaf as the matrix (or batch of matrices) Newton-Schulz takes.
+
+  Args:
+    u: the leaf.
+    dim_nums: its dimension numbers, or None for a plain matrix.
+
+  Returns:
+    ``u`` itself for a plain matrix, else ``u`` with its batch, reduction
+    and output axes moved and merged into shape ``(batch, fan_in,
+    fan_out)``.
+  """
   batch, red, out = _tree.matrix_axes(u.shape, dim_nums)
   if not batch and red == (0,) and out == (1,):
-    return newton_schulz(u, schedule, eps).astype(u.dtype)
+    return u
   perm = batch + red + out
-  moved = jnp.transpose(u, perm)
   sizes = [u.shape[a] for a in perm]
   nb, nr = len(batch), len(red)
-  mats = moved.reshape(int(np.prod(sizes[:nb])),
-                       int(np.prod(sizes[nb:nb + nr])),
-                       int(np.prod(sizes[nb + nr:])))
-  result = newton_schulz(mats, schedule, eps).reshape(sizes)
+  return jnp.transpose(u, perm).reshape(
+      int(np.prod(sizes[:nb])), int(np.prod(sizes[nb:nb + nr])),
+      int(np.prod(sizes[nb + nr:])))
+
+
+def from_matrices(x: Array, u: Array, dim_nums: _tree.DimNums | None
+                  ) -> Array:
+  """The inverse of :func:`to_matrices`: ``x`` in ``u``'s layout and dtype.
+
+  Args:
+    x: the output of Newton-Schulz on ``to_matrices(u, dim_nums)``.
+    u: the leaf (only its shape and dtype are read).
+    dim_nums: its dimension numbers, or None for a plain matrix.
+
+  Returns:
+    ``x`` with ``u``'s shape and dtype.
+  """
+  batch, red, out = _tree.matrix_axes(u.shape, dim_nums)
+  if not batch and red == (0,) and out == (1,):
+    return x.astype(u.dtype)
+  perm = batch + red + out
+  result = x.reshape([u.shape[a] for a in perm])
   return jnp.transpose(result, np.argsort(perm)).astype(u.dtype)
+
+
+def leaf_dimension_numbers(dimension_numbers: Any, updates: Any
+                           ) -> list[_tree.DimNums | None]:
+  """The dimension numbers of each leaf of ``updates``, in leaf order.
+
+  Args:
+    dimension_numbers: as for :func:`orthogonalize`.
+    updates: the updates tree.
+
+  Returns:
+    One ``MuonDimensionNumbers`` (or None for a plain matrix) a leaf.
+
+  Raises:
+    ValueError: for a leaf that has no matrix to orthogonalize, before
+      anything is traced.
+  """
+  lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
+  paths = jax.tree_util.tree_flatten_with_path(updates)[0]
+  dims = [lookup(path) for path, _ in paths]
+  for (_, leaf), dim in zip(paths, dims, strict=True):
+    _tree.matrix_axes(leaf.shape, dim)
+  return dims
 
 
 def orthogonalize(
@@ -158,12 +214,8 @@ def orthogonalize(
 
   def update_fn(updates, state, params=None):
     del params
-    lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(updates)
-    leaves = [leaf for _, leaf in paths]
-    dims = [lookup(path) for path, _ in paths]
-    for leaf, dim in zip(leaves, dims, strict=True):
-      _tree.matrix_axes(leaf.shape, dim)  # raise before tracing anything
+    leaves, treedef = jax.tree.flatten(updates)
+    dims = leaf_dimension_numbers(dimension_numbers, updates)
     outs = _tree.map_in_order(
         lambda i, leaf: orthogonalize_leaf(leaf, schedule, eps, dims[i]),
         leaves)

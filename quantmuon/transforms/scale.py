@@ -11,6 +11,26 @@ import optax
 from quantmuon.transforms import _tree
 
 
+def scale_leaf(update: jax.Array, dim_nums: _tree.DimNums | None,
+               consistent_rms: float | None) -> jax.Array:
+  """One leaf's update scaled by the rule of :func:`scale_by_shape`.
+
+  Args:
+    update: the orthogonalized update.
+    dim_nums: its dimension numbers, or None for a plain matrix.
+    consistent_rms: None for the width rule, else the RMS target.
+
+  Returns:
+    The scaled update, in ``update``'s dtype.
+  """
+  fan_in, fan_out = _tree.fans(update.shape, dim_nums)
+  if consistent_rms is None:
+    factor = jnp.sqrt(jnp.maximum(1.0, fan_out / fan_in))
+  else:
+    factor = consistent_rms * jnp.sqrt(float(max(fan_in, fan_out)))
+  return (factor * update).astype(update.dtype)
+
+
 def scale_by_shape(consistent_rms: float | None = None,
                    dimension_numbers: Any = None
                    ) -> optax.GradientTransformation:
@@ -31,19 +51,12 @@ def scale_by_shape(consistent_rms: float | None = None,
     A stateless ``optax.GradientTransformation``.
   """
 
-  def scale(update: jax.Array, dim_nums: Any) -> jax.Array:
-    fan_in, fan_out = _tree.fans(update.shape, dim_nums)
-    if consistent_rms is None:
-      factor = jnp.sqrt(jnp.maximum(1.0, fan_out / fan_in))
-    else:
-      factor = consistent_rms * jnp.sqrt(float(max(fan_in, fan_out)))
-    return (factor * update).astype(update.dtype)
-
   def update_fn(updates, state, params=None):
     del params
     lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
     scaled = jax.tree_util.tree_map_with_path(
-        lambda path, u: scale(u, lookup(path)), updates)
+        lambda path, u: scale_leaf(u, lookup(path), consistent_rms),
+        updates)
     return scaled, state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)

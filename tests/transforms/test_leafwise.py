@@ -1,0 +1,119 @@
+"""``leafwise_muon`` and the leafwise presets against the chain, bit for bit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from optax.contrib import MuonDimensionNumbers
+
+import quantmuon as qm
+from quantmuon.transforms import _tree
+
+PRESETS = {
+    "muon": qm.muon,
+    "muon_8bit": qm.muon_8bit,
+    "muon_4bit": qm.muon_4bit,
+    "muonq": qm.muonq,
+    "muon_grasp": qm.muon_grasp,
+    "quantized_muon": qm.quantized_muon,
+}
+STEPS = 3
+
+
+def _params() -> dict:
+  """Two matrices above min_size, one below, a conv kernel, AdamW leaves."""
+  rng = np.random.default_rng(0)
+  shapes = {"a": (96, 80), "b": (64, 160), "small": (16, 16),
+            "conv": {"kernel": (3, 3, 16, 32)}, "bias": (80,),
+            "wte": {"embedding": (50, 16)}}
+  return jax.tree.map(
+      lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
+      is_leaf=lambda s: isinstance(s, tuple))
+
+
+def _run(tx: optax.GradientTransformation, params: dict
+         ) -> tuple[list[dict], optax.OptState]:
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  outs = []
+  for t in range(STEPS):
+    grads = jax.tree.map(lambda p, t=t: jnp.sin(p * (t + 2)) + 0.1 * p,
+                         params)
+    updates, state = update(grads, state, params)
+    outs.append(updates)
+    params = optax.apply_updates(params, updates)
+  return outs, state
+
+
+def _assert_same(ours, theirs) -> None:
+  leaves, treedef = jax.tree.flatten(ours)
+  assert treedef == jax.tree.structure(theirs)
+  for a, b in zip(leaves, jax.tree.leaves(theirs), strict=True):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _muon_parts(state) -> tuple:
+  """The chain's state without the stateless transforms' empty states."""
+  inner = state.inner_states["muon"].inner_state
+  return tuple(s for s in inner if not isinstance(s, optax.EmptyState))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_equals_its_chain_bit_for_bit(name):
+  params = _params()
+  kw = dict(weight_decay=0.1, min_size=1024)
+  ours, s_ours = _run(PRESETS[name](0.01, **kw), params)
+  theirs, s_theirs = _run(PRESETS[name](0.01, pipeline="chain", **kw),
+                          params)
+  for u_ours, u_theirs in zip(ours, theirs, strict=True):
+    _assert_same(u_ours, u_theirs)
+  assert isinstance(_muon_parts(s_ours)[0], qm.QuantizedMomentumState)
+  _assert_same(_muon_parts(s_ours), _muon_parts(s_theirs))
+  _assert_same(s_ours.inner_states["adam"], s_theirs.inner_states["adam"])
+
+
+def test_leafwise_muon_equals_the_three_transforms():
+  params = {"w": jnp.ones((40, 24)), "conv": jnp.ones((3, 3, 8, 16))}
+  dims = {"w": None, "conv": MuonDimensionNumbers((0, 1, 2), 3)}
+  kw = dict(beta=0.9, nesterov=True, accumulation="sum", min_size=0,
+            momentum_format=qm.formats.Blockwise(bits=4, block_size=64))
+  ours = qm.leafwise_muon(**kw, ns_coeffs="polar_express",
+                          consistent_rms=0.2, dimension_numbers=dims)
+  theirs = optax.chain(
+      qm.scale_by_quantized_momentum(**kw),
+      qm.orthogonalize(ns_coeffs="polar_express", dimension_numbers=dims),
+      qm.scale_by_shape(consistent_rms=0.2, dimension_numbers=dims))
+  u_ours, s_ours = _run(ours, params)
+  u_theirs, s_theirs = _run(theirs, params)
+  _assert_same(u_ours, u_theirs)
+  _assert_same(s_ours, s_theirs[0])
+  assert not np.allclose(u_ours[-1]["w"], u_ours[0]["w"])
+
+
+def test_leafwise_muon_names_the_mismatched_tree():
+  tx = qm.leafwise_muon()
+  state = tx.init({"w": jnp.ones((8, 8))})
+  with pytest.raises(ValueError, match="leafwise_muon: the updates have 2"):
+    tx.update({"w": jnp.ones((8, 8)), "v": jnp.ones((8, 8))}, state)
+
+
+def test_pipeline_names_its_choices():
+  with pytest.raises(ValueError, match="pipeline"):
+    qm.muon(1e-3, pipeline="fused")
+
+
+def test_map_isolated_gives_tree_map_results_with_nan_first_elements():
+  xs = [jnp.array([jnp.nan, 1.0]), jnp.ones((2, 3)), jnp.zeros(())]
+  empty = [jnp.zeros((0, 3))]
+  def f(i, x):
+    return x * 2 + i
+  run = jax.jit(lambda xs: _tree.map_isolated(f, xs))
+  for ours, x, i in zip(run(xs), xs, range(3), strict=True):
+    np.testing.assert_array_equal(ours, f(i, x))
+  jaxpr = jax.make_jaxpr(lambda xs: _tree.map_isolated(f, xs))(xs)
+  assert sum(e.primitive.name == "cond" for e in jaxpr.eqns) == len(xs)
+  assert _tree.map_isolated(f, empty)[0].shape == (0, 3)
