@@ -31,16 +31,18 @@ def _where(env: dict[str, Any]) -> str:
   return f"{env['date'][:10]}, {tables.describe(env)}"
 
 
-def compare() -> str | None:
-  path = RESULTS / "compare" / "results.md"
+def compare(directory: str = "compare",
+            command: str = "quantmuon-compare --config configs/compare.py"
+            ) -> str | None:
+  """A compare report recorded under ``benchmarks/results/<directory>``."""
+  path = RESULTS / directory / "results.md"
   if not path.exists():
     return None
   lines = path.read_text().splitlines()
   facts = [line[2:] for line in lines if line.startswith("- ")]
   table = "\n".join(line for line in lines if line.startswith("|"))
-  return (f"The main job, `quantmuon-compare --config configs/compare.py` "
-          f"({'; '.join(facts)}); report, curves and memory plot in "
-          f"`benchmarks/results/compare/`:\n\n{table}")
+  return (f"`{command}` ({'; '.join(facts)}); report, curves and memory "
+          f"plot in `benchmarks/results/{directory}/`:\n\n{table}")
 
 
 def optimizer_step() -> str | None:
@@ -139,7 +141,13 @@ def kernels() -> str | None:
 
 
 def main() -> None:
-  sections = [compare(), fidelity(), memory_at_scale(), optimizer_step(),
+  sections = [compare(),
+              compare("compare_lowbit_1500",
+                      "quantmuon-compare --config configs/compare.py "
+                      "--config.optimizers=muon_lowbit "
+                      "--config.train.steps=1500 "
+                      "--config.train.eval_every=100"),
+              fidelity(), memory_at_scale(), optimizer_step(),
               formats(), kernels(), fp_quantization()]
   print("\n\n".join(s for s in sections if s))
 
