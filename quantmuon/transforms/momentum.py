@@ -197,8 +197,8 @@ def scale_by_quantized_momentum(
 
   def init_fn(params):
     momentum = jax.tree.map(
-        lambda p: leaf_format(momentum_format, p.size, min_size).init(
-            p.shape, jnp.float32), _tree.without_variables(params))
+        lambda p: leaf_format(momentum_format, p.size, min_size).init_like(
+            p), _tree.without_variables(params))
     return QuantizedMomentumState(jnp.zeros([], jnp.int32), momentum)
 
   def update_fn(updates, state, params=None):

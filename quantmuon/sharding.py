@@ -1,0 +1,86 @@
+"""The shardings of an optimizer's state, to pin them under ``jax.jit``.
+
+A format's parts follow their parameter's ``PartitionSpec`` by the rule of
+:mod:`quantmuon.formats.placement`. On a mesh of Auto axes XLA may still
+choose other output shardings for a jitted step; pin them:
+
+    shardings = quantmuon.sharding.state_shardings(tx, params)
+    state = jax.jit(tx.init, out_shardings=shardings)(params)
+    step = jax.jit(tx.update, out_shardings=(param_shardings, shardings))
+
+On a mesh of Explicit axes shardings are part of the arrays' types, and
+``init`` and ``update`` give these shardings without pins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import optax
+from jax.sharding import (
+    AbstractMesh,
+    AxisType,
+    Mesh,
+    NamedSharding,
+    PartitionSpec,
+)
+
+from quantmuon.transforms import _tree
+
+
+def _mesh_of(params: Any) -> Mesh:
+  """The one mesh every parameter is sharded over."""
+  meshes = set()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, NamedSharding):
+      raise ValueError(
+          f"state_shardings: parameter {jax.tree_util.keystr(path)} has "
+          f"sharding {sharding!r}; place every parameter with a "
+          "jax.sharding.NamedSharding (jax.device_put(params, shardings)).")
+    meshes.add(sharding.mesh)
+  if len(meshes) != 1:
+    raise ValueError(
+        f"state_shardings: the parameters lie on {len(meshes)} meshes; "
+        "place them all on one mesh.")
+  return meshes.pop()
+
+
+def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
+  """The ``NamedSharding`` of every leaf of ``tx.init(params)``.
+
+  Traces ``tx.init`` with the parameters' specs on Explicit axes of the
+  same shape, so each state leaf gets the sharding ``init`` gives it there:
+  optax's ``zeros_like`` state that of its parameter, stored momentum the
+  placement rule's, counters replicated. Nothing is computed.
+
+  Args:
+    tx: the optimizer (any optax ``GradientTransformation``).
+    params: the parameters: ``jax.Array`` or ``jax.ShapeDtypeStruct``
+      leaves, each with a ``NamedSharding`` on one mesh.
+
+  Returns:
+    A tree of the state's structure with ``NamedSharding`` leaves on the
+    parameters' mesh, for ``out_shardings`` (or ``jax.device_put``).
+
+  Raises:
+    ValueError: when a parameter has no ``NamedSharding`` or the
+      parameters lie on several meshes.
+  """
+  params = _tree.without_variables(params)
+  mesh = _mesh_of(params)
+  explicit = AbstractMesh(
+      tuple(mesh.axis_sizes), tuple(mesh.axis_names),
+      axis_types=(AxisType.Explicit,) * len(mesh.axis_names))
+  avals = jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct(
+          p.shape, p.dtype,
+          sharding=NamedSharding(explicit, p.sharding.spec)), params)
+  with jax.sharding.use_abstract_mesh(explicit):
+    state = jax.eval_shape(tx.init, avals)
+  # eval_shape gives scalars no sharding: they are replicated.
+  return jax.tree.map(
+      lambda s: NamedSharding(
+          mesh, PartitionSpec() if s.sharding is None else s.sharding.spec),
+      state)
