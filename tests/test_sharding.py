@@ -68,3 +68,28 @@ def test_checkpoints_restore_onto_other_meshes():
       assert rec["update_rel"] == 0.0, (case, rec)
     else:
       assert rec["update_rel"] <= UPDATE_REL, (case, rec)
+
+
+def _sizes(found: list) -> list[int]:
+  return [size for _, size in found]
+
+
+def test_momentum_step_communicates_only_small_shapes():
+  # (64, 256) with rank 4: m x n = 16384, n x k = 1024.
+  got = section("hlo")
+  assert len(got) == 12
+  for layout in ("fsdp", "tp"):
+    # Blockwise and Grid tiles lie inside shards: no communication at all.
+    assert got[f"blockwise/{layout}"] == []
+    assert got[f"grid/{layout}"] == []
+    # Axiswise: all-reduces of the scales only (1, m or n elements).
+    for axis in ("tensor", "row", "col"):
+      found = got[f"axiswise_{axis}/{layout}"]
+      assert {kind for kind, _ in found} <= {"all-reduce"}, found
+      assert max(_sizes(found), default=0) <= 256, found
+    # Subspace: k x k Grams and (n x k) factors and products, never an
+    # array of the momentum's size.
+    found = got[f"subspace/{layout}"]
+    assert found, "the power iteration contracts a sharded axis"
+    assert max(_sizes(found)) <= 256 * 4, found
+  assert got["axiswise_tensor/fsdp"] == [["all-reduce", 1]]
