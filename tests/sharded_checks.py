@@ -21,6 +21,8 @@ from jax.sharding import PartitionSpec as P
 
 import quantmuon as qm
 from quantmuon import formats
+from quantmuon.formats.layout import matrix_shape
+from quantmuon.formats.packing import unpack
 from quantmuon.sharding import state_shardings
 
 PRESETS = ("muon", "muon_8bit", "muon_4bit", "muonq", "muon_grasp",
@@ -100,25 +102,46 @@ def specs_equal(tree, want) -> list[str]:
   return bad
 
 
+def code_arrays(tree) -> list[np.ndarray]:
+  """The unpacked codes of every ``Stored`` in ``tree``, as int arrays."""
+  out = []
+
+  def visit(stored: formats.Stored) -> None:
+    for part in stored.parts.values():
+      if formats.is_stored(part):
+        visit(part)
+    bits = getattr(stored.format, "bits", None)
+    if bits is not None and "codes" in stored.parts:
+      m, n = matrix_shape(stored.shape)
+      codes = np.asarray(stored["codes"]).reshape(m, -1)
+      out.append(np.asarray(unpack(codes, bits, n)).astype(int))
+
+  for leaf in jax.tree.leaves(tree, is_leaf=formats.is_stored):
+    if formats.is_stored(leaf):
+      visit(leaf)
+  return out
+
+
 def compare(ref_states, ref_updates, states, updates) -> dict:
-  """Code differences and update differences against the reference."""
+  """Code differences (in levels) and update differences per step."""
   differing, total, max_level = 0, 0, 0
-  for a, b in zip(jax.tree.leaves(ref_states), jax.tree.leaves(states),
+  for a, b in zip(code_arrays(ref_states), code_arrays(states),
                   strict=True):
-    a, b = np.asarray(a), np.asarray(b)
-    if a.dtype == np.uint8:
-      # Packed codes: compare each nibble / code by its value.
-      diff = np.abs(a.astype(int) - b.astype(int))
-      differing += int(np.count_nonzero(diff))
-      total += a.size
-      max_level = max(max_level, int(diff.max(initial=0)))
-  rel = 0.0
-  for a, b in zip(jax.tree.leaves(ref_updates), jax.tree.leaves(updates),
-                  strict=True):
-    a, b = np.asarray(a), np.asarray(b)
-    rel = max(rel, float(np.abs(a - b).max() / np.abs(a).max()))
+    diff = np.abs(a - b)
+    differing += int(np.count_nonzero(diff))
+    total += a.size
+    max_level = max(max_level, int(diff.max(initial=0)))
+  rel, fro = [], []
+  for ref, got in zip(ref_updates, updates, strict=True):
+    pairs = [(np.asarray(a), np.asarray(b)) for a, b in zip(
+        jax.tree.leaves(ref), jax.tree.leaves(got), strict=True)]
+    rel.append(max(float(np.abs(a - b).max() / np.abs(a).max())
+                   for a, b in pairs))
+    fro.append(max(float(np.linalg.norm(a - b) / np.linalg.norm(a))
+                   for a, b in pairs))
   return {"code_fraction": differing / max(total, 1),
-          "code_max_diff": max_level, "update_rel": rel}
+          "code_max_diff": max_level, "update_rel": max(rel),
+          "update_rel_per_step": rel, "update_fro_per_step": fro}
 
 
 def preset_checks(names, layouts) -> dict:
@@ -175,6 +198,10 @@ def explicit_checks(layouts) -> dict:
         states, _ = run(tx, sp, sg)
         out[f"update/{fname}/{layout}"] = sum(
             (specs_equal(s, want) for s in states), [])
+    # Without a mesh context: the arrays' types still carry the mesh.
+    tx = qm.muon_grasp(1e-2, min_size=0)
+    out[f"init_without_set_mesh/muon_grasp/{layout}"] = specs_equal(
+        jax.jit(tx.init)(sp), state_shardings(tx, sp))
   return out
 
 

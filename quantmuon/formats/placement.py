@@ -166,8 +166,9 @@ def constrain(stored: base.Stored, sharding: NamedSharding
   """Places the parts of ``stored`` by the rule for an array of
   ``sharding``."""
   specs = stored_specs(stored, sharding.spec, sharding.mesh.shape)
-  place = (jax.sharding.reshard if explicit_sharding(jax.tree.leaves(
-      stored)[0]) is not None else jax.lax.with_sharding_constraint)
+  explicit = AxisType.Explicit in sharding.mesh.axis_types
+  place = (jax.sharding.reshard if explicit
+           else jax.lax.with_sharding_constraint)
   return jax.tree.map(
       lambda part, spec: place(part, NamedSharding(sharding.mesh, spec)),
       stored, specs)
