@@ -10,7 +10,6 @@ under every layout (slow); otherwise a smaller set.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import tempfile
 
@@ -23,7 +22,7 @@ import quantmuon as qm
 from quantmuon import formats
 from quantmuon.formats.layout import matrix_shape
 from quantmuon.formats.packing import unpack
-from quantmuon.sharding import state_shardings
+from quantmuon.sharding import collectives, state_shardings
 
 PRESETS = ("muon", "muon_8bit", "muon_4bit", "muonq", "muon_grasp",
            "muon_lowbit")
@@ -50,10 +49,6 @@ FORMATS = {
         rank=4, factors=formats.Blockwise(bits=8, block_size=16),
         residual=formats.Grid(bits=4, tile=8)),
 }
-COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all",
-               "collective-permute")
-
-
 def mesh_of(layout: str, axis_type=AxisType.Auto, devices=None):
   shape, names, _ = LAYOUTS[layout]
   devices = jax.devices() if devices is None else devices
@@ -205,20 +200,6 @@ def explicit_checks(layouts) -> dict:
   return out
 
 
-def collectives(text: str) -> list[tuple[str, int]]:
-  """(kind, elements of the result) of every collective in HLO text."""
-  found = []
-  for line in text.splitlines():
-    m = re.search(r"=\s*(\(?[a-z0-9]+\[[^=]*?)\s+(" + "|".join(COLLECTIVES)
-                  + r")(-start)?\(", line)
-    if m:
-      dims = re.findall(r"\[([0-9,]*)\]", m.group(1))
-      size = sum(int(np.prod([int(d) for d in ds.split(",") if d]))
-                 for ds in dims)
-      found.append((m.group(2), size))
-  return found
-
-
 def hlo_checks() -> dict:
   """Collectives in the compiled momentum step, per format and layout.
 
@@ -240,7 +221,8 @@ def hlo_checks() -> dict:
       state = jax.jit(tx.init, out_shardings=want)(grads)
       step = jax.jit(tx.update, out_shardings=(psh, want))
       text = step.lower(grads, state).compile().as_text()
-      out[f"{fname}/{layout}"] = collectives(text)
+      out[f"{fname}/{layout}"] = [(c.kind, c.elements)
+                                   for c in collectives(text)]
   return out
 
 

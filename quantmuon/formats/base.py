@@ -155,7 +155,9 @@ class Format(abc.ABC):
     shapes = jax.eval_shape(run, jax.ShapeDtypeStruct(x.shape, x.dtype),
                             key, previous)
     specs = placement.stored_specs(shapes, sharding.spec, sharding.mesh.shape)
-    return jax.sharding.auto_axes(run, out_sharding=specs)(x, key, previous)
+    with placement.on_mesh_of(sharding):
+      return jax.sharding.auto_axes(run, out_sharding=specs)(x, key,
+                                                             previous)
 
   def decode(self, stored: Stored, dtype: Any = None) -> Array:
     """Reads a stored value back.
@@ -170,10 +172,11 @@ class Format(abc.ABC):
     if stored.format != self:
       raise ValueError(
           f"stored value was written by {stored.format!r}, not by {self!r}.")
-    part = jax.tree.leaves(stored)[0]
-    if placement.explicit_sharding(part) is not None:
-      out = jax.sharding.auto_axes(
-          self._decode, out_sharding=placement.value_spec(stored))(stored)
+    sharding = placement.explicit_sharding(jax.tree.leaves(stored)[0])
+    if sharding is not None:
+      with placement.on_mesh_of(sharding):
+        out = jax.sharding.auto_axes(
+            self._decode, out_sharding=placement.value_spec(stored))(stored)
     else:
       out = self._decode(stored)
     return out.astype(jnp.float32 if dtype is None else dtype)

@@ -21,13 +21,14 @@ divide. Every rule reads global shapes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, NamedSharding, PartitionSpec
+from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
 # The module, not its names: base imports this module while it loads.
 from quantmuon.formats import base
@@ -150,6 +151,17 @@ def explicit_sharding(x: Any) -> NamedSharding | None:
       t == AxisType.Explicit for t in mesh.axis_types):
     return None
   return sharding
+
+
+def on_mesh_of(sharding: NamedSharding) -> contextlib.AbstractContextManager:
+  """The abstract-mesh context of ``sharding``'s mesh, which
+  ``jax.sharding.auto_axes`` reads; a no-op inside ``jax.sharding.set_mesh``
+  of the same mesh."""
+  mesh = sharding.mesh
+  abstract = mesh if isinstance(mesh, AbstractMesh) else mesh.abstract_mesh
+  if jax.sharding.get_abstract_mesh() == abstract:
+    return contextlib.nullcontext()
+  return jax.sharding.use_abstract_mesh(abstract)
 
 
 def known_sharding(x: Any) -> NamedSharding | None:
