@@ -193,6 +193,10 @@ def explicit_checks(layouts) -> dict:
         states, _ = run(tx, sp, sg)
         out[f"update/{fname}/{layout}"] = sum(
             (specs_equal(s, want) for s in states), [])
+        # min_size=1000 reads the global 3072 elements, not a shard's 384.
+        kept = states[-1].momentum["a"].format
+        out[f"global_min_size/{fname}/{layout}"] = (
+            [] if kept == fmt else [f"'a' stored in {kept!r}"])
     # Without a mesh context: the arrays' types still carry the mesh.
     tx = qm.muon_grasp(1e-2, min_size=0)
     out[f"init_without_set_mesh/muon_grasp/{layout}"] = specs_equal(
