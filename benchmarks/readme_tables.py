@@ -140,6 +140,30 @@ def kernels() -> str | None:
           f"\n\n{table}")
 
 
+def sharded_step() -> str | None:
+  data = _load("sharded_step")
+  if data is None:
+    return None
+  for row in data["rows"]:
+    row["state_mib_device0"] = row["state_bytes_device0"] / 2 ** 20
+    row["collective_mib"] = row["collective_bytes"] / 2 ** 20
+  table = tables.markdown(data["rows"], {
+      "optimizer": "optimizer", "state_mib_device0": "state MiB / device",
+      "collectives": "collectives", "collective_kinds": "kinds",
+      "collective_mib": "collective MiB",
+      "step_time_ratio": "step time vs optax muon"}, digits=3)
+  settings = data["settings"]
+  return (f"Sharded optimizer step, a 2-layer GPT-like tree of width "
+          f"{settings['width']} on {settings['devices']} simulated CPU "
+          f"devices ({settings['mesh']}; `python -m "
+          f"benchmarks.sharded_step`; {_where(data['environment'])}). "
+          f"The devices share the CPU, so times show structure, not "
+          f"speed. `muon`'s collectives are `optax.contrib.muon`'s "
+          f"(Newton-Schulz on sharded matrices); the Blockwise presets "
+          f"add none to them, the Subspace presets small ones:\n\n"
+          f"{table}")
+
+
 def main() -> None:
   sections = [compare(),
               compare("compare_lowbit_1500",
@@ -148,7 +172,7 @@ def main() -> None:
                       "--config.train.steps=1500 "
                       "--config.train.eval_every=100"),
               fidelity(), memory_at_scale(), optimizer_step(),
-              formats(), kernels(), fp_quantization()]
+              sharded_step(), formats(), kernels(), fp_quantization()]
   print("\n\n".join(s for s in sections if s))
 
 

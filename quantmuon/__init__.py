@@ -1,6 +1,6 @@
 """quantmuon: Muon with 8-bit, 4-bit and lower optimizer state, in Optax."""
 
-from quantmuon import formats
+from quantmuon import formats, sharding
 from quantmuon.memory import memory_report, nbytes
 from quantmuon.presets import (
     full_precision_twin,
@@ -46,5 +46,6 @@ __all__ = [
     "quantized_muon",
     "scale_by_quantized_momentum",
     "scale_by_shape",
+    "sharding",
     "snap_params",
 ]

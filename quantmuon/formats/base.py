@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from quantmuon.formats import placement
+
 Array = jax.Array
 
 
@@ -131,7 +133,31 @@ class Format(abc.ABC):
           f"{type(self).__name__} cannot store an empty array (shape "
           f"{x.shape}); keep it in formats.Float() (the transforms' min_size "
           "does so for small leaves).")
-    return self._encode(x, key=key, previous=previous)
+    sharding = placement.explicit_sharding(x)
+    if sharding is not None:
+      return self._encode_explicit(x, sharding, key=key, previous=previous)
+    stored = self._encode(x, key=key, previous=previous)
+    sharding = placement.known_sharding(x)
+    return stored if sharding is None else placement.constrain(stored,
+                                                               sharding)
+
+  def _encode_explicit(self, x: Array, sharding: Any, *,
+                       key: Array | None, previous: Stored | None) -> Stored:
+    """``_encode`` of an array sharded on Explicit mesh axes.
+
+    The tile reshapes are not expressible in sharded types (they raise
+    ``ShardingTypeError``), so the encoding runs on Auto axes and its parts
+    come out placed by :func:`placement.stored_specs`.
+    """
+    def run(x, key, previous):
+      return self._encode(x, key=key, previous=previous)
+
+    shapes = jax.eval_shape(run, jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            key, previous)
+    specs = placement.stored_specs(shapes, sharding.spec, sharding.mesh.shape)
+    with placement.on_mesh_of(sharding):
+      return jax.sharding.auto_axes(run, out_sharding=specs)(x, key,
+                                                             previous)
 
   def decode(self, stored: Stored, dtype: Any = None) -> Array:
     """Reads a stored value back.
@@ -146,7 +172,13 @@ class Format(abc.ABC):
     if stored.format != self:
       raise ValueError(
           f"stored value was written by {stored.format!r}, not by {self!r}.")
-    out = self._decode(stored)
+    sharding = placement.explicit_sharding(jax.tree.leaves(stored)[0])
+    if sharding is not None:
+      with placement.on_mesh_of(sharding):
+        out = jax.sharding.auto_axes(
+            self._decode, out_sharding=placement.value_spec(stored))(stored)
+    else:
+      out = self._decode(stored)
     return out.astype(jnp.float32 if dtype is None else dtype)
 
   def init(self, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Stored:
@@ -159,6 +191,22 @@ class Format(abc.ABC):
     """
     zeros = jax.lax.optimization_barrier(jnp.zeros(shape, dtype))
     return self.encode(zeros, key=jax.random.key(0))
+
+  def init_like(self, like: Array) -> Stored:
+    """The stored form of zeros shaped and placed like ``like``.
+
+    The optimizer's initial state for a parameter ``like``: its parts are
+    placed by :mod:`quantmuon.formats.placement` for ``like``'s sharding
+    when that is known (a concrete array, or Explicit mesh axes), and
+    follow ``like`` by sharding propagation under ``jit`` otherwise.
+
+    Args:
+      like: the parameter (any dtype; only its shape and placement count).
+
+    Returns:
+      A ``Stored`` that decodes to float32 zeros of ``like.shape``.
+    """
+    return self.encode(placement.zeros_like(like), key=jax.random.key(0))
 
   @abc.abstractmethod
   def _encode(self, x: Array, *, key: Array | None,

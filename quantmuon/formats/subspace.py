@@ -19,7 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from quantmuon.formats import layout
+from quantmuon.formats import layout, placement
 from quantmuon.formats.base import Format, Stored, positive_int
 from quantmuon.formats.grid import Grid
 from quantmuon.formats.tiled import Blockwise
@@ -120,13 +120,27 @@ class Subspace(Format):
 
   def init(self, shape, dtype=jnp.float32) -> Stored:
     """P = 0 and residual = 0 (so M = 0), R = the Gaussian start."""
+    return self._initial(self.residual.init(shape), shape, dtype)
+
+  def init_like(self, like: Array) -> Stored:
+    """:meth:`init` for a parameter ``like``, placed like it (see
+    :meth:`Format.init_like`)."""
+    stored = self._initial(self.residual.init_like(like), like.shape,
+                           jnp.float32)
+    sharding = placement.known_sharding(like)
+    return stored if sharding is None else placement.constrain(stored,
+                                                               sharding)
+
+  def _initial(self, residual: Stored, shape: tuple[int, ...],
+               dtype) -> Stored:
+    """The initial value around a stored zero ``residual``."""
     m, n = layout.matrix_shape(shape)
     k = self.rank_for(shape)
     parts = {
         "P": self.factors.init((m, k)),
         "R": self.factors.encode(self._start(n, k),
                                  key=jax.random.key(self.seed)),
-        "residual": self.residual.init(shape),
+        "residual": residual,
     }
     return Stored(parts, self, shape, dtype)
 

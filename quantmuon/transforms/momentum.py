@@ -252,8 +252,8 @@ def init_momentum(params: Any, momentum_format: formats.Format,
     A ``QuantizedMomentumState`` at step 0.
   """
   momentum = jax.tree.map(
-      lambda p: leaf_format(momentum_format, p.size, min_size).init(
-          p.shape, jnp.float32), _tree.without_variables(params))
+      lambda p: leaf_format(momentum_format, p.size, min_size).init_like(p),
+      _tree.without_variables(params))
   return QuantizedMomentumState(jnp.zeros([], jnp.int32), momentum)
 
 

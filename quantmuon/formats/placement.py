@@ -1,0 +1,198 @@
+"""Where the parts of a stored value live on a mesh: the placement rule.
+
+A stored value is laid out in its array's matrix view (see
+:mod:`quantmuon.formats.layout`), so its parts can follow the array's
+``PartitionSpec``:
+
+- a part of the array's rank (codes, ``Float`` values, a residual) takes
+  the array's spec dimension by dimension;
+- a 2-D part of another rank (scales of a rank > 2 array) takes the
+  matrix view's row and column entries;
+- ``Subspace`` factors P (m x k) and R (n x k) shard their rows like the
+  array's rows and columns (each borrowing the other's entry when its own
+  is unsharded, so neither factor is replicated whole); k is never split.
+
+A dimension keeps its mesh axes only when their size divides it (JAX
+shards evenly); otherwise that dimension is replicated, e.g. the 4 block
+scales of a (48, 130) Blockwise matrix on 8 devices, or 4-bit codes of a
+column-sharded matrix whose packed width the device count does not
+divide. Every rule reads global shapes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
+
+# The module, not its names: base imports this module while it loads.
+from quantmuon.formats import base
+
+Array = jax.Array
+Entry = str | tuple[str, ...] | None
+
+
+def entry_size(entry: Entry, sizes: Mapping[str, int]) -> int:
+  """How many shards a spec entry cuts a dimension into."""
+  if entry is None:
+    return 1
+  names = (entry,) if isinstance(entry, str) else tuple(entry)
+  return math.prod(sizes[n] for n in names)
+
+
+def fit(entry: Entry, dim: int, sizes: Mapping[str, int]) -> Entry:
+  """``entry`` if it splits ``dim`` evenly, else None (replicated)."""
+  return entry if dim % entry_size(entry, sizes) == 0 else None
+
+
+def full_spec(spec: PartitionSpec, ndim: int) -> tuple[Entry, ...]:
+  """The spec's entries, padded with None to ``ndim``."""
+  entries = tuple(spec)
+  return entries + (None,) * (ndim - len(entries))
+
+
+def _names(entry: Entry) -> tuple[str, ...]:
+  if entry is None:
+    return ()
+  return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def matrix_entries(shape: tuple[int, ...], spec: PartitionSpec
+                   ) -> tuple[Entry, Entry]:
+  """The (rows, cols) entries of the matrix view of an array of ``shape``.
+
+  The rows merge the leading axes; their entry is the leading axes' mesh
+  axes in order when the sharded ones come first (a row-major merge keeps
+  that sharding), else None.
+  """
+  entries = full_spec(spec, len(shape))
+  if len(shape) == 0:
+    return None, None
+  if len(shape) == 1:
+    return None, entries[0]
+  lead = entries[:-1]
+  sharded = [i for i, e in enumerate(lead) if e is not None]
+  if sharded != list(range(len(sharded))):
+    return None, entries[-1]
+  names = sum((_names(e) for e in lead), ())
+  rows = None if not names else names[0] if len(names) == 1 else names
+  return rows, entries[-1]
+
+
+def _part_spec(part: Any, shape: tuple[int, ...], spec: PartitionSpec,
+               sizes: Mapping[str, int]) -> PartitionSpec:
+  if part.ndim == len(shape) and shape:
+    entries = full_spec(spec, len(shape))
+  elif part.ndim == 2:
+    entries = matrix_entries(shape, spec)
+  else:
+    return PartitionSpec()
+  return PartitionSpec(*(fit(e, d, sizes)
+                         for e, d in zip(entries, part.shape, strict=True)))
+
+
+def stored_specs(stored: base.Stored, spec: PartitionSpec,
+                 sizes: Mapping[str, int]) -> base.Stored:
+  """The placement rule: a spec for every part of ``stored``.
+
+  Args:
+    stored: a stored value, or its abstract form (``jax.eval_shape``).
+    spec: the ``PartitionSpec`` of the array it stands for.
+    sizes: mesh axis name -> size (``mesh.shape``).
+
+  Returns:
+    A ``Stored`` of the same structure whose leaves are ``PartitionSpec``.
+  """
+  # Imported here: subspace builds on the formats that import this module.
+  from quantmuon.formats.subspace import Subspace
+
+  if isinstance(stored.format, Subspace):
+    rows, cols = matrix_entries(stored.shape, spec)
+    factor = {"P": rows if rows is not None else cols,
+              "R": cols if cols is not None else rows}
+    parts = {
+        name: stored_specs(part, spec if name == "residual"
+                           else PartitionSpec(factor[name], None), sizes)
+        for name, part in stored.parts.items()}
+  else:
+    parts = {name: (stored_specs(part, spec, sizes)
+                    if isinstance(part, base.Stored)
+                    else _part_spec(part, stored.shape, spec, sizes))
+             for name, part in stored.parts.items()}
+  return base.Stored(parts, stored.format, stored.shape, stored.dtype)
+
+
+def value_spec(stored: base.Stored) -> PartitionSpec:
+  """The spec of the decoded array, read from the parts that carry it.
+
+  The first part of the array's rank (codes, values) gives it; a
+  ``Subspace`` reads its residual. Replicated when no part has that rank.
+  """
+  for part in stored.parts.values():
+    if isinstance(part, base.Stored) and part.shape == stored.shape:
+      return value_spec(part)
+  for part in stored.parts.values():
+    if not isinstance(part, base.Stored) and part.ndim == len(stored.shape):
+      spec = jax.typeof(part).sharding.spec
+      return PartitionSpec(*full_spec(spec, part.ndim))
+  return PartitionSpec()
+
+
+def explicit_sharding(x: Any) -> NamedSharding | None:
+  """``x``'s sharding when it is part of its type (Explicit mesh axes)."""
+  sharding = getattr(jax.typeof(x), "sharding", None)
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or not mesh.axis_names or not any(
+      t == AxisType.Explicit for t in mesh.axis_types):
+    return None
+  return sharding
+
+
+def on_mesh_of(sharding: NamedSharding) -> contextlib.AbstractContextManager:
+  """The abstract-mesh context of ``sharding``'s mesh, which
+  ``jax.sharding.auto_axes`` reads; a no-op inside ``jax.sharding.set_mesh``
+  of the same mesh."""
+  mesh = sharding.mesh
+  abstract = mesh if isinstance(mesh, AbstractMesh) else mesh.abstract_mesh
+  if jax.sharding.get_abstract_mesh() == abstract:
+    return contextlib.nullcontext()
+  return jax.sharding.use_abstract_mesh(abstract)
+
+
+def known_sharding(x: Any) -> NamedSharding | None:
+  """``x``'s ``NamedSharding`` when known: a concrete array's, or its type's
+  on an Explicit mesh; None for a traced array on an Auto mesh."""
+  if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+    sharding = x.sharding
+    return sharding if isinstance(sharding, NamedSharding) else None
+  return explicit_sharding(x)
+
+
+def constrain(stored: base.Stored, sharding: NamedSharding
+              ) -> base.Stored:
+  """Places the parts of ``stored`` by the rule for an array of
+  ``sharding``."""
+  specs = stored_specs(stored, sharding.spec, sharding.mesh.shape)
+  explicit = AxisType.Explicit in sharding.mesh.axis_types
+  place = (jax.sharding.reshard if explicit
+           else jax.lax.with_sharding_constraint)
+  return jax.tree.map(
+      lambda part, spec: place(part, NamedSharding(sharding.mesh, spec)),
+      stored, specs)
+
+
+def zeros_like(p: Array) -> Array:
+  """float32 +0 of ``p``'s shape, computed from ``p``.
+
+  The dependence lets sharding propagation place them (and what is encoded
+  from them) like ``p`` under ``jit`` when ``p``'s sharding is not part of
+  its type; ``jnp.zeros`` would be a constant, placed on one device. NaN
+  and infinite entries also give +0.
+  """
+  x = jnp.abs(p.astype(jnp.float32))
+  return jnp.where(jnp.isnan(x), 0.0, jnp.minimum(x, 0.0))

@@ -1,0 +1,144 @@
+"""The shardings of an optimizer's state, to pin them under ``jax.jit``.
+
+A format's parts follow their parameter's ``PartitionSpec`` by the rule of
+:mod:`quantmuon.formats.placement`. On a mesh of Auto axes XLA may still
+choose other output shardings for a jitted step; pin them:
+
+    shardings = quantmuon.sharding.state_shardings(tx, params)
+    state = jax.jit(tx.init, out_shardings=shardings)(params)
+    step = jax.jit(tx.update, out_shardings=(param_shardings, shardings))
+
+On a mesh of Explicit axes shardings are part of the arrays' types, and
+``init`` and ``update`` give these shardings without pins.
+
+:func:`collectives` lists the communication of a compiled step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, NamedTuple
+
+import jax
+import optax
+from jax.sharding import (
+    AbstractMesh,
+    AxisType,
+    Mesh,
+    NamedSharding,
+    PartitionSpec,
+)
+
+from quantmuon.transforms import _tree
+
+
+def _mesh_of(params: Any) -> Mesh:
+  """The one mesh every parameter is sharded over."""
+  meshes = set()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, NamedSharding):
+      raise ValueError(
+          f"state_shardings: parameter {jax.tree_util.keystr(path)} has "
+          f"sharding {sharding!r}; place every parameter with a "
+          "jax.sharding.NamedSharding (jax.device_put(params, shardings)).")
+    meshes.add(sharding.mesh)
+  if len(meshes) != 1:
+    raise ValueError(
+        f"state_shardings: the parameters lie on {len(meshes)} meshes; "
+        "place them all on one mesh.")
+  return meshes.pop()
+
+
+def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
+  """The ``NamedSharding`` of every leaf of ``tx.init(params)``.
+
+  Traces ``tx.init`` with the parameters' specs on Explicit axes of the
+  same shape, so each state leaf gets the sharding ``init`` gives it there:
+  optax's ``zeros_like`` state that of its parameter, stored momentum the
+  placement rule's, counters replicated. Nothing is computed.
+
+  Args:
+    tx: the optimizer (any optax ``GradientTransformation``).
+    params: the parameters: ``jax.Array`` or ``jax.ShapeDtypeStruct``
+      leaves, each with a ``NamedSharding`` on one mesh.
+
+  Returns:
+    A tree of the state's structure with ``NamedSharding`` leaves on the
+    parameters' mesh, for ``out_shardings`` (or ``jax.device_put``).
+
+  Raises:
+    ValueError: when a parameter has no ``NamedSharding`` or the
+      parameters lie on several meshes.
+  """
+  params = _tree.without_variables(params)
+  mesh = _mesh_of(params)
+  explicit = AbstractMesh(
+      tuple(mesh.axis_sizes), tuple(mesh.axis_names),
+      axis_types=(AxisType.Explicit,) * len(mesh.axis_names))
+  avals = jax.tree.map(
+      lambda p: jax.ShapeDtypeStruct(
+          p.shape, p.dtype,
+          sharding=NamedSharding(explicit, p.sharding.spec)), params)
+  with jax.sharding.use_abstract_mesh(explicit):
+    state = jax.eval_shape(tx.init, avals)
+  # eval_shape gives scalars no sharding: they are replicated.
+  return jax.tree.map(
+      lambda s: NamedSharding(
+          mesh, PartitionSpec() if s.sharding is None else s.sharding.spec),
+      state)
+
+
+COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all",
+               "collective-permute")
+_COLLECTIVE = re.compile(
+    r"=\s*(?P<type>\(?[a-z0-9]+\[[^=]*?)\s+(?P<kind>"
+    + "|".join(COLLECTIVES) + r")(-start)?\(")
+_ARRAY = re.compile(r"([a-z]+[0-9]*)\[([0-9,]*)\]")
+
+
+class Collective(NamedTuple):
+  """One collective of a compiled program.
+
+  Attributes:
+    kind: ``all-gather``, ``all-reduce``, ``reduce-scatter``,
+      ``all-to-all`` or ``collective-permute``.
+    elements: elements of its result (summed over a tuple result).
+    nbytes: bytes of its result.
+  """
+  kind: str
+  elements: int
+  nbytes: int
+
+
+def collectives(hlo_text: str) -> list[Collective]:
+  """The collectives in compiled HLO text, in program order.
+
+  Args:
+    hlo_text: ``jax.jit(f).lower(...).compile().as_text()``.
+
+  Returns:
+    One ``Collective`` per collective instruction (an async pair counts
+    once, by its ``-start``).
+  """
+  found = []
+  for line in hlo_text.splitlines():
+    match = _COLLECTIVE.search(line)
+    if match is None:
+      continue
+    elements = nbytes = 0
+    for dtype, dims in _ARRAY.findall(match.group("type")):
+      size = math.prod(int(d) for d in dims.split(",") if d)
+      elements += size
+      nbytes += size * _itemsize(dtype)
+    found.append(Collective(match.group("kind"), elements, nbytes))
+  return found
+
+
+def _itemsize(hlo_dtype: str) -> int:
+  """Bytes of an HLO element type (``f32``, ``u8``, ``pred``, ...)."""
+  if hlo_dtype == "pred":
+    return 1
+  bits = re.search(r"[0-9]+", hlo_dtype)
+  return max(1, int(bits.group()) // 8) if bits else 1
