@@ -33,6 +33,7 @@ PRESETS = {
     "muon_4bit": lambda: qm.muon_4bit(1e-3),
     "muonq": lambda: qm.muonq(1e-3),
     "muon_grasp": lambda: qm.muon_grasp(1e-3),
+    "muon_lowbit": lambda: qm.muon_lowbit(1e-3),
 }
 
 

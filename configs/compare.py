@@ -3,15 +3,14 @@
 quantmuon-compare --config configs/compare.py --workdir /tmp/compare
 
 A 3-block, width-128 byte-level GPT (0.67M parameters, context 64) trained
-for 300 steps of 32 windows on the Python standard library's source. Sized
-to finish within 15 minutes on a 2-core CPU for all seven optimizers plus
-``muon_rms``, the full-precision twin of the quantized presets (same
-consistent-RMS scaling and rate), which separates the cost of quantization
-from the choice of scaling rule. Measured: 10.2 minutes for all eight on a
-2-core x86_64 CPU shared with other jobs (jax 0.10.2, 2026-11-26). Add
-``--config.seeds=0,1,2`` for mean and spread (three times as long; with
-three seeds, seed-to-seed spread of the gaps was 0.2-0.9 points).
-"""
+for 300 steps of 32 windows on the Python standard library's source, with
+AdamW, width-scaled Muon, ``muon_rms`` (full-precision Muon with the
+quantized presets' consistent-RMS scaling and rate) and the seven quantized
+optimizers, each beside its exact full-precision twin (``NAME_fp32``; twins
+that build the same optimizer run once: 14 runs). Measured: 29.2 minutes on
+a 2-core x86_64 CPU shared with other jobs (jax 0.10.2, 2026-12-01). Add
+``--config.seeds=0,1,2`` for mean and spread (three times as long), or
+``--config.twins=False`` to leave the twins out."""
 
 from quantmuon.experiments import defaults
 

@@ -106,9 +106,13 @@ class Subspace(Format):
     """The fixed Gaussian start of R, column-normalized.
 
     Computed when traced, as a constant of the program: generated inside
-    it, the random bits cost a large fusion to compile in every step.
+    it, the random bits cost a large fusion to compile in every step. It is
+    computed outside any mesh context (a constant has no sharding), which
+    an Explicit-axes encode (see ``placement``) would otherwise impose.
     """
-    with jax.ensure_compile_time_eval():
+    no_mesh = jax.sharding.AbstractMesh((), ())
+    with jax.ensure_compile_time_eval(), jax.sharding.use_abstract_mesh(
+        no_mesh):
       g = jax.random.normal(jax.random.key(self.seed), (n, k), jnp.float32)
       return g / jnp.linalg.norm(g, axis=0, keepdims=True)
 
