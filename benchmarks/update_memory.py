@@ -56,6 +56,7 @@ PRESETS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "muon_4bit": qm.muon_4bit,
     "muonq": qm.muonq,
     "muon_grasp": qm.muon_grasp,
+    "muon_lowbit": qm.muon_lowbit,
     "quantized_muon": qm.quantized_muon,
     # Today's muon before the leafwise pipeline: the reference.
     "muon_chain": functools.partial(qm.muon, pipeline="chain"),
