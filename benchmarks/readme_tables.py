@@ -164,6 +164,37 @@ def sharded_step() -> str | None:
           f"{table}")
 
 
+def update_memory() -> str | None:
+  data = _load("update_memory")
+  if data is None:
+    return None
+  table = tables.markdown(data["rows"], {
+      "scale": "scale", "preset": "preset", "state_bytes_mib": "state MiB",
+      "temporaries_mib": "temporaries MiB", "total_mib": "total MiB",
+      "total_vs_muon": "total vs muon",
+      "total_vs_muon_chain": "total vs chained muon",
+      "compile_s": "compile s",
+      "compile_cpu_vs_muon": "compile CPU time vs muon"})
+  settings = data["settings"]
+  steps = tables.markdown(settings["momentum_step"], {
+      "format": "format", "temporaries_mib": "temporaries MiB",
+      "fp32_copies": "float32 copies of the leaf"}, digits=3)
+  shape = "x".join(str(d) for d in settings["step_shape"])
+  text = (f"Compiled update, state donated, XLA path "
+          f"(`python -m benchmarks.update_memory`; "
+          f"{_where(data['environment'])}); total = arguments + outputs + "
+          f"temporaries - aliased; chained muon is `muon(..., "
+          f"pipeline='chain')`:\n\n{table}\n\n"
+          f"Momentum step alone on a {shape} leaf:\n\n{steps}")
+  if settings.get("train_step"):
+    train = tables.markdown(settings["train_step"], {
+        "preset": "preset", "temporaries_mib": "temporaries MiB",
+        "total_mib": "total MiB", "total_vs_muon": "total vs muon"})
+    text += (f"\n\nWhole training step of configs/gpt2_small.py's model "
+             f"at batch 1:\n\n{train}")
+  return text
+
+
 def main() -> None:
   sections = [compare(),
               compare("compare_lowbit_1500",
@@ -171,7 +202,7 @@ def main() -> None:
                       "--config.optimizers=muon_lowbit "
                       "--config.train.steps=1500 "
                       "--config.train.eval_every=100"),
-              fidelity(), memory_at_scale(), optimizer_step(),
+              fidelity(), memory_at_scale(), optimizer_step(), update_memory(),
               sharded_step(), formats(), kernels(), fp_quantization()]
   print("\n\n".join(s for s in sections if s))
 

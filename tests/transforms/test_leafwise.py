@@ -18,6 +18,7 @@ PRESETS = {
     "muon_4bit": qm.muon_4bit,
     "muonq": qm.muonq,
     "muon_grasp": qm.muon_grasp,
+    "muon_lowbit": qm.muon_lowbit,
     "quantized_muon": qm.quantized_muon,
 }
 STEPS = 3
