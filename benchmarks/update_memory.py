@@ -246,7 +246,7 @@ def train_rows(presets: list[str]) -> list[dict[str, Any]]:
   for name in presets:
     tx = PRESETS[name](LR, impl="xla")
     state = jax.eval_shape(tx.init, params)
-    step = train.make_step(graphdef, tasks._lm_loss, tx)
+    step = train.make_step(graphdef, tasks.lm_loss, tx)
     compiled = step.lower(params, state, batch).compile()
     rows.append({"preset": name, **memory(compiled)})
   base = next((r for r in rows if r["preset"] == "muon"), None)
