@@ -11,10 +11,12 @@ Run benchmarks from the repository root as modules, e.g.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from quantmuon import tables
@@ -81,3 +83,22 @@ def report(name: str, rows: Sequence[dict[str, Any]],
                            "settings": meta or {}, "rows": list(rows)})
   print(f"wrote {path}")
   return path
+
+
+def fastest_step(step: Callable[..., tuple[Any, Any]], grads: Any,
+                 state: Any, params: Any, repeats: int
+                 ) -> tuple[float, Any]:
+  """Runs a compiled ``(grads, state, params) -> (updates, state)`` step
+  once to warm up, then ``repeats`` times, feeding the state on.
+
+  Returns:
+    ``(the fastest repeat in seconds, the last state)``: the fastest
+    repeat is the least disturbed by other work on the machine.
+  """
+  _, state = jax.block_until_ready(step(grads, state, params))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    _, state = jax.block_until_ready(step(grads, state, params))
+    times.append(time.perf_counter() - start)
+  return float(np.min(times)), state

@@ -16,11 +16,9 @@ Usage: python -m benchmarks.optimizer_step [--widths 256,512] [--repeats 5]
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 import quantmuon as qm
@@ -70,16 +68,9 @@ def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
   mem = compiled.memory_analysis()
   memory = (mem.argument_size_in_bytes + mem.output_size_in_bytes
             + mem.temp_size_in_bytes)
-  updates, state = compiled(grads, state, params)  # warm up
-  jax.block_until_ready(updates)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    updates, state = compiled(grads, state, params)
-    jax.block_until_ready((updates, state))
-    times.append(time.perf_counter() - start)
-  # The fastest repeat: the least disturbed by other work on the machine.
-  return {"step_s": float(np.min(times)), "memory_bytes": int(memory),
+  step_s, state = common.fastest_step(compiled, grads, state, params,
+                                      repeats)
+  return {"step_s": step_s, "memory_bytes": int(memory),
           "temp_bytes": int(mem.temp_size_in_bytes), "state": state}
 
 

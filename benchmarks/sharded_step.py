@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import time
 
 import jax
-import numpy as np
 import optax
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -70,14 +68,8 @@ def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
   step = jax.jit(tx.update, out_shardings=(param_shardings, shardings))
   compiled = step.lower(grads, state, params).compile()
   found = qm.sharding.collectives(compiled.as_text())
-  updates, state = compiled(grads, state, params)  # warm up
-  jax.block_until_ready((updates, state))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    updates, state = compiled(grads, state, params)
-    jax.block_until_ready((updates, state))
-    times.append(time.perf_counter() - start)
+  step_s, state = common.fastest_step(compiled, grads, state, params,
+                                      repeats)
   counts = collections.Counter(c.kind for c in found)
   first, total = state_bytes(state)
   return {
@@ -87,7 +79,7 @@ def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
       "collective_kinds": ", ".join(
           f"{kind} x{n}" for kind, n in sorted(counts.items())),
       "largest_collective_bytes": max((c.nbytes for c in found), default=0),
-      "step_s": float(np.min(times)),
+      "step_s": step_s,
   }
 
 
