@@ -17,7 +17,11 @@ optimizers, repeated; the report gives the median and the spread.
 
 Writes ``results.json``, ``results.md``, ``loss_curves.png`` and
 ``memory.png`` to ``workdir`` (see ``report``), and each run's metrics under
-``workdir/runs`` (``workdir/sweep`` for the sweep).
+``workdir/runs`` (``workdir/sweep`` for the sweep). With
+``config.reuse_runs``, a run whose directory already holds the summary of
+the same single-run config is read back instead of trained again, so an
+interrupted comparison resumes, and seeds trained by separate commands into
+one workdir are reported together.
 
 Run it as ``quantmuon-compare --config configs/compare.py --workdir DIR`` or
 ``python -m quantmuon.experiments.compare ...``.
@@ -25,6 +29,7 @@ Run it as ``quantmuon-compare --config configs/compare.py --workdir DIR`` or
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -39,6 +44,10 @@ from quantmuon.experiments.train import setup, train
 
 REFERENCE = "muon"
 TWIN = "muon_rms"  # full precision with the quantized presets' scaling
+# Keys of the comparison config that no single run reads.
+COMPARISON_KEYS = ("optimizers", "twins", "seeds", "learning_rates",
+                   "lr_sweep", "lr_note", "timing", "reuse_runs")
+RUN_CONFIG = "run_config.json"
 
 
 def parse_list(text: str) -> list[str]:
@@ -74,6 +83,50 @@ def run_config(config: ml_collections.ConfigDict, name: str, seed: int,
   out.optimizer.adam_learning_rate = (
       float(rates["adamw"]) if optimizers.rate_group(name) == "muon" else 0.0)
   return out
+
+
+def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What decides a single run's result: its config less the comparison's.
+
+  Args:
+    config: a single-run config (see ``run_config``).
+
+  Returns:
+    A JSON-ready dict, equal for two configs that train the same run.
+  """
+  out = json.loads(config.to_json())
+  for key in COMPARISON_KEYS:
+    out.pop(key, None)
+  return out
+
+
+def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str,
+                   reuse: bool, desc: str) -> dict[str, Any]:
+  """Trains one run, or reads back its summary when ``reuse`` allows it.
+
+  Args:
+    config: the single-run config.
+    run_dir: the run's directory; ``run_config.json`` records its
+      fingerprint beside ``summary.json``.
+    reuse: read back a finished run of the same fingerprint.
+    desc: the progress bar's label.
+
+  Returns:
+    The run's summary (see ``train``).
+  """
+  fingerprint = run_fingerprint(config)
+  summary_path = os.path.join(run_dir, "summary.json")
+  record_path = os.path.join(run_dir, RUN_CONFIG)
+  if reuse and os.path.exists(summary_path) and os.path.exists(record_path):
+    with open(record_path) as f:
+      recorded = json.load(f)
+    if recorded == fingerprint:
+      with open(summary_path) as f:
+        return json.load(f)
+  summary = train(config, run_dir, desc=desc)
+  with open(record_path, "w") as f:
+    json.dump(fingerprint, f, indent=1)
+  return summary
 
 
 def sweep(config: ml_collections.ConfigDict, workdir: str,
@@ -277,8 +330,9 @@ def compare(config: ml_collections.ConfigDict, workdir: str
     for name in names:
       run_dir = os.path.join(workdir, "runs", name, f"seed_{seed}")
       label = name if len(seeds) == 1 else f"{name} seed={seed}"
-      runs[name].append(train(run_config(config, name, seed), run_dir,
-                              desc=label))
+      runs[name].append(train_or_reuse(
+          run_config(config, name, seed), run_dir,
+          bool(config.get("reuse_runs", False)), label))
   reference = REFERENCE if REFERENCE in names else names[0]
   times = time_steps(config, names, seeds[0])
   results = {

@@ -95,6 +95,7 @@ def base_config() -> ml_collections.ConfigDict:
                                 "muon_grasp", "muon_lowbit"))
   config.twins = True     # also run each quantized optimizer's fp32 twin
   config.seeds = ""       # e.g. "0,1,2"; "" = just config.seed
+  config.reuse_runs = False  # read back finished runs of the same config
   config.learning_rates = learning_rates(adamw=3e-3, muon=0.02,
                                          muon_rms=3e-3)
   config.lr_sweep = ""    # rate multipliers, e.g. "0.5,1,2"; "" = no sweep

@@ -121,3 +121,32 @@ def test_every_optimizer_builds_and_steps():
                for u in jax.tree.leaves(updates)), name
   assert float(schedule(0)) == 0.0
   assert optimizers.rate_group("muonq") == "muon_rms"
+
+
+def test_reuse_runs_reads_back_only_runs_of_the_same_config(tmp_path,
+                                                           monkeypatch):
+  trained = []
+  real_train = compare.train
+
+  def counting_train(config, workdir, **kwargs):
+    trained.append((config.optimizer.name, config.seed))
+    return real_train(config, workdir, **kwargs)
+
+  monkeypatch.setattr(compare, "train", counting_train)
+  config = tiny_config(steps=2)
+  config.optimizers = "muon"
+  config.seeds = "1"
+  config.timing.update(warmup=0, repeats=1)
+  compare.compare(config, str(tmp_path))
+  assert trained == [("muon", 1)]
+  config.seeds = "0,1"  # seed 1 was trained by the first command
+  config.reuse_runs = True
+  first = compare.compare(config, str(tmp_path))["optimizers"]["muon"]
+  assert trained == [("muon", 1), ("muon", 0)]
+  assert first["seeds"] == [0, 1]
+  config.train.steps = 3  # another run config: trained again
+  compare.compare(config, str(tmp_path))
+  assert trained[2:] == [("muon", 0), ("muon", 1)]
+  config.reuse_runs = False
+  compare.compare(config, str(tmp_path))
+  assert len(trained) == 6
