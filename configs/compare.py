@@ -17,25 +17,4 @@ from quantmuon.experiments import defaults
 
 def get_config():
   """The config of ``quantmuon-compare``."""
-  config = defaults.base_config()
-  config.optimizers = ",".join((
-      "adamw", "muon", "muon_rms", "muon_8bit", "muon_8bit_dynamic",
-      "muon_4bit", "muonq", "muon_grasp", "muon_lowbit", "muon_lowbit_2bit"))
-  config.model = defaults.lm_model(context=64, width=128, depth=3, heads=4)
-  config.train.steps = 300
-  config.train.batch_size = 32
-  config.train.eval_every = 25
-  config.train.eval_batches = 8
-  config.optimizer.warmup_steps = 30
-  config.learning_rates = defaults.learning_rates(
-      adamw=1.5e-3, muon=0.04, muon_rms=0.012)
-  config.lr_note = (
-      "swept with this config, seed 0, on a 2-core CPU: final validation "
-      "loss for rates x0.5, x1, x2, x4, x8 of adamw 3e-3, muon 0.02 and "
-      "muon_rms 3e-3, plus adamw 5e-4 and 1e-3. Best: adamw 1.5e-3 "
-      "(2.095; 1e-3: 2.152, 3e-3: 2.173), muon 0.04 (1.633; 0.02: 1.636, "
-      "0.08: 1.827), muon_rms 0.012 (1.590; 6e-3: 1.654, 0.024: 1.621). "
-      "The quantized presets use consistent-RMS scaling and share "
-      "muon_rms's rate; width-scaled muon's AdamW part uses adamw's. "
-      "Rerun around these values with --config.lr_sweep=0.5,1,2.")
-  return config
+  return defaults.compare_config()

@@ -10,13 +10,12 @@ Each quantized optimizer runs beside its exact full-precision twin. Add
 ``--config.optimizers=muon_lowbit`` for one preset and its twin.
 """
 
-from configs import compare
 from quantmuon.experiments import defaults
 
 
 def get_config():
   """The wide config of ``quantmuon-compare``."""
-  config = compare.get_config()
+  config = defaults.compare_config()
   config.model = defaults.lm_model(context=64, width=256, depth=2, heads=4)
   config.train.steps = 250
   return config

@@ -10,12 +10,12 @@ optimizer run once, so the four rank variants share one twin. Add
 ``--config.train.steps=1500`` for the long horizon.
 """
 
-from configs import compare
+from quantmuon.experiments import defaults
 
 
 def get_config():
   """The ablation config of ``quantmuon-compare``."""
-  config = compare.get_config()
+  config = defaults.compare_config()
   config.optimizers = ",".join((
       "muon_lowbit", "muon_lowbit_rank16", "muon_lowbit_rank8",
       "muon_lowbit_no_nesterov", "muon_lowbit_2bit",

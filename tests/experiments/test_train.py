@@ -270,3 +270,23 @@ def test_importing_the_loop_defines_no_flags():
                        text=True, env=env, cwd=ROOT, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip() == "[]"
+
+
+def test_every_config_file_loads_by_path_outside_the_repository(tmp_path):
+  """The commands load ``--config`` by path; a config cannot import
+  ``configs.*`` then, because the repository root is not on sys.path."""
+  paths = sorted(os.path.join(ROOT, "configs", f)
+                 for f in os.listdir(os.path.join(ROOT, "configs"))
+                 if f.endswith(".py") and not f.startswith("_"))
+  script = (
+      "import importlib.util, sys\n"
+      "for path in sys.argv[1:]:\n"
+      "  spec = importlib.util.spec_from_file_location('cfg', path)\n"
+      "  module = importlib.util.module_from_spec(spec)\n"
+      "  spec.loader.exec_module(module)\n"
+      "  assert module.get_config().train.steps > 0, path\n")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  done = subprocess.run([sys.executable, "-c", script, *paths],
+                        cwd=tmp_path, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
