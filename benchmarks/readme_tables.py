@@ -45,6 +45,65 @@ def compare(directory: str = "compare",
           f"plot in `benchmarks/results/{directory}/`:\n\n{table}")
 
 
+def _pm(mean: float, std: float, digits: int = 2, sign: str = "+") -> str:
+  return f"{mean:{sign}.{digits}f} ± {std:.{digits}f}"
+
+
+def quantization_costs(directory: str, command: str) -> str | None:
+  """Each quantized preset's cost against its exact twin, over seeds.
+
+  Args:
+    directory: a compare run recorded under ``benchmarks/results/``.
+    command: the command that produced it.
+
+  Returns:
+    A table of mean ± spread (std over seeds) and the per-seed costs,
+    with the best full-precision Muon of the run, or None.
+  """
+  data = _load(f"{directory}/results")
+  if data is None:
+    return None
+  runs = data["optimizers"]
+  rows = []
+  for name, r in runs.items():
+    if r.get("twin") is None:
+      continue
+    per_seed = ", ".join(
+        f"{100 * (a - b) / b:+.2f}" for a, b in zip(
+            r["final_val_loss_per_seed"],
+            runs[r["twin"]]["final_val_loss_per_seed"], strict=True))
+    rows.append({
+        "preset": f"`{name}`",
+        "bytes": r["state_bytes_per_matrix_param"],
+        "loss": _pm(r["final_val_loss"], r["final_val_loss_std"], 4, ""),
+        "twin": f"`{r['twin']}`",
+        "twin_loss": _pm(runs[r["twin"]]["final_val_loss"],
+                         runs[r["twin"]]["final_val_loss_std"], 4, ""),
+        "cost": _pm(r["quantization_cost_pct"],
+                    r["quantization_cost_pct_std"]),
+        "per_seed": per_seed})
+  full = {n: r for n, r in runs.items()
+          if r.get("twin") is None and r["state_bytes_per_matrix_param"] == 4}
+  best = min(full, key=lambda n: full[n]["final_val_loss"])
+  table = tables.markdown(rows, {
+      "preset": "preset", "bytes": "B / matrix param",
+      "loss": "final val loss", "twin": "twin", "twin_loss": "twin's loss",
+      "cost": "quantization cost (%)", "per_seed": "per seed (%)"})
+  best_loss = _pm(full[best]["final_val_loss"],
+                  full[best]["final_val_loss_std"], 4, "")
+  task = data["optimizers"][best]["runs"][0]["task"]
+  steps = data["config"]["train"]["steps"]
+  model = data["config"]["model"]
+  return (f"`{command}` (width {model['width']}, depth {model['depth']}, "
+          f"{task['params']:,} parameters, {steps} steps, seeds "
+          f"{data['seeds']}; {_where(data['environment'])}; "
+          f"{data['wall_time_s'] / 60:.0f} min; report in "
+          f"`benchmarks/results/{directory}/`). Mean ± standard deviation "
+          f"over the seeds; the cost is paired by seed. Best "
+          f"full-precision Muon: `{best}`, {best_loss}:"
+          f"\n\n{table}")
+
+
 def optimizer_step() -> str | None:
   data = _load("optimizer_step")
   if data is None:
@@ -196,7 +255,17 @@ def update_memory() -> str | None:
 
 
 def main() -> None:
-  sections = [compare(),
+  seeds = ("--config.optimizers=muon_rms,muon_8bit,muon_8bit_dynamic,"
+           "muon_4bit,muonq,muon_grasp,muon_lowbit,muon_lowbit_2bit,"
+           "muon_lowbit_2bit_rank8 --config.seeds=0,1,2")
+  sections = [quantization_costs(
+                  "compare_seeds",
+                  f"quantmuon-compare --config configs/compare.py {seeds}"),
+              quantization_costs(
+                  "compare_wide_seeds",
+                  f"quantmuon-compare --config configs/compare_wide.py "
+                  f"{seeds}"),
+              compare(),
               compare("compare_lowbit_1500",
                       "quantmuon-compare --config configs/compare.py "
                       "--config.optimizers=muon_lowbit "
