@@ -9,6 +9,11 @@ the same way whatever the codebook.
 - ``dynamic``: the bitsandbytes signed dynamic ("tree") map; nearest level.
 - ``mulaw``: mu-law companding ``sign(y) log(1 + mu|y|) / log(1 + mu)``, then
   linear codes (MuonQ, arXiv 2605.11396).
+- ``midrise``: ``2**bits`` evenly spaced levels ``(2c + 1 - 2**bits) /
+  (2**bits - 1)`` on [-1, 1], without a zero level, so every code is used:
+  4 levels at 2 bits where ``linear`` has 3. Paired with an RMS-fitted scale
+  (``clip_rms`` of the tiled formats) it is the uniform quantizer of least
+  squared error for Gaussian values.
 - ``unsigned_linear``: ``linspace(0, 1, 2**bits + 1)[1:]``, nearest level. It
   has no zero level, so a positive second moment never decodes to zero
   (torchao's unsigned 4-bit map).
@@ -26,7 +31,7 @@ import numpy as np
 
 Array = jax.Array
 
-SIGNED = ("linear", "dynamic", "mulaw")
+SIGNED = ("linear", "dynamic", "mulaw", "midrise")
 UNSIGNED = ("unsigned_linear", "unsigned_dynamic")
 CODEBOOKS = SIGNED + UNSIGNED
 BITS = (2, 4, 8)
@@ -104,6 +109,9 @@ def levels(codebook: str, bits: int) -> np.ndarray:
     return np.clip(q / np.float32(qmax(bits)), -1, 1).astype(np.float32)
   if codebook == "dynamic":
     return dynamic_codebook(bits, signed=True)
+  if codebook == "midrise":
+    half = np.float32((2 ** bits - 1) / 2)
+    return (np.arange(2 ** bits, dtype=np.float32) - half) * (1 / half)
   if codebook == "unsigned_linear":
     return np.linspace(0, 1, 2 ** bits + 1, dtype=np.float32)[1:]
   table = dynamic_codebook(bits, signed=False).copy()
@@ -138,6 +146,15 @@ def encode(y: Array, codebook: str, bits: int, mu: float = 255.0,
     uint8 codes of ``y``'s shape (not packed).
   """
   y = jnp.nan_to_num(y.astype(jnp.float32), nan=0.0)
+  if codebook == "midrise":
+    half = np.float32((2 ** bits - 1) / 2)  # y = (c - half) / half
+    v = jnp.clip(y, -1.0, 1.0) * half + half
+    if noise is None:
+      q = jnp.round(v)
+    else:
+      lo = jnp.floor(v)
+      q = lo + (noise < v - lo)
+    return jnp.clip(q, 0, 2 ** bits - 1).astype(jnp.uint8)
   if codebook in ("linear", "mulaw"):
     m = qmax(bits)
     if codebook == "mulaw":
@@ -229,6 +246,9 @@ def nearest_level(y: Array, codebook: str, bits: int) -> Array:
 def decode(codes: Array, codebook: str, bits: int,
            mu: float = 255.0) -> Array:
   """uint8 codes (not packed) to normalized float32 values."""
+  if codebook == "midrise":
+    half = np.float32((2 ** bits - 1) / 2)
+    return (codes.astype(jnp.float32) - half) * (1 / half)
   if codebook in ("linear", "mulaw"):
     q = codes.astype(jnp.float32) - np.float32(2 ** (bits - 1))
     y = jnp.maximum(q, -qmax(bits)) / np.float32(qmax(bits))

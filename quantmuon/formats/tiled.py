@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from quantmuon.formats import codebooks, layout, packing
 from quantmuon.formats.base import (
@@ -84,13 +85,34 @@ class _AbsmaxTiled(Format):
   rounding: str
   scale_dtype: Any
   companding: str
+  clip_rms: float | None
 
-  def _check_companding(self) -> None:
+  def _check_tiled(self) -> None:
+    """Checks ``companding`` and ``clip_rms``."""
     check_choice(self.companding, "companding", COMPANDINGS)
     if self.compands_first and self.codebook != "mulaw":
       raise ValueError(
           f"{type(self).__name__}: companding='before_scale' needs "
           f"codebook='mulaw', got codebook={self.codebook!r}.")
+    if self.clip_rms is not None:
+      if isinstance(self.clip_rms, bool) or not self.clip_rms > 0:
+        raise ValueError(
+            f"{type(self).__name__}: clip_rms must be a positive number of "
+            f"RMS (e.g. 1.5), or None for the absmax scale; got "
+            f"{self.clip_rms!r}.")
+      set_field(self, "clip_rms", float(self.clip_rms))
+
+  def _statistic(self, tiles: Array, m: int, n: int) -> Array:
+    """Per tile: the absmax, or ``clip_rms`` times the RMS over the tile's
+    real elements (padding left out)."""
+    if self.clip_rms is None:
+      return jnp.max(jnp.abs(tiles), axis=(1, 3))
+    rt, tr, ct, tc = tiles.shape
+    rows = np.minimum(tr, m - tr * np.arange(rt))
+    cols = np.minimum(tc, n - tc * np.arange(ct))
+    count = np.outer(rows, cols).astype(np.float32)
+    mean_square = jnp.sum(tiles * tiles, axis=(1, 3)) / count
+    return np.float32(self.clip_rms) * jnp.sqrt(mean_square)
 
   @property
   def compands_first(self) -> bool:
@@ -115,7 +137,7 @@ class _AbsmaxTiled(Format):
     if self.compands_first:
       mat = codebooks.compand(jnp.clip(mat, -1.0, 1.0), self.mu)
     tiles = layout.to_tiles(mat, tr, tc)
-    scale = layout.round_scale(jnp.max(jnp.abs(tiles), axis=(1, 3)),
+    scale = layout.round_scale(self._statistic(tiles, m, n),
                                self.scale_dtype)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
@@ -153,7 +175,8 @@ class Blockwise(_AbsmaxTiled):
 
   Args:
     bits: 2, 4 or 8 bits a code; 4 and 2 are packed two and four a byte.
-    codebook: ``linear``, ``dynamic``, ``mulaw`` or an unsigned codebook.
+    codebook: ``linear``, ``dynamic``, ``mulaw``, ``midrise`` or an
+      unsigned codebook.
     block_size: elements per block.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
@@ -161,6 +184,8 @@ class Blockwise(_AbsmaxTiled):
       it, saturating at its largest finite value; see layout.round_scale).
     companding: ``after_scale`` or ``before_scale`` (MuonQ's public code),
       for ``codebook="mulaw"``; see the module docstring.
+    clip_rms: scale each tile by this many RMS instead of its absmax
+      (values beyond clip), or None; see the module docstring.
   """
 
   bits: int = 8
@@ -170,10 +195,11 @@ class Blockwise(_AbsmaxTiled):
   rounding: str = "nearest"
   scale_dtype: Any = jnp.float32
   companding: str = "after_scale"
+  clip_rms: float | None = None
 
   def __post_init__(self):
     check_scaled(self)
-    self._check_companding()
+    self._check_tiled()
     positive_int(self.block_size, "block_size")
 
   def tile(self, m: int, n: int) -> tuple[int, int]:
@@ -188,7 +214,8 @@ class Axiswise(_AbsmaxTiled):
 
   Args:
     bits: 2, 4 or 8 bits a code.
-    codebook: ``linear``, ``dynamic``, ``mulaw`` or an unsigned codebook.
+    codebook: ``linear``, ``dynamic``, ``mulaw``, ``midrise`` or an
+      unsigned codebook.
     axis: ``tensor``, ``row`` or ``col`` of the matrix view.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic``.
@@ -196,6 +223,8 @@ class Axiswise(_AbsmaxTiled):
       it, saturating at its largest finite value; see layout.round_scale).
     companding: ``after_scale`` or ``before_scale`` (MuonQ's public code),
       for ``codebook="mulaw"``; see the module docstring.
+    clip_rms: scale each tile by this many RMS instead of its absmax
+      (values beyond clip), or None; see the module docstring.
   """
 
   bits: int = 8
@@ -205,10 +234,11 @@ class Axiswise(_AbsmaxTiled):
   rounding: str = "nearest"
   scale_dtype: Any = jnp.float32
   companding: str = "after_scale"
+  clip_rms: float | None = None
 
   def __post_init__(self):
     check_scaled(self)
-    self._check_companding()
+    self._check_tiled()
     check_choice(self.axis, "axis", ("tensor", "row", "col"))
 
   def tile(self, m: int, n: int) -> tuple[int, int]:

@@ -115,6 +115,9 @@ def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
   """
   if not isinstance(fmt, Blockwise | Axiswise | Grid):
     raise Unsupported(f"no kernel stores {type(fmt).__name__} values.")
+  if fmt.codebook == "midrise":
+    raise Unsupported(
+        "codebook 'midrise' has no kernel yet; the XLA path runs it.")
   if fmt.codebook not in SIGNED_CODEBOOKS:
     raise Unsupported(
         f"codebook {fmt.codebook!r} is unsigned; the momentum kernels "
@@ -123,6 +126,10 @@ def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
     raise Unsupported(
         "companding='before_scale' (MuonQ's public order) has no kernel "
         "yet; the XLA path runs it.")
+  if not isinstance(fmt, Grid) and fmt.clip_rms is not None:
+    raise Unsupported(
+        "clip_rms (an RMS-fitted scale) has no kernel yet; the XLA path "
+        "runs it.")
   m, n = layout.matrix_shape(shape)
   if m * n > MAX_ELEMENTS:
     raise Unsupported(f"{m * n} elements exceed the kernels' int32 offsets.")

@@ -322,6 +322,11 @@ def test_muon_lowbit_is_its_recipe():
   assert fmt.residual == qm.formats.Blockwise(
       bits=4, codebook="mulaw", companding="before_scale", block_size=128,
       scale_dtype=jnp.float16)
+  two_bit = qm.muon_lowbit(LR, bits=2, min_size=0)
+  fmt = _muon_momentum(two_bit.init({"w": jnp.zeros(SHAPE)})).format
+  assert fmt.residual == qm.formats.Blockwise(
+      bits=2, codebook="midrise", clip_rms=1.5, block_size=128,
+      scale_dtype=jnp.float16)
   settings = qm.presets.twin_settings(qm.muon_lowbit, LR)
   assert (settings["accumulation"], settings["normalize"],
           settings["nesterov"]) == ("sum", True, True)
