@@ -36,9 +36,11 @@ def orthonormalize(a: Array) -> Array:
   gets no help from the MXU. The k x k inverse is applied as a product: a
   triangular solve with many right-hand sides was slow on the CPU for small
   k. For ``a`` of full column rank this is Householder QR's Q up to column
-  signs. The small shift keeps rank-deficient inputs finite, but their
-  columns beyond the rank are amplified rounding noise: norms up to about
-  one, and not orthogonal to the rest. No result depends on it, since the
+  signs. A small shift (1e-6 of the mean eigenvalue) keeps most
+  rank-deficient inputs finite; where its Cholesky factorization breaks
+  down, a shift that provably cannot is used instead. Columns beyond the
+  rank are then amplified rounding noise: norms up to about one, and not
+  orthogonal to the rest. No result depends on it, since the
   residual absorbs what P misses: ``M = P R^T + residual`` with ``R = M^T
   P`` holds for any P.
 
@@ -49,12 +51,22 @@ def orthonormalize(a: Array) -> Array:
     float32 matrix of ``a``'s shape; its columns are orthonormal (up to the
     shift) when ``a`` has full column rank.
   """
-  k = a.shape[1]
+  m, k = a.shape
   eye = jnp.eye(k, dtype=a.dtype)
+  # Fukaya et al.'s shifted CholeskyQR (SIAM J. Sci. Comput. 2020): a shift
+  # of 11 (m k + k (k + 1)) u ||a||_F^2 never lets the factorization break
+  # down in floating point.
+  safe = 11 * (m * k + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
   for _ in range(2):
     gram = a.T @ a
-    shift = 1e-6 * jnp.trace(gram) / k + jnp.finfo(a.dtype).tiny
-    chol = jnp.linalg.cholesky(gram + shift * eye)
+    trace = jnp.trace(gram)
+    tiny = jnp.finfo(a.dtype).tiny
+    chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
+    # A nearly rank-deficient ``a`` (a warm start whose columns have
+    # aligned, as after a rank-one first step) can break the small shift's
+    # factorization down to NaN; only then the safe shift is used.
+    chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.linalg.cholesky(
+        gram + (safe * trace + tiny) * eye))
     a = a @ jnp.linalg.inv(chol).T
   return a
 

@@ -129,3 +129,58 @@ def test_rank_too_large():
     Subspace(rank=0)
   with pytest.raises(ValueError, match="factors"):
     Subspace(factors="int8")
+
+
+def _nearly_rank_one(seed: int = 0, noise: float = 1e-4) -> np.ndarray:
+  rng = np.random.default_rng(seed)
+  return (rng.standard_normal((256, 1)) @ rng.standard_normal((1, 12))
+          + noise * rng.standard_normal((256, 12))).astype(np.float32)
+
+
+def test_orthonormalize_survives_a_breakdown_of_the_small_shift():
+  """Aligned warm-start columns (after a rank-one first step) made the
+  small shift's Cholesky factorization NaN under jit, and a width-256 run
+  of muon_lowbit diverge at its third step."""
+  import jax.numpy as jnp
+
+  from quantmuon.formats import subspace
+
+  a = _nearly_rank_one()
+
+  @jax.jit
+  def small_shift_cholesky(a):
+    gram = a.T @ a
+    return jnp.linalg.cholesky(
+        gram + (1e-6 * jnp.trace(gram) / 12 + jnp.finfo(a.dtype).tiny)
+        * jnp.eye(12))
+
+  assert not np.all(np.isfinite(small_shift_cholesky(a)))  # the premise
+  q = np.asarray(jax.jit(subspace.orthonormalize)(a))
+  assert np.all(np.isfinite(q))
+  # The one real direction comes out whole; the columns beyond the rank are
+  # rounding noise of norm at most about one (see the docstring).
+  u = a[:, 0] / np.linalg.norm(a[:, 0])
+  assert abs(abs(q[:, 0] @ u) - 1) < 1e-3
+  assert np.all(np.linalg.norm(q, axis=0) < 1.05)
+  # A well-conditioned input never takes the safe shift: the result is
+  # CholeskyQR2 with the small shift alone, bit for bit.
+  b = np.random.default_rng(1).standard_normal((256, 12)).astype(np.float32)
+
+  def small_only(a):
+    for _ in range(2):
+      a = a @ jnp.linalg.inv(small_shift_cholesky(a)).T
+    return a
+
+  np.testing.assert_array_equal(jax.jit(subspace.orthonormalize)(b),
+                                jax.jit(small_only)(b))
+
+
+def test_warm_start_from_aligned_columns_stays_finite():
+  fmt = Subspace(rank=12, factors=Float(), residual=Float())
+  m = _nearly_rank_one(noise=0.0) @ np.ones((12, 64), np.float32)
+  first = fmt.encode(jax.numpy.asarray(m))
+  m2 = m + 1e-4 * np.random.default_rng(2).standard_normal(m.shape).astype(
+      np.float32)
+  second = jax.jit(lambda x, prev: fmt.encode(x, previous=prev))(m2, first)
+  np.testing.assert_allclose(np.asarray(second.decode()), m2, atol=1e-4,
+                             rtol=1e-4)
