@@ -5,9 +5,9 @@ scales and the gradient, and writes new codes, scales and the fresh
 momentum. The XLA path (decode, accumulate, encode, emit as separate ops)
 makes several passes over memory; a fused kernel makes one.
 
-- :mod:`~quantmuon.kernels.absmax`: Blockwise, Axiswise and Grid kernels and
-  :func:`~quantmuon.kernels.absmax.reference`, the XLA path they are held
-  to (codes bit-identical in interpret mode);
+- :mod:`~quantmuon.kernels.absmax`: Blockwise, Axiswise and Grid kernels,
+  held to :func:`quantmuon.momentum_op.reference`, the XLA path (codes
+  bit-identical in interpret mode);
 - :mod:`~quantmuon.kernels.subspace`: the residual path of ``Subspace``;
 - :mod:`~quantmuon.kernels.gpu` (Triton) and :mod:`~quantmuon.kernels.tpu`
   (Mosaic): the drivers that lay tiles out per backend;
@@ -18,8 +18,8 @@ makes several passes over memory; a fused kernel makes one.
 from quantmuon.kernels.dispatch import (
     IMPLS,
     export_disabled_checks,
-    fused_step,
     has_kernel_family,
+    momentum_step,
     unsupported_reason,
 )
 from quantmuon.kernels.gpu import TRITON_CALL
@@ -28,7 +28,7 @@ __all__ = [
     "IMPLS",
     "TRITON_CALL",
     "export_disabled_checks",
-    "fused_step",
+    "momentum_step",
     "has_kernel_family",
     "unsupported_reason",
 ]

@@ -19,7 +19,8 @@ path writes them (one fused reduction on device), so the kernel divides by
 the very same numbers and codes stay bit-identical: a reduction reordered
 across tiles would move the norm by an ulp and flip codes.
 
-The reference of every kernel here is :func:`reference`, the XLA path.
+The reference of every kernel here is :func:`quantmuon.momentum_op.reference`,
+the XLA path.
 """
 
 from __future__ import annotations
@@ -29,85 +30,28 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from quantmuon import formats
+from quantmuon import formats, momentum_op
 from quantmuon.formats import layout
 from quantmuon.formats.grid import Grid
 from quantmuon.formats.tiled import uniform_noise
 from quantmuon.kernels import geometry, gpu, tpu
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.transforms import momentum as momentum_lib
 
 Array = jax.Array
 BACKENDS = ("gpu", "tpu")
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """The static options of a momentum step.
-
-  Attributes:
-    accumulation: ``ema`` or ``sum``.
-    normalize: MuonQ's normalization.
-    nesterov: emit the Nesterov mix.
-  """
-
-  accumulation: str
-  normalize: bool
-  nesterov: bool
-
-  @property
-  def emit(self) -> str:
-    if self.accumulation == "sum":
-      return "sum_nesterov" if self.nesterov else "new"
-    return "ema_nesterov" if self.nesterov else "ema"
-
-
-def reference(stored: formats.Stored, g: Array, *, beta: Any, cfg: Config,
-              count: Array, key: Array | None
-              ) -> tuple[Array, formats.Stored]:
-  """The XLA path every kernel is held to: decode, accumulate, encode, emit.
-
-  Args:
-    stored: the stored momentum.
-    g: the gradient.
-    beta: momentum decay.
-    cfg: accumulation, normalization and Nesterov.
-    count: the step count (after incrementing).
-    key: key for stochastic rounding, or None.
-
-  Returns:
-    ``(fresh momentum in g's dtype, new stored momentum)``.
-  """
-  return momentum_lib.momentum_update(
-      stored, g, beta=beta, accumulation=cfg.accumulation,
-      normalize=cfg.normalize, nesterov=cfg.nesterov, count=count, key=key)
-
-
-def scalars(stored: formats.Stored, g: Array, *, beta: Any, cfg: Config,
-            count: Array) -> Array:
-  """The runtime scalars of a step, by the XLA path's own expressions.
+def scalars(stored: formats.Stored, g: Array, *, beta: Any,
+            cfg: momentum_op.Config, count: Array) -> Array:
+  """The runtime scalars of a step as the kernels' vector.
 
   With ``normalize``, this is the norm pass: the gradient's norm, and the
   norm of the momentum accumulated from the XLA decode.
   """
-  g_denom = m_denom = 1.0
-  if cfg.normalize:
-    g32 = g.astype(jnp.float32)
-    g_denom = jnp.linalg.norm(g32) + momentum_lib.NORMALIZE_EPS
-    g1 = g32 / g_denom
-    m = stored.format.decode(stored)
-    if cfg.accumulation == "ema":
-      raw = beta * m + (1 - beta) * g1
-    else:
-      raw = beta * m + g1
-    m_denom = jnp.linalg.norm(raw) + momentum_lib.NORMALIZE_EPS
-  bias_m = bias_g = 1.0
-  if cfg.accumulation == "ema":
-    bias_m = 1 - beta ** optax.safe_increment(count)
-    bias_g = 1 - beta ** count
-  return tile_lib.scalars_vector(beta, g_denom, m_denom, bias_m, bias_g)
+  m = stored.format.decode(stored) if cfg.normalize else None
+  return tile_lib.scalars_vector(
+      momentum_op.scalars(m, g, beta=beta, cfg=cfg, count=count))
 
 
 def run(geo: geometry.Geometry, step: tile_lib.Step, ins: dict[str, Any],
@@ -140,7 +84,7 @@ def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
   """The encoding launch(es) of a step: stats pass first for ``given``."""
   ins = dict(ins)
   if geo.kind == "given":
-    stats = run(geo, dataclasses.replace(base, sink="stats", emit="none"),
+    stats = run(geo, dataclasses.replace(base, sink="stats", emit=False),
                 ins, backend, interpret)["stats"]
     given = layout.round_scale(stats, fmt.scale_dtype)
     ins["given"] = given
@@ -169,7 +113,7 @@ def _momentum_ins(geo: geometry.Geometry, stored: formats.Stored, g: Array,
   return ins
 
 
-def step(stored: formats.Stored, g: Array, *, cfg: Config,
+def step(stored: formats.Stored, g: Array, *, cfg: momentum_op.Config,
          step_scalars: Array, key: Array | None, backend: str,
          interpret: bool) -> tuple[Array, formats.Stored]:
   """The fused momentum step of a Blockwise, Axiswise or Grid leaf.
@@ -188,9 +132,8 @@ def step(stored: formats.Stored, g: Array, *, cfg: Config,
   """
   fmt = stored.format
   geo = geometry.of(fmt, stored.shape)
-  base = tile_lib.Step(source="momentum", sink="encode",
-                       accumulation=cfg.accumulation, normalize=cfg.normalize,
-                       emit=cfg.emit, fresh_dtype=g.dtype)
+  base = tile_lib.Step(source="momentum", sink="encode", cfg=cfg,
+                       emit=True, fresh_dtype=g.dtype)
   ins = _momentum_ins(geo, stored, g, step_scalars, None)
   out, new = _encode(geo, fmt, base, ins, key, stored.shape, backend,
                      interpret)
@@ -198,7 +141,7 @@ def step(stored: formats.Stored, g: Array, *, cfg: Config,
 
 
 def accumulate(stored: formats.Stored, g: Array, *, low_rank: Array,
-               cfg: Config, step_scalars: Array, backend: str,
+               cfg: momentum_op.Config, step_scalars: Array, backend: str,
                interpret: bool) -> tuple[Array, Array | None]:
   """Decode (plus a low-rank term), accumulate, emit; keep the float32 sum.
 
@@ -210,12 +153,9 @@ def accumulate(stored: formats.Stored, g: Array, *, low_rank: Array,
   """
   fmt = stored.format
   geo = geometry.of(fmt, stored.shape)
-  plain = cfg.emit == "new" and g.dtype == jnp.float32
-  step_ = tile_lib.Step(source="momentum", sink="store",
-                        accumulation=cfg.accumulation,
-                        normalize=cfg.normalize,
-                        emit="none" if plain else cfg.emit, low_rank=1,
-                        fresh_dtype=g.dtype)
+  plain = cfg.emits_new and g.dtype == jnp.float32
+  step_ = tile_lib.Step(source="momentum", sink="store", cfg=cfg,
+                        emit=not plain, low_rank=1, fresh_dtype=g.dtype)
   ins = _momentum_ins(geo, stored, g, step_scalars, low_rank)
   out = run(geo, step_, ins, backend, interpret)
   return out["new"], None if plain else out["fresh"]
@@ -233,5 +173,5 @@ def encode(fmt: formats.Format, x: Array, *, low_rank: Array,
   base = tile_lib.Step(source="input", sink="encode", low_rank=-1)
   ins = {"x": x.reshape(geo.m, geo.n),
          "low_rank": low_rank.reshape(geo.m, geo.n),
-         "scalars": tile_lib.scalars_vector(0.0)}
+         "scalars": tile_lib.scalars_vector(momentum_op.Scalars(0.0, 1.0))}
   return _encode(geo, fmt, base, ins, key, shape, backend, interpret)[1]

@@ -410,7 +410,7 @@ def run(geo: Geometry, step: tile_lib.Step, ins: dict[str, Any], *,
     else:
       flat_ins[name] = value.reshape(-1)
   outs: dict[str, Any] = {}
-  if step.emit != "none":
+  if step.emit:
     outs["fresh"] = jax.ShapeDtypeStruct((m * n,), step.fresh_dtype)
   if step.sink == "store":
     outs["new"] = jax.ShapeDtypeStruct((m * n,), jnp.float32)

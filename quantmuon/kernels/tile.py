@@ -14,7 +14,7 @@ A kernel is a *source* of the values to store and a *sink* for them:
 
 The drivers (:mod:`quantmuon.kernels.gpu`, :mod:`quantmuon.kernels.tpu`)
 move tiles between memory and these functions. Every operation mirrors the
-formats and :func:`quantmuon.transforms.momentum.accumulate` in order and
+formats and :mod:`quantmuon.momentum_op` in order and
 kind, so interpret-mode kernels reproduce the XLA path's codes bit for bit
 on every test case. Not always, in principle: XLA on the CPU contracts
 ``beta * m + g`` into a fused multiply-add in some loops and not in others,
@@ -32,15 +32,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from quantmuon import momentum_op
 from quantmuon.formats import layout
 from quantmuon.kernels import codec as codec_lib
 
 Array = jax.Array
 
-# Positions in the float32 vector of runtime scalars every kernel reads.
-BETA, ONE_MINUS_BETA, G_DENOM, M_DENOM, BIAS_M, BIAS_G, SCALE_IN, SCALE_OUT = (
-    range(8))
-NUM_SCALARS = 8
+# Positions in the float32 vector of runtime scalars every kernel reads:
+# the fields of ``momentum_op.Scalars``, then the given scales.
+SCALE_IN, SCALE_OUT = len(momentum_op.Scalars._fields), len(
+    momentum_op.Scalars._fields) + 1
 
 SOURCES = ("momentum", "input")
 SINKS = ("encode", "stats", "store")
@@ -56,11 +57,8 @@ class Step:
   Attributes:
     source: ``momentum`` or ``input``.
     sink: ``encode``, ``stats`` or ``store``.
-    accumulation: ``ema`` or ``sum`` (momentum source).
-    normalize: MuonQ's normalization (momentum source).
-    emit: what the fresh momentum is: ``none``, ``new`` (the momentum),
-      ``sum_nesterov`` (``g + beta m``), ``ema`` (``m / c``) or
-      ``ema_nesterov`` (``beta m / c1 + (1 - beta) g / c2``).
+    cfg: the momentum step's options (momentum source), else None.
+    emit: whether the kernel writes the fresh momentum.
     low_rank: sign of the low-rank operand: 0 (none), +1 (added to the
       decoded momentum) or -1 (subtracted from the input).
     fresh_dtype: dtype of the fresh momentum.
@@ -68,9 +66,8 @@ class Step:
 
   source: str
   sink: str
-  accumulation: str = "sum"
-  normalize: bool = False
-  emit: str = "none"
+  cfg: momentum_op.Config | None = None
+  emit: bool = False
   low_rank: int = 0
   fresh_dtype: Any = jnp.float32
 
@@ -99,29 +96,12 @@ def momentum(step: Step, decoded: Array, low_rank: Array | None, g: Array,
     ``(new momentum, prepared gradient)``, float32.
   """
   m = decoded if low_rank is None else decoded + low_rank
-  g = g.astype(jnp.float32)
-  if step.normalize:
-    g = g / scalars[G_DENOM]
-  if step.accumulation == "ema":
-    new = scalars[BETA] * m + scalars[ONE_MINUS_BETA] * g
-  else:
-    new = scalars[BETA] * m + g
-  if step.normalize:
-    new = new / scalars[M_DENOM]
-  return new, g
+  return momentum_op.accumulate(m, g, read_scalars(scalars), step.cfg)
 
 
 def emit(step: Step, new: Array, g: Array, scalars: Any) -> Array:
   """The fresh momentum handed to Newton-Schulz, in ``step.fresh_dtype``."""
-  if step.emit == "sum_nesterov":
-    out = g + scalars[BETA] * new
-  elif step.emit == "ema":
-    out = new / scalars[BIAS_G]
-  elif step.emit == "ema_nesterov":
-    out = (scalars[BETA] * (new / scalars[BIAS_M])
-           + scalars[ONE_MINUS_BETA] * (g / scalars[BIAS_G]))
-  else:
-    out = new
+  out = momentum_op.emit(new, g, read_scalars(scalars), step.cfg)
   return out.astype(step.fresh_dtype)
 
 
@@ -184,18 +164,16 @@ def encode(codec: codec_lib.Codec, reduction: str, x: Array,
   return out
 
 
-def scalars_vector(beta: Any, g_denom: Any = 1.0, m_denom: Any = 1.0,
-                   bias_m: Any = 1.0, bias_g: Any = 1.0, scale_in: Any = 1.0,
+def scalars_vector(s: momentum_op.Scalars, scale_in: Any = 1.0,
                    scale_out: Any = 1.0) -> Array:
-  """The runtime scalars, computed as the XLA path computes them.
-
-  ``1 - beta`` is formed here exactly as in ``accumulate`` (in Python for a
-  Python float, in float32 for an array) so the kernel multiplies by the
-  same number.
-  """
-  values = [beta, 1 - beta, g_denom, m_denom, bias_m, bias_g, scale_in,
-            scale_out]
+  """The runtime scalars as the float32 vector a kernel reads."""
+  values = [*s, scale_in, scale_out]
   return jnp.stack([jnp.asarray(v, jnp.float32).reshape(()) for v in values])
+
+
+def read_scalars(ref: Any) -> momentum_op.Scalars:
+  """The ``Scalars`` of a kernel's scalar vector (a ref or an array)."""
+  return momentum_op.Scalars(*(ref[i] for i in range(SCALE_IN)))
 
 
 def zero_code_byte(codec: codec_lib.Codec) -> int:

@@ -383,7 +383,7 @@ def _outputs(geo: Geometry, v: View, step: tile_lib.Step,
     shapes.append(jax.ShapeDtypeStruct(shape, dtype))
     specs.append(spec)
 
-  if step.emit != "none":
+  if step.emit:
     add("fresh", elem_shape, step.fresh_dtype, shared["elem"])
   if step.sink == "store":
     add("new", elem_shape, jnp.float32, shared["elem"])

@@ -67,7 +67,7 @@ CASES = {
 
 def _step(impl: str, normalize: bool):
   def step(stored, g):
-    return kernels.fused_step(
+    return kernels.momentum_step(
         stored, g, beta=0.95, accumulation="sum", normalize=normalize,
         nesterov=True, count=jnp.asarray(3, jnp.int32),
         key=jax.random.key(0), impl=impl)

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 
 from quantmuon import formats as F
-from quantmuon.kernels import absmax
+from quantmuon.momentum_op import Config
 
 from . import util
 
 F16 = jnp.float16
-SUM_NESTEROV = absmax.Config("sum", False, True)
-SUM = absmax.Config("sum", False, False)
-EMA_NESTEROV = absmax.Config("ema", False, True)
-EMA = absmax.Config("ema", False, False)
-MUONQ = absmax.Config("sum", True, False)
+SUM_NESTEROV = Config("sum", False, True)
+SUM = Config("sum", False, False)
+EMA_NESTEROV = Config("ema", False, True)
+EMA = Config("ema", False, False)
+MUONQ = Config("sum", True, False)
 
 CASES = {
     # Blockwise, short rows grouped block_size // n to a block.
