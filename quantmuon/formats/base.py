@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon.formats import placement
+from quantmuon.formats.kernel_layout import KernelLayout
 from quantmuon.formats.stored import Stored
 
 Array = jax.Array
@@ -155,6 +156,16 @@ class Format(abc.ABC):
       A ``Stored`` that decodes to float32 zeros of ``like.shape``.
     """
     return self.encode(placement.zeros_like(like), key=jax.random.key(0))
+
+  def kernel_layout(self, shape: tuple[int, ...]) -> KernelLayout | None:
+    """How the fused kernels lay this format out on an array of ``shape``.
+
+    None (the default) when no kernel stores the format. A format that
+    returns a layout also implements ``kernel_noise``, ``kernel_parts``
+    and ``kernel_assemble`` (see :mod:`quantmuon.formats.kernel_layout`).
+    """
+    del shape
+    return None
 
   @abc.abstractmethod
   def _encode(self, x: Array, *, key: Array | None,

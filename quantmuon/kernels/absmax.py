@@ -33,13 +33,11 @@ import jax.numpy as jnp
 
 from quantmuon import formats, momentum_op
 from quantmuon.formats import layout
-from quantmuon.formats.grid import Grid
-from quantmuon.formats.tiled import uniform_noise
-from quantmuon.kernels import geometry, gpu, tpu
+from quantmuon.formats.kernel_layout import Spanning
+from quantmuon.kernels import body, geometry, gpu, tpu
 from quantmuon.kernels import tile as tile_lib
 
 Array = jax.Array
-BACKENDS = ("gpu", "tpu")
 
 
 def scalars(stored: formats.Stored, g: Array, *, beta: Any,
@@ -57,57 +55,41 @@ def scalars(stored: formats.Stored, g: Array, *, beta: Any,
 def run(geo: geometry.Geometry, step: tile_lib.Step, ins: dict[str, Any],
         backend: str, interpret: bool) -> dict[str, Any]:
   """One kernel launch on the ``gpu`` (Triton) or ``tpu`` (Mosaic) driver."""
-  driver = gpu if backend == "gpu" else tpu
-  return driver.run(geo, step, ins, interpret=interpret)
-
-
-def noise(fmt: formats.Format, key: Array | None,
-          shape: tuple[int, ...]) -> Array | None:
-  """The format's stochastic-rounding noise, moved from tiles to the matrix.
-
-  ``encode`` draws ``uniform(key, tiles.shape)``; the same draw, laid out as
-  the matrix, gives every element the noise the XLA path gives it.
-  """
-  if fmt.rounding != "stochastic":
-    return None
-  m, n = layout.matrix_shape(shape)
-  tr, tc = (fmt.tile, fmt.tile) if isinstance(fmt, Grid) else fmt.tile(m, n)
-  tiles = (layout.ceil_div(m, tr), tr, layout.ceil_div(n, tc), tc)
-  return layout.from_tiles(uniform_noise(key, tiles, fmt.rounding, repr(fmt)),
-                           m, n)
+  driver = gpu.Triton if backend == "gpu" else tpu.Mosaic
+  return body.launch(driver(geo), step, ins, interpret=interpret)
 
 
 def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
             ins: dict[str, Any], key: Array | None, shape: tuple[int, ...],
             backend: str, interpret: bool
             ) -> tuple[dict[str, Any], formats.Stored]:
-  """The encoding launch(es) of a step: stats pass first for ``given``."""
+  """The encoding launch(es) of a step: a stats pass first for scales that
+  span several tiles."""
   ins = dict(ins)
-  if geo.kind == "given":
-    stats = run(geo, dataclasses.replace(base, sink="stats", emit=False),
+  spanning = isinstance(geo.tiling, Spanning)
+  if spanning:
+    stats = run(geo, dataclasses.replace(base, sink=tile_lib.Sink.STATS,
+                                         emit=False),
                 ins, backend, interpret)["stats"]
-    given = layout.round_scale(stats, fmt.scale_dtype)
+    given = layout.round_scale(stats, geo.codec.scale_dtype)
     ins["given"] = given
     ins["scalars"] = ins["scalars"].at[tile_lib.SCALE_OUT].set(
         given.reshape(-1)[0].astype(jnp.float32))
-  drawn = noise(fmt, key, shape)
+  drawn = fmt.kernel_noise(key, shape)
   if drawn is not None:
     ins["noise"] = drawn
-  out = run(geo, dataclasses.replace(base, sink="encode"), ins, backend,
-            interpret)
-  scales = out["scales"] if geo.kind != "given" else (ins["given"],)
-  parts = dict(zip(geo.scale_names(), scales, strict=True))
-  parts["codes"] = out["codes"].reshape(
-      layout.codes_shape(shape, geo.packed))
-  return out, formats.Stored(parts, fmt, shape, jnp.float32)
+  out = run(geo, dataclasses.replace(base, sink=tile_lib.Sink.ENCODE), ins,
+            backend, interpret)
+  scales = (ins["given"],) if spanning else out["scales"]
+  return out, fmt.kernel_assemble(out["codes"], scales, shape)
 
 
 def _momentum_ins(geo: geometry.Geometry, stored: formats.Stored, g: Array,
                   step_scalars: Array, low_rank: Array | None
                   ) -> dict[str, Any]:
-  ins = {"codes": stored["codes"].reshape(geo.m, geo.packed),
-         "scales": tuple(stored[name] for name in geo.scale_names()),
-         "g": g.reshape(geo.m, geo.n), "scalars": step_scalars}
+  codes, scales = stored.format.kernel_parts(stored)
+  ins = {"codes": codes, "scales": scales, "g": g.reshape(geo.m, geo.n),
+         "scalars": step_scalars}
   if low_rank is not None:
     ins["low_rank"] = low_rank.reshape(geo.m, geo.n)
   return ins
@@ -132,8 +114,8 @@ def step(stored: formats.Stored, g: Array, *, cfg: momentum_op.Config,
   """
   fmt = stored.format
   geo = geometry.of(fmt, stored.shape)
-  base = tile_lib.Step(source="momentum", sink="encode", cfg=cfg,
-                       emit=True, fresh_dtype=g.dtype)
+  base = tile_lib.Step(tile_lib.Source.MOMENTUM, tile_lib.Sink.ENCODE,
+                       cfg=cfg, emit=True, fresh_dtype=g.dtype)
   ins = _momentum_ins(geo, stored, g, step_scalars, None)
   out, new = _encode(geo, fmt, base, ins, key, stored.shape, backend,
                      interpret)
@@ -154,8 +136,9 @@ def accumulate(stored: formats.Stored, g: Array, *, low_rank: Array,
   fmt = stored.format
   geo = geometry.of(fmt, stored.shape)
   plain = cfg.emits_new and g.dtype == jnp.float32
-  step_ = tile_lib.Step(source="momentum", sink="store", cfg=cfg,
-                        emit=not plain, low_rank=1, fresh_dtype=g.dtype)
+  step_ = tile_lib.Step(tile_lib.Source.MOMENTUM, tile_lib.Sink.STORE,
+                        cfg=cfg, emit=not plain, low_rank=1,
+                        fresh_dtype=g.dtype)
   ins = _momentum_ins(geo, stored, g, step_scalars, low_rank)
   out = run(geo, step_, ins, backend, interpret)
   return out["new"], None if plain else out["fresh"]
@@ -170,7 +153,8 @@ def encode(fmt: formats.Format, x: Array, *, low_rank: Array,
   written.
   """
   geo = geometry.of(fmt, shape)
-  base = tile_lib.Step(source="input", sink="encode", low_rank=-1)
+  base = tile_lib.Step(tile_lib.Source.INPUT, tile_lib.Sink.ENCODE,
+                       low_rank=-1)
   ins = {"x": x.reshape(geo.m, geo.n),
          "low_rank": low_rank.reshape(geo.m, geo.n),
          "scalars": tile_lib.scalars_vector(momentum_op.Scalars(0.0, 1.0))}

@@ -41,68 +41,43 @@ class Codec:
   """The static codebook settings of one format, as a kernel needs them.
 
   Attributes:
-    codebook: ``linear``, ``dynamic`` or ``mulaw``.
-    bits: 2, 4 or 8.
-    mu: mu-law parameter.
+    book: the codebook of the codes.
     stochastic: whether codes round stochastically (noise is an operand).
     scale_dtype: dtype the scales are stored in.
+    compand: the mu-law applied before the scale (values are companded,
+      scaled and coded with ``book``; decoding expands), or None.
   """
 
-  codebook: str
-  bits: int
-  mu: float
+  book: codebooks.Codebook
   stochastic: bool
   scale_dtype: Any
+  compand: codebooks.MuLaw | None = None
+
+  @property
+  def bits(self) -> int:
+    return self.book.bits
 
   @property
   def per_byte(self) -> int:
-    return 8 // self.bits
+    return self.book.per_byte
 
   @property
   def zero_code(self) -> int:
     """The code whose level is exactly zero (padding decodes to zero)."""
-    return int(np.flatnonzero(
-        codebooks.levels(self.codebook, self.bits) == 0)[0])
+    return self.book.zero_code
 
-  def table_names(self) -> tuple[str, ...]:
-    """Names of the constant tables this codec looks values up in."""
-    names = []
-    if self.codebook != "linear":
-      names.append("levels")
-    if self.codebook == "dynamic":
-      names.append("above" if self.stochastic else "mids")
-    if self.codebook == "mulaw" and self.stochastic:
-      names.append("expanded")
-    return tuple(names)
+  def tables(self) -> dict[str, np.ndarray]:
+    """The constant float32 tables this codec looks values up in."""
+    return _tables(self.book, self.stochastic)
 
   def table(self, name: str) -> np.ndarray:
-    """A float32 table by name (see :func:`_tables`)."""
-    return _tables(self.codebook, self.bits, float(self.mu))[name]
+    return self.tables()[name]
 
 
 @functools.cache
-def _tables(codebook: str, bits: int, mu: float) -> dict[str, np.ndarray]:
-  """The constant tables, computed by the formats' own code.
-
-  ``levels``: what each code decodes to (before the scale). ``mids``: the
-  midpoints between levels (nearest rounding counts those below y).
-  ``above``: the levels but the last (stochastic rounding counts those
-  below y). ``expanded``: ``expand(q / qmax)`` for ``q = -qmax .. qmax + 1``,
-  the two neighbours stochastic mu-law rounding chooses between.
-  """
-  with jax.ensure_compile_time_eval():
-    codes = jnp.arange(2 ** bits, dtype=jnp.uint8)
-    levels = np.asarray(codebooks.decode(codes, codebook, bits, mu))
-    table = codebooks.levels(codebook, bits)
-    m = codebooks.qmax(bits)
-    q = np.arange(-m, m + 2, dtype=np.float32) / np.float32(m)
-    expanded = np.asarray(codebooks.expand(jnp.asarray(q), mu))
-  return {
-      "levels": levels.astype(np.float32),
-      "mids": ((table[1:] + table[:-1]) / np.float32(2)).astype(np.float32),
-      "above": table[:-1].astype(np.float32),
-      "expanded": expanded.astype(np.float32),
-  }
+def _tables(book: codebooks.Codebook, stochastic: bool
+            ) -> dict[str, np.ndarray]:
+  return book.tables(stochastic)
 
 
 def padded_table(values: np.ndarray) -> np.ndarray:
@@ -181,9 +156,31 @@ def sign(y: Array) -> Array:
   return jnp.where(y > 0, 1.0, jnp.where(y < 0, -1.0, 0.0))
 
 
+def _clip(y: Array) -> Array:
+  return jnp.minimum(jnp.maximum(y, -1.0), 1.0)
+
+
+def _compand(book: codebooks.MuLaw, y: Array) -> Array:
+  """``codebooks.compand`` of ``y`` in [-1, 1]."""
+  return sign(y) * jnp.log1p(book.mu * jnp.abs(y)) / np.float32(
+      np.log1p(book.mu))
+
+
+def compand(book: codebooks.MuLaw, y: Array) -> Array:
+  """Values clipped to [-1, 1] and mu-law companded, as a format's
+  ``companding="before_scale"`` encode does."""
+  return _compand(book, _clip(y))
+
+
+def expand(book: codebooks.MuLaw, y: Array) -> Array:
+  """``codebooks.expand``: the inverse of :func:`compand` on [-1, 1]."""
+  return sign(y) * jnp.expm1(jnp.abs(y) * np.float32(
+      np.log1p(book.mu))) / book.mu
+
+
 def decode(codec: Codec, codes: Array, lookup: Lookup) -> Array:
   """int32 codes -> normalized float32 levels (before the scale)."""
-  if codec.codebook == "linear":
+  if isinstance(codec.book, codebooks.Linear):
     q = codes.astype(jnp.float32) - np.float32(2 ** (codec.bits - 1))
     m = codebooks.qmax(codec.bits)
     return jnp.maximum(q, -float(m)) / np.float32(m)
@@ -195,18 +192,17 @@ def encode(codec: Codec, y: Array, noise: Array | None,
   """Normalized float32 values -> int32 codes, as ``codebooks.encode``."""
   y = jnp.where(y != y, 0.0, y)
   y = jnp.minimum(jnp.maximum(y, -_FMAX), _FMAX)
-  if codec.codebook in ("linear", "mulaw"):
-    m = codebooks.qmax(codec.bits)
-    if codec.codebook == "mulaw":
-      y = jnp.minimum(jnp.maximum(y, -1.0), 1.0)
-      companded = sign(y) * jnp.log1p(codec.mu * jnp.abs(y)) / np.float32(
-          np.log1p(codec.mu))
-      v = companded * np.float32(m)
+  book = codec.book
+  if isinstance(book, codebooks.Linear | codebooks.MuLaw):
+    m = book.qmax
+    if isinstance(book, codebooks.MuLaw):
+      y = _clip(y)
+      v = _compand(book, y) * np.float32(m)
     else:
       v = y * np.float32(m)
     if noise is None:
       q = round_half_even(v)
-    elif codec.codebook == "linear":
+    elif isinstance(book, codebooks.Linear):
       lo = jnp.floor(v)
       q = lo + (noise < v - lo).astype(jnp.float32)
     else:

@@ -45,15 +45,16 @@ Array = jax.Array
 IMPLS = ("auto", "xla", "pallas", "pallas_interpret")
 
 
-def has_kernel_family(fmt: formats.Format) -> bool:
+def has_kernel_family(fmt: formats.Format, shape: tuple[int, ...]) -> bool:
   """Whether ``fmt`` belongs to a family with fused kernels.
 
-  Blockwise, Axiswise, Grid, and Subspace with such a residual do;
-  ``Float`` and ``FloatingPoint`` do not, and always take the XLA path.
+  A format with a kernel layout (``Format.kernel_layout``) does, and so
+  does a ``Subspace`` whose residual has one; ``Float`` and
+  ``FloatingPoint`` do not, and always take the XLA path.
   """
   if isinstance(fmt, formats.Subspace):
-    return has_kernel_family(fmt.residual)
-  return isinstance(fmt, formats.Blockwise | formats.Axiswise | formats.Grid)
+    return has_kernel_family(fmt.residual, shape)
+  return fmt.kernel_layout(shape) is not None
 
 
 def unsupported_reason(fmt: formats.Format, shape: tuple[int, ...]
@@ -128,7 +129,7 @@ def momentum_step(stored: formats.Stored, g: Array, *, beta: Any,
   cfg = momentum_op.Config(accumulation, normalize, nesterov)
   reference = functools.partial(momentum_op.reference, stored, g, beta=beta,
                                 cfg=cfg, count=count, key=key)
-  if impl == "xla" or not has_kernel_family(stored.format):
+  if impl == "xla" or not has_kernel_family(stored.format, stored.shape):
     return reference()
   reason = unsupported_reason(stored.format, stored.shape)
   if reason is not None:

@@ -1,17 +1,18 @@
-"""How a format's scales tile the matrix view, as the kernels see it.
+"""A format's kernel layout on one matrix, with the kernels' limits.
 
-The absmax formats cut the ``(m, n)`` matrix view of an array into scale
-groups; a kernel family is a way of walking those groups:
+A format describes its own layout (``Format.kernel_layout``, see
+:mod:`quantmuon.formats.kernel_layout`); this module checks it against what
+the kernels can do and names the kind of tiling the drivers walk:
 
-- ``rows`` (Blockwise with ``n >= block_size``): groups of ``width``
-  elements along each row, ``groups`` of them a row; scales ``(m, groups)``.
-- ``group`` (Blockwise with short rows): ``height`` whole rows a group;
-  scales ``(ceil(m / height), 1)``.
-- ``grid`` (Grid): ``tile x tile`` tiles with row and column scales
-  ``(m, nt)`` and ``(mt, n)``.
-- ``given`` (Axiswise): one scale for the tensor, a row or a column. They
-  span the whole array, so a stats pass finds them and the fused pass
-  encodes with them.
+- ``rows`` (:class:`RowBlocks`): groups of ``width`` elements along each
+  row, ``groups`` of them a row; scales ``(m, groups)``.
+- ``group`` (:class:`RowGroups`): ``height`` whole rows a group; scales
+  ``(ceil(m / height), 1)``.
+- ``grid`` (:class:`TwoSided`): ``tile x tile`` tiles with row and column
+  scales ``(m, nt)`` and ``(mt, n)``.
+- ``given`` (:class:`Spanning`): one scale for the tensor, a row or a
+  column. They span the whole array, so a stats pass finds them and the
+  fused pass encodes with them.
 
 Codes keep the formats' layout: shaped like the matrix with the last axis
 packed ``8 // bits`` to a byte.
@@ -23,15 +24,20 @@ import dataclasses
 
 from quantmuon.formats import layout, packing
 from quantmuon.formats.base import Format
-from quantmuon.formats.grid import Grid
-from quantmuon.formats.tiled import Axiswise, Blockwise
+from quantmuon.formats.kernel_layout import (
+    KernelLayout,
+    RowBlocks,
+    RowGroups,
+    ScaleTiling,
+    Spanning,
+    TwoSided,
+)
 from quantmuon.kernels.codec import Codec
 
-KINDS = ("rows", "group", "grid", "given")
-SIGNED_CODEBOOKS = ("linear", "dynamic", "mulaw")
 # Widest scale group a GPU program holds in registers, in elements.
 MAX_GPU_GROUP = 16384
 MAX_ELEMENTS = 2 ** 31 - 1
+MAX_TILE = 128
 
 
 class Unsupported(ValueError):
@@ -43,24 +49,31 @@ class Geometry:
   """A format's scale groups on one matrix.
 
   Attributes:
-    kind: one of ``KINDS``.
-    m: rows of the matrix view.
-    n: columns of the matrix view.
+    layout: the format's kernel layout.
     codec: the codebook settings.
-    width: columns of a group (``rows``), or the tile side (``grid``).
-    height: rows of a group (``group``), or the tile side (``grid``).
-    groups: groups a row (``rows``), or tiles a row (``grid``).
-    axis: ``tensor``, ``row`` or ``col`` (``given``).
   """
 
-  kind: str
-  m: int
-  n: int
+  layout: KernelLayout
   codec: Codec
-  width: int = 1
-  height: int = 1
-  groups: int = 1
-  axis: str = "tensor"
+
+  @property
+  def m(self) -> int:
+    return self.layout.m
+
+  @property
+  def n(self) -> int:
+    return self.layout.n
+
+  @property
+  def tiling(self) -> ScaleTiling:
+    return self.layout.tiling
+
+  @property
+  def kind(self) -> str:
+    """The tiling's name in kernel names: ``rows``, ``group``, ``grid`` or
+    ``given``."""
+    return {RowBlocks: "rows", RowGroups: "group", TwoSided: "grid",
+            Spanning: "given"}[type(self.tiling)]
 
   @property
   def per_byte(self) -> int:
@@ -73,38 +86,30 @@ class Geometry:
 
   @property
   def row_tiles(self) -> int:
-    """Rows of groups: ``ceil(m / height)``."""
-    return layout.ceil_div(self.m, self.height)
+    """Rows of scale groups (``RowGroups``) or of tiles (``TwoSided``)."""
+    t = self.tiling
+    if isinstance(t, RowGroups):
+      return layout.ceil_div(self.m, t.height)
+    if isinstance(t, TwoSided):
+      return layout.ceil_div(self.m, t.side)
+    return self.m
+
+  @property
+  def col_tiles(self) -> int:
+    """Columns of tiles (``TwoSided``)."""
+    t = self.tiling
+    return layout.ceil_div(self.n, t.side) if isinstance(t, TwoSided) else 1
 
   def scale_shapes(self) -> tuple[tuple[int, int], ...]:
     """Shapes of the stored scales, in the order the format stores them."""
-    if self.kind == "rows":
-      return ((self.m, self.groups),)
-    if self.kind == "group":
-      return ((self.row_tiles, 1),)
-    if self.kind == "grid":
-      return ((self.m, self.groups), (self.row_tiles, self.n))
-    return ({"tensor": (1, 1), "row": (self.m, 1),
-             "col": (1, self.n)}[self.axis],)
-
-  def scale_names(self) -> tuple[str, ...]:
-    """Names of the scale parts of the ``Stored`` value."""
-    if self.kind == "grid":
-      return ("row_scales", "col_scales")
-    return ("scales",)
-
-
-def codec_of(fmt: Format) -> Codec:
-  return Codec(codebook=fmt.codebook, bits=fmt.bits, mu=float(fmt.mu),
-               stochastic=fmt.rounding == "stochastic",
-               scale_dtype=fmt.scale_dtype)
+    return self.layout.scale_shapes()
 
 
 def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
   """The geometry of ``fmt`` on an array of ``shape``.
 
   Args:
-    fmt: a ``Blockwise``, ``Axiswise`` or ``Grid`` format.
+    fmt: a format.
     shape: the array's shape.
 
   Returns:
@@ -113,41 +118,36 @@ def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
   Raises:
     Unsupported: with the reason, for a format or shape without a kernel.
   """
-  if not isinstance(fmt, Blockwise | Axiswise | Grid):
+  kl = fmt.kernel_layout(shape)
+  if kl is None:
     raise Unsupported(f"no kernel stores {type(fmt).__name__} values.")
-  if fmt.codebook not in SIGNED_CODEBOOKS:
+  book = kl.codebook
+  if not book.signed:
     raise Unsupported(
-        f"codebook {fmt.codebook!r} is unsigned; the momentum kernels "
-        f"take {SIGNED_CODEBOOKS}.")
-  if not isinstance(fmt, Grid) and fmt.compands_first:
+        f"codebook {book.name!r} is unsigned; the momentum kernels take "
+        "signed ones.")
+  m, n, t, k = kl.m, kl.n, kl.tiling, book.per_byte
+  if m * n > MAX_ELEMENTS:
+    raise Unsupported(f"{m * n} elements exceed the kernels' int32 offsets.")
+  if isinstance(t, TwoSided):
+    if t.side % k:
+      raise Unsupported(f"tile={t.side} splits bytes of {kl.bits}-bit codes.")
+    if t.side > MAX_TILE:
+      raise Unsupported(
+          f"tile={t.side} is wider than the kernels' {MAX_TILE}.")
+  elif isinstance(t, RowBlocks):
+    if t.groups > 1 and t.width % k:
+      raise Unsupported(
+          f"block_size={t.width} splits bytes of {kl.bits}-bit codes.")
+    if t.width > MAX_GPU_GROUP:
+      raise Unsupported(
+          f"block_size={t.width} is wider than the kernels' "
+          f"{MAX_GPU_GROUP}.")
+  elif isinstance(t, RowGroups):
+    if t.height * packing.packed_length(n, kl.bits) * k > 4 * MAX_GPU_GROUP:
+      raise Unsupported(f"groups of {t.height} rows of {n} are too large.")
+  if kl.compand is not None:
     raise Unsupported(
         "companding='before_scale' (MuonQ's public order) has no kernel "
         "yet; the XLA path runs it.")
-  m, n = layout.matrix_shape(shape)
-  if m * n > MAX_ELEMENTS:
-    raise Unsupported(f"{m * n} elements exceed the kernels' int32 offsets.")
-  codec = codec_of(fmt)
-  k = codec.per_byte
-  if isinstance(fmt, Grid):
-    t = fmt.tile
-    nt = layout.ceil_div(n, t)
-    if t % k:
-      raise Unsupported(f"tile={t} splits bytes of {fmt.bits}-bit codes.")
-    if t > 128:
-      raise Unsupported(f"tile={t} is wider than the kernels' 128.")
-    return Geometry("grid", m, n, codec, width=t, height=t, groups=nt)
-  if isinstance(fmt, Axiswise):
-    return Geometry("given", m, n, codec, axis=fmt.axis)
-  tr, tc = fmt.tile(m, n)
-  if tr == 1:
-    groups = layout.ceil_div(n, tc)
-    if groups > 1 and tc % k:
-      raise Unsupported(
-          f"block_size={tc} splits bytes of {fmt.bits}-bit codes.")
-    if tc > MAX_GPU_GROUP:
-      raise Unsupported(
-          f"block_size={tc} is wider than the kernels' {MAX_GPU_GROUP}.")
-    return Geometry("rows", m, n, codec, width=tc, groups=groups)
-  if tr * packing.packed_length(n, fmt.bits) * k > 4 * MAX_GPU_GROUP:
-    raise Unsupported(f"groups of {tr} rows of {n} are too large.")
-  return Geometry("group", m, n, codec, width=n, height=tr)
+  return Geometry(kl, Codec(book, kl.stochastic, kl.scale_dtype))

@@ -1,4 +1,4 @@
-"""What a fused kernel computes on one tile, whatever the backend.
+"""What a fused kernel computes on a tile: its description and its encode.
 
 A kernel is a *source* of the values to store and a *sink* for them:
 
@@ -12,21 +12,22 @@ A kernel is a *source* of the values to store and a *sink* for them:
 - sink ``stats``: the tile's absmax, for scales that span several tiles;
 - sink ``store``: the values themselves (float32).
 
-The drivers (:mod:`quantmuon.kernels.gpu`, :mod:`quantmuon.kernels.tpu`)
-move tiles between memory and these functions. Every operation mirrors the
-formats and :mod:`quantmuon.momentum_op` in order and
-kind, so interpret-mode kernels reproduce the XLA path's codes bit for bit
-on every test case. Not always, in principle: XLA on the CPU contracts
-``beta * m + g`` into a fused multiply-add in some loops and not in others,
-and turns some divisions by a broadcast value into reciprocal multiplies,
-so the float32 momentum of the two paths can differ in its last bit; a code
-flips only when that bit straddles a rounding boundary (2 codes in 2.1M
-over 8 random 512 x 512 8-bit steps, measured).
+:mod:`quantmuon.kernels.body` runs a :class:`Step` on one tile through a
+backend's I/O. Every operation mirrors the formats and
+:mod:`quantmuon.momentum_op` in order and kind, so interpret-mode kernels
+reproduce the XLA path's codes bit for bit on every test case. Not always,
+in principle: XLA on the CPU contracts ``beta * m + g`` into a fused
+multiply-add in some loops and not in others, and turns some divisions by a
+broadcast value into reciprocal multiplies, so the float32 momentum of the
+two paths can differ in its last bit; a code flips only when that bit
+straddles a rounding boundary (2 codes in 2.1M over 8 random 512 x 512
+8-bit steps, measured).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any
 
 import jax
@@ -43,11 +44,24 @@ Array = jax.Array
 SCALE_IN, SCALE_OUT = len(momentum_op.Scalars._fields), len(
     momentum_op.Scalars._fields) + 1
 
-SOURCES = ("momentum", "input")
-SINKS = ("encode", "stats", "store")
 # How the scales of a tile are found: one per tile row ("row"), one for the
 # whole tile ("all"), two-sided per Grid tile ("grid"), or given ("given").
 REDUCTIONS = ("row", "all", "grid", "given")
+
+
+class Source(enum.Enum):
+  """Where a kernel's values come from."""
+
+  MOMENTUM = "momentum"
+  INPUT = "input"
+
+
+class Sink(enum.Enum):
+  """What a kernel does with its values."""
+
+  ENCODE = "encode"
+  STATS = "stats"
+  STORE = "store"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,8 +69,8 @@ class Step:
   """The static description of one fused kernel.
 
   Attributes:
-    source: ``momentum`` or ``input``.
-    sink: ``encode``, ``stats`` or ``store``.
+    source: where the values come from.
+    sink: what is done with them.
     cfg: the momentum step's options (momentum source), else None.
     emit: whether the kernel writes the fresh momentum.
     low_rank: sign of the low-rank operand: 0 (none), +1 (added to the
@@ -64,8 +78,8 @@ class Step:
     fresh_dtype: dtype of the fresh momentum.
   """
 
-  source: str
-  sink: str
+  source: Source
+  sink: Sink
   cfg: momentum_op.Config | None = None
   emit: bool = False
   low_rank: int = 0
@@ -74,35 +88,9 @@ class Step:
   def __post_init__(self):
     object.__setattr__(self, "fresh_dtype", jnp.dtype(self.fresh_dtype))
 
-
-def safe(scale: Array) -> Array:
-  """``layout.safe_scale``: float32, zeros replaced by one."""
-  scale = scale.astype(jnp.float32)
-  return jnp.where(scale == 0, 1.0, scale)
-
-
-def momentum(step: Step, decoded: Array, low_rank: Array | None, g: Array,
-             scalars: Any) -> tuple[Array, Array]:
-  """The new momentum of a tile and the gradient as prepared for it.
-
-  Args:
-    step: the kernel's description.
-    decoded: the stored momentum, decoded and scaled.
-    low_rank: the low-rank term added to it, or None.
-    g: the gradient tile.
-    scalars: a ref (or array) of the runtime scalars.
-
-  Returns:
-    ``(new momentum, prepared gradient)``, float32.
-  """
-  m = decoded if low_rank is None else decoded + low_rank
-  return momentum_op.accumulate(m, g, read_scalars(scalars), step.cfg)
-
-
-def emit(step: Step, new: Array, g: Array, scalars: Any) -> Array:
-  """The fresh momentum handed to Newton-Schulz, in ``step.fresh_dtype``."""
-  out = momentum_op.emit(new, g, read_scalars(scalars), step.cfg)
-  return out.astype(step.fresh_dtype)
+  @property
+  def name(self) -> str:
+    return f"{self.source.value}_{self.sink.value}"
 
 
 @dataclasses.dataclass
@@ -114,7 +102,7 @@ class Encoded:
   col: Array | None = None
 
 
-def absmax(x: Array, mask: Array | None) -> Array:
+def magnitude(x: Array, mask: Array | None) -> Array:
   """``|x|`` with positions outside the array set to zero."""
   mag = jnp.abs(x)
   return mag if mask is None else jnp.where(mask, mag, 0.0)
@@ -141,24 +129,24 @@ def encode(codec: codec_lib.Codec, reduction: str, x: Array,
   dtype = codec.scale_dtype
   if reduction == "given":
     out = Encoded(codes=None)
-    divisor = safe(given)
+    divisor = layout.safe_scale(given)
   else:
-    mag = absmax(x, mask)
+    mag = magnitude(x, mask)
     if reduction == "all":
       out = Encoded(None, row=layout.round_scale(
           jnp.max(mag, keepdims=True), dtype))
-      divisor = safe(out.row)
+      divisor = layout.safe_scale(out.row)
     elif reduction == "row":
       out = Encoded(None, row=layout.round_scale(
           jnp.max(mag, axis=1, keepdims=True), dtype))
-      divisor = safe(out.row)
+      divisor = layout.safe_scale(out.row)
     else:
       out = Encoded(None,
                     row=layout.round_scale(
                         jnp.max(mag, axis=1, keepdims=True), dtype),
                     col=layout.round_scale(
                         jnp.max(mag, axis=0, keepdims=True), dtype))
-      divisor = safe(jnp.minimum(out.row.astype(jnp.float32),
+      divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
                                  out.col.astype(jnp.float32)))
   out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)
   return out
