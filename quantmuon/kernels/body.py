@@ -12,9 +12,11 @@ interpret-mode kernels reproduce the XLA path's codes bit for bit.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from quantmuon import momentum_op
@@ -36,12 +38,14 @@ class TileIO(abc.ABC):
       ``tile.REDUCTIONS``); a property of the backend's tiling.
     lookup: how the codebook's tables are read.
     scalars: the ref of runtime scalars (``tile.scalars_vector``).
+    expm1: ``jnp.expm1``, or what the backend lowers in its place.
   """
 
   mask: Array | None
   reduction: str
   lookup: codec_lib.Lookup
   scalars: Any
+  expm1: Callable[[Array], Array] = staticmethod(jnp.expm1)
 
   @abc.abstractmethod
   def load(self, name: str) -> Array:
@@ -88,6 +92,8 @@ def run(step: tile_lib.Step, codec: codec_lib.Codec, io: TileIO) -> None:
   if step.source is tile_lib.Source.MOMENTUM:
     s = tile_lib.read_scalars(io.scalars)
     m = codec_lib.decode(codec, io.load_codes(), io.lookup) * io.load_scale()
+    if codec.compand is not None:
+      m = codec_lib.expand(codec.compand, m, io.expm1)
     if low_rank is not None:
       m = m + low_rank
     x, g = momentum_op.accumulate(m, io.load("g"), s, step.cfg)
@@ -101,6 +107,8 @@ def run(step: tile_lib.Step, codec: codec_lib.Codec, io: TileIO) -> None:
   if step.sink is tile_lib.Sink.STORE:
     io.store("new", x)
     return
+  if codec.compand is not None:
+    x = codec_lib.compand(codec.compand, x)
   if step.sink is tile_lib.Sink.STATS:
     io.store_stats(tile_lib.magnitude(x, io.mask))
     return
@@ -136,7 +144,8 @@ class Backend(abc.ABC):
     """``pallas_call`` options: the grid, block specs, compiler params."""
 
   @abc.abstractmethod
-  def io(self, ins: dict[str, Any], outs: dict[str, Any]) -> TileIO:
+  def io(self, ins: dict[str, Any], outs: dict[str, Any],
+         interpret: bool) -> TileIO:
     """The running program's tile over its refs."""
 
   @abc.abstractmethod
@@ -170,7 +179,7 @@ def launch(backend: Backend, step: tile_lib.Step, ins: dict[str, Any], *,
 
   def kernel(*refs):
     io = backend.io(group(in_names, refs[:len(in_names)]),
-                    group(out_names, refs[len(in_names):]))
+                    group(out_names, refs[len(in_names):]), interpret)
     run(step, geo.codec, io)
 
   outs = pl.pallas_call(

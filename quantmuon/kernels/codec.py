@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -172,10 +173,20 @@ def compand(book: codebooks.MuLaw, y: Array) -> Array:
   return _compand(book, _clip(y))
 
 
-def expand(book: codebooks.MuLaw, y: Array) -> Array:
+def expand(book: codebooks.MuLaw, y: Array,
+           expm1: Callable[[Array], Array] = jnp.expm1) -> Array:
   """``codebooks.expand``: the inverse of :func:`compand` on [-1, 1]."""
-  return sign(y) * jnp.expm1(jnp.abs(y) * np.float32(
-      np.log1p(book.mu))) / book.mu
+  return sign(y) * expm1(jnp.abs(y) * np.float32(np.log1p(book.mu))) / (
+      book.mu)
+
+
+def expm1_from_exp(x: Array) -> Array:
+  """``expm1`` from ``exp`` and ``log1p`` (Kahan's formula), for backends
+  that do not lower ``expm1``: within 2.4 float32 ulps of it on mu-law's
+  range (measured on the CPU), not bit for bit."""
+  u = jnp.exp(x)
+  d = u - 1.0
+  return jnp.where(d == 0.0, x, d * x / jnp.log1p(d))
 
 
 def decode(codec: Codec, codes: Array, lookup: Lookup) -> Array:

@@ -146,8 +146,5 @@ def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
   elif isinstance(t, RowGroups):
     if t.height * packing.packed_length(n, kl.bits) * k > 4 * MAX_GPU_GROUP:
       raise Unsupported(f"groups of {t.height} rows of {n} are too large.")
-  if kl.compand is not None:
-    raise Unsupported(
-        "companding='before_scale' (MuonQ's public order) has no kernel "
-        "yet; the XLA path runs it.")
-  return Geometry(kl, Codec(book, kl.stochastic, kl.scale_dtype))
+  return Geometry(kl, Codec(book, kl.stochastic, kl.scale_dtype,
+                            kl.compand))

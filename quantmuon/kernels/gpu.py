@@ -357,7 +357,8 @@ class Triton(body.Backend):
             pltriton.CompilerParams(num_warps=num_warps(self.t),
                                     num_stages=1)}
 
-  def io(self, ins, outs):
+  def io(self, ins, outs, interpret):
+    del interpret
     refs = dict(zip(self.tables, ins.get("tables", ()), strict=True))
     return TritonIO(self.geo, self.t, ins, outs, refs)
 
