@@ -25,9 +25,12 @@ The scale tilings, one dataclass a kind:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, ClassVar
 
-from quantmuon.formats import codebooks, layout
+import numpy as np
+
+from quantmuon.formats import codebooks, layout, packing
 
 Shape = tuple[int, int]
 
@@ -35,6 +38,8 @@ Shape = tuple[int, int]
 @dataclasses.dataclass(frozen=True)
 class RowBlocks:
   """Blocks of ``width`` elements along each row, ``groups`` a row."""
+
+  name: ClassVar[str] = "rows"
 
   width: int
   groups: int
@@ -48,6 +53,8 @@ class RowBlocks:
 class RowGroups:
   """``height`` whole rows a scale group."""
 
+  name: ClassVar[str] = "group"
+
   height: int
 
   def scale_shapes(self, m: int, n: int) -> tuple[Shape, ...]:
@@ -59,6 +66,8 @@ class RowGroups:
 class TwoSided:
   """Square ``side`` tiles, a row scale and a column scale inside each."""
 
+  name: ClassVar[str] = "grid"
+
   side: int
 
   def scale_shapes(self, m: int, n: int) -> tuple[Shape, ...]:
@@ -69,6 +78,8 @@ class TwoSided:
 @dataclasses.dataclass(frozen=True)
 class Spanning:
   """One scale for the ``tensor``, each ``row`` or each ``col``."""
+
+  name: ClassVar[str] = "given"
 
   axis: str
 
@@ -107,6 +118,51 @@ class KernelLayout:
   def bits(self) -> int:
     return self.codebook.bits
 
+  @property
+  def per_byte(self) -> int:
+    return self.codebook.per_byte
+
+  @property
+  def zero_code(self) -> int:
+    """The code whose level is exactly zero (padding decodes to zero)."""
+    return self.codebook.zero_code
+
+  @property
+  def kind(self) -> str:
+    """The tiling's name: ``rows``, ``group``, ``grid`` or ``given``."""
+    return self.tiling.name
+
+  @property
+  def packed(self) -> int:
+    """Bytes a row of codes takes."""
+    return packing.packed_length(self.n, self.bits)
+
+  @property
+  def row_tiles(self) -> int:
+    """Rows of scale groups (``RowGroups``) or of tiles (``TwoSided``)."""
+    t = self.tiling
+    if isinstance(t, RowGroups):
+      return layout.ceil_div(self.m, t.height)
+    if isinstance(t, TwoSided):
+      return layout.ceil_div(self.m, t.side)
+    return self.m
+
+  @property
+  def col_tiles(self) -> int:
+    """Columns of tiles (``TwoSided``)."""
+    t = self.tiling
+    return layout.ceil_div(self.n, t.side) if isinstance(t, TwoSided) else 1
+
   def scale_shapes(self) -> tuple[Shape, ...]:
     """Shapes of the scales, in the order the format hands them over."""
     return self.tiling.scale_shapes(self.m, self.n)
+
+  def tables(self) -> dict[str, np.ndarray]:
+    """The codebook's constant float32 tables a kernel reads."""
+    return _tables(self.codebook, self.stochastic)
+
+
+@functools.cache
+def _tables(book: codebooks.Codebook, stochastic: bool
+            ) -> dict[str, np.ndarray]:
+  return book.tables(stochastic)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from quantmuon import formats, momentum_op
 from quantmuon.formats import layout
-from quantmuon.formats.kernel_layout import Spanning
+from quantmuon.formats.kernel_layout import KernelLayout, Spanning
 from quantmuon.kernels import body, geometry, gpu, tpu
 from quantmuon.kernels import tile as tile_lib
 
@@ -52,14 +52,14 @@ def scalars(stored: formats.Stored, g: Array, *, beta: Any,
       momentum_op.scalars(m, g, beta=beta, cfg=cfg, count=count))
 
 
-def run(geo: geometry.Geometry, step: tile_lib.Step, ins: dict[str, Any],
+def run(geo: KernelLayout, step: tile_lib.Step, ins: dict[str, Any],
         backend: str, interpret: bool) -> dict[str, Any]:
   """One kernel launch on the ``gpu`` (Triton) or ``tpu`` (Mosaic) driver."""
   driver = gpu.Triton if backend == "gpu" else tpu.Mosaic
   return body.launch(driver(geo), step, ins, interpret=interpret)
 
 
-def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
+def _encode(geo: KernelLayout, fmt: formats.Format, base: tile_lib.Step,
             ins: dict[str, Any], key: Array | None, shape: tuple[int, ...],
             backend: str, interpret: bool
             ) -> tuple[dict[str, Any], formats.Stored]:
@@ -71,7 +71,7 @@ def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
     stats = run(geo, dataclasses.replace(base, sink=tile_lib.Sink.STATS,
                                          emit=False),
                 ins, backend, interpret)["stats"]
-    given = layout.round_scale(stats, geo.codec.scale_dtype)
+    given = layout.round_scale(stats, geo.scale_dtype)
     ins["given"] = given
     ins["scalars"] = ins["scalars"].at[tile_lib.SCALE_OUT].set(
         given.reshape(-1)[0].astype(jnp.float32))
@@ -84,7 +84,7 @@ def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
   return out, fmt.kernel_assemble(out["codes"], scales, shape)
 
 
-def _momentum_ins(geo: geometry.Geometry, stored: formats.Stored, g: Array,
+def _momentum_ins(geo: KernelLayout, stored: formats.Stored, g: Array,
                   step_scalars: Array, low_rank: Array | None
                   ) -> dict[str, Any]:
   codes, scales = stored.format.kernel_parts(stored)

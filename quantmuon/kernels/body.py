@@ -20,10 +20,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from quantmuon import momentum_op
-from quantmuon.formats.kernel_layout import Spanning
+from quantmuon.formats.kernel_layout import KernelLayout, Spanning
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.kernels.geometry import Geometry
 
 Array = jax.Array
 Names = list[tuple[str, int]]
@@ -80,12 +79,12 @@ class TileIO(abc.ABC):
     """The partial absmax of a tile, for scales that span several."""
 
 
-def run(step: tile_lib.Step, codec: codec_lib.Codec, io: TileIO) -> None:
+def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
   """The fused kernel ``step`` on the tile ``io``.
 
   Args:
     step: what the kernel computes.
-    codec: the codebook settings.
+    codec: the kernel layout (codebook, rounding, companding).
     io: the backend's tile.
   """
   low_rank = io.load("low_rank") if step.low_rank else None
@@ -125,10 +124,10 @@ class Backend(abc.ABC):
   launch options and its tile I/O. :func:`launch` does the rest.
 
   Attributes:
-    geo: the geometry the kernel runs on.
+    geo: the kernel layout the kernel runs on.
   """
 
-  geo: Geometry
+  geo: KernelLayout
 
   @abc.abstractmethod
   def operands(self, ins: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +179,7 @@ def launch(backend: Backend, step: tile_lib.Step, ins: dict[str, Any], *,
   def kernel(*refs):
     io = backend.io(group(in_names, refs[:len(in_names)]),
                     group(out_names, refs[len(in_names):]), interpret)
-    run(step, geo.codec, io)
+    run(step, geo, io)
 
   outs = pl.pallas_call(
       kernel, out_shape=tuple(out_shapes), interpret=interpret,

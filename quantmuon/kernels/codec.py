@@ -22,8 +22,6 @@ kernels match the XLA path exactly.
 from __future__ import annotations
 
 import abc
-import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -32,53 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon.formats import codebooks
+from quantmuon.formats.kernel_layout import KernelLayout
 
 Array = jax.Array
 _FMAX = float(np.finfo(np.float32).max)
-
-
-@dataclasses.dataclass(frozen=True)
-class Codec:
-  """The static codebook settings of one format, as a kernel needs them.
-
-  Attributes:
-    book: the codebook of the codes.
-    stochastic: whether codes round stochastically (noise is an operand).
-    scale_dtype: dtype the scales are stored in.
-    compand: the mu-law applied before the scale (values are companded,
-      scaled and coded with ``book``; decoding expands), or None.
-  """
-
-  book: codebooks.Codebook
-  stochastic: bool
-  scale_dtype: Any
-  compand: codebooks.MuLaw | None = None
-
-  @property
-  def bits(self) -> int:
-    return self.book.bits
-
-  @property
-  def per_byte(self) -> int:
-    return self.book.per_byte
-
-  @property
-  def zero_code(self) -> int:
-    """The code whose level is exactly zero (padding decodes to zero)."""
-    return self.book.zero_code
-
-  def tables(self) -> dict[str, np.ndarray]:
-    """The constant float32 tables this codec looks values up in."""
-    return _tables(self.book, self.stochastic)
-
-  def table(self, name: str) -> np.ndarray:
-    return self.tables()[name]
-
-
-@functools.cache
-def _tables(book: codebooks.Codebook, stochastic: bool
-            ) -> dict[str, np.ndarray]:
-  return book.tables(stochastic)
 
 
 def padded_table(values: np.ndarray) -> np.ndarray:
@@ -189,21 +144,21 @@ def expm1_from_exp(x: Array) -> Array:
   return jnp.where(d == 0.0, x, d * x / jnp.log1p(d))
 
 
-def decode(codec: Codec, codes: Array, lookup: Lookup) -> Array:
+def decode(codec: KernelLayout, codes: Array, lookup: Lookup) -> Array:
   """int32 codes -> normalized float32 levels (before the scale)."""
-  if isinstance(codec.book, codebooks.Linear):
+  if isinstance(codec.codebook, codebooks.Linear):
     q = codes.astype(jnp.float32) - np.float32(2 ** (codec.bits - 1))
     m = codebooks.qmax(codec.bits)
     return jnp.maximum(q, -float(m)) / np.float32(m)
-  return lookup.take("levels", codec.table("levels"), codes)
+  return lookup.take("levels", codec.tables()["levels"], codes)
 
 
-def encode(codec: Codec, y: Array, noise: Array | None,
+def encode(codec: KernelLayout, y: Array, noise: Array | None,
            lookup: Lookup) -> Array:
   """Normalized float32 values -> int32 codes, as ``codebooks.encode``."""
   y = jnp.where(y != y, 0.0, y)
   y = jnp.minimum(jnp.maximum(y, -_FMAX), _FMAX)
-  book = codec.book
+  book = codec.codebook
   if isinstance(book, codebooks.Linear | codebooks.MuLaw):
     m = book.qmax
     if isinstance(book, codebooks.MuLaw):
@@ -219,7 +174,7 @@ def encode(codec: Codec, y: Array, noise: Array | None,
     else:
       lo = jnp.floor(v)
       index = lo.astype(jnp.int32) + m
-      table = codec.table("expanded")
+      table = codec.tables()["expanded"]
       y_lo = lookup.take("expanded", table, index)
       y_hi = lookup.take("expanded", table, index + 1)
       p_up = (y - y_lo) / (y_hi - y_lo)
@@ -228,10 +183,10 @@ def encode(codec: Codec, y: Array, noise: Array | None,
     q = jnp.minimum(jnp.maximum(q, -float(m)), float(m))
     return q.astype(jnp.int32) + 2 ** (codec.bits - 1)
   if noise is None:
-    return lookup.count_below("mids", codec.table("mids"), y)
-  levels = codec.table("levels")
+    return lookup.count_below("mids", codec.tables()["mids"], y)
+  levels = codec.tables()["levels"]
   upper = jnp.maximum(
-      lookup.count_below("above", codec.table("above"), y), 1)
+      lookup.count_below("above", codec.tables()["above"], y), 1)
   lo = lookup.take("levels", levels, upper - 1)
   hi = lookup.take("levels", levels, upper)
   p_up = jnp.minimum(jnp.maximum((y - lo) / (hi - lo), 0.0), 1.0)

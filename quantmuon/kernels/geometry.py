@@ -1,38 +1,22 @@
-"""A format's kernel layout on one matrix, with the kernels' limits.
+"""Which format layouts the kernels take.
 
 A format describes its own layout (``Format.kernel_layout``, see
-:mod:`quantmuon.formats.kernel_layout`); this module checks it against what
-the kernels can do and names the kind of tiling the drivers walk:
-
-- ``rows`` (:class:`RowBlocks`): groups of ``width`` elements along each
-  row, ``groups`` of them a row; scales ``(m, groups)``.
-- ``group`` (:class:`RowGroups`): ``height`` whole rows a group; scales
-  ``(ceil(m / height), 1)``.
-- ``grid`` (:class:`TwoSided`): ``tile x tile`` tiles with row and column
-  scales ``(m, nt)`` and ``(mt, n)``.
-- ``given`` (:class:`Spanning`): one scale for the tensor, a row or a
-  column. They span the whole array, so a stats pass finds them and the
-  fused pass encodes with them.
-
-Codes keep the formats' layout: shaped like the matrix with the last axis
-packed ``8 // bits`` to a byte.
+:mod:`quantmuon.formats.kernel_layout`); :func:`of` checks it against what
+the kernels can do: signed codebooks, int32 offsets, groups that hold whole
+bytes of packed codes, Grid tiles up to 128 and groups a GPU program holds
+in registers.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-from quantmuon.formats import layout, packing
+from quantmuon.formats import packing
 from quantmuon.formats.base import Format
 from quantmuon.formats.kernel_layout import (
     KernelLayout,
     RowBlocks,
     RowGroups,
-    ScaleTiling,
-    Spanning,
     TwoSided,
 )
-from quantmuon.kernels.codec import Codec
 
 # Widest scale group a GPU program holds in registers, in elements.
 MAX_GPU_GROUP = 16384
@@ -44,76 +28,15 @@ class Unsupported(ValueError):
   """Raised for a format or shape that has no kernel."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Geometry:
-  """A format's scale groups on one matrix.
-
-  Attributes:
-    layout: the format's kernel layout.
-    codec: the codebook settings.
-  """
-
-  layout: KernelLayout
-  codec: Codec
-
-  @property
-  def m(self) -> int:
-    return self.layout.m
-
-  @property
-  def n(self) -> int:
-    return self.layout.n
-
-  @property
-  def tiling(self) -> ScaleTiling:
-    return self.layout.tiling
-
-  @property
-  def kind(self) -> str:
-    """The tiling's name in kernel names: ``rows``, ``group``, ``grid`` or
-    ``given``."""
-    return {RowBlocks: "rows", RowGroups: "group", TwoSided: "grid",
-            Spanning: "given"}[type(self.tiling)]
-
-  @property
-  def per_byte(self) -> int:
-    return self.codec.per_byte
-
-  @property
-  def packed(self) -> int:
-    """Bytes a row of codes takes."""
-    return packing.packed_length(self.n, self.codec.bits)
-
-  @property
-  def row_tiles(self) -> int:
-    """Rows of scale groups (``RowGroups``) or of tiles (``TwoSided``)."""
-    t = self.tiling
-    if isinstance(t, RowGroups):
-      return layout.ceil_div(self.m, t.height)
-    if isinstance(t, TwoSided):
-      return layout.ceil_div(self.m, t.side)
-    return self.m
-
-  @property
-  def col_tiles(self) -> int:
-    """Columns of tiles (``TwoSided``)."""
-    t = self.tiling
-    return layout.ceil_div(self.n, t.side) if isinstance(t, TwoSided) else 1
-
-  def scale_shapes(self) -> tuple[tuple[int, int], ...]:
-    """Shapes of the stored scales, in the order the format stores them."""
-    return self.layout.scale_shapes()
-
-
-def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
-  """The geometry of ``fmt`` on an array of ``shape``.
+def of(fmt: Format, shape: tuple[int, ...]) -> KernelLayout:
+  """The kernel layout of ``fmt`` on an array of ``shape``, checked.
 
   Args:
     fmt: a format.
     shape: the array's shape.
 
   Returns:
-    Its ``Geometry``.
+    Its ``KernelLayout``.
 
   Raises:
     Unsupported: with the reason, for a format or shape without a kernel.
@@ -146,5 +69,4 @@ def of(fmt: Format, shape: tuple[int, ...]) -> Geometry:
   elif isinstance(t, RowGroups):
     if t.height * packing.packed_length(n, kl.bits) * k > 4 * MAX_GPU_GROUP:
       raise Unsupported(f"groups of {t.height} rows of {n} are too large.")
-  return Geometry(kl, Codec(book, kl.stochastic, kl.scale_dtype,
-                            kl.compand))
+  return kl

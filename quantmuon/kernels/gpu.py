@@ -41,6 +41,7 @@ from jax.experimental.pallas import triton as pltriton
 
 from quantmuon.formats import layout
 from quantmuon.formats.kernel_layout import (
+    KernelLayout,
     RowBlocks,
     RowGroups,
     Spanning,
@@ -49,7 +50,6 @@ from quantmuon.formats.kernel_layout import (
 from quantmuon.kernels import body
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.kernels.geometry import Geometry
 
 Array = jax.Array
 TRITON_CALL = "__gpu$xla.gpu.triton"
@@ -79,7 +79,7 @@ class Tiling:
   masked: bool
 
 
-def tiling(geo: Geometry) -> Tiling:
+def tiling(geo: KernelLayout) -> Tiling:
   """How ``geo`` is cut into program tiles."""
   m, n, k, t = geo.m, geo.n, geo.per_byte, geo.tiling
   if isinstance(t, RowBlocks):
@@ -108,7 +108,7 @@ def num_warps(t: Tiling) -> int:
   return 4 if elements <= 4096 else 8 if elements <= 8192 else 16
 
 
-def reduction(geo: Geometry) -> str:
+def reduction(geo: KernelLayout) -> str:
   """How a program tile holds its scale groups.
 
   A ``RowGroups`` group is a whole program tile here ("all"); on the TPU
@@ -142,7 +142,7 @@ def store(ref: Any, offsets: Array, value: Array, mask: Array | None):
     pltriton.store(ref.at[offsets], value, mask=mask)
 
 
-def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
+def unpack(codec: KernelLayout, packed: Array) -> Array:
   """(R, C / k) bytes -> (R, C) int32 codes, first code in the low bits."""
   b = packed.astype(jnp.int32)
   k = codec.per_byte
@@ -159,7 +159,7 @@ def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
   return parts[0].reshape(rows, cols * k)
 
 
-def pack(codec: codec_lib.Codec, codes: Array) -> Array:
+def pack(codec: KernelLayout, codes: Array) -> Array:
   """(R, C) int32 codes -> (R, C / k) uint8 bytes."""
   k = codec.per_byte
   if k == 1:
@@ -176,14 +176,14 @@ class TritonIO(body.TileIO):
   """A program's tile in flat arrays: offsets, masks, gathers, scatters.
 
   Args:
-    geo: the geometry.
+    geo: the kernel layout.
     t: its tiling.
     ins: the input refs by name.
     outs: the output refs by name.
     tables: the codebook's table refs by name.
   """
 
-  def __init__(self, geo: Geometry, t: Tiling, ins: dict[str, Any],
+  def __init__(self, geo: KernelLayout, t: Tiling, ins: dict[str, Any],
                outs: dict[str, Any], tables: dict[str, Any]):
     self.geo, self.ins, self.outs = geo, ins, outs
     self.reduction = reduction(geo)
@@ -231,13 +231,13 @@ class TritonIO(body.TileIO):
     store(self.outs[name], self.elements, value, self.mask)
 
   def load_codes(self):
-    return unpack(self.geo.codec, load(self.ins["codes"], self.bytes_,
+    return unpack(self.geo, load(self.ins["codes"], self.bytes_,
                                        self.byte_mask))
 
   def store_codes(self, codes):
     if self.mask is not None:
       codes = jnp.where(self.mask, codes, 0)
-    store(self.outs["codes"], self.bytes_, pack(self.geo.codec, codes),
+    store(self.outs["codes"], self.bytes_, pack(self.geo, codes),
           self.byte_mask)
 
   def _scale_offsets(self) -> tuple[Array, ...]:
@@ -305,14 +305,14 @@ class TritonIO(body.TileIO):
             jnp.max(magnitude, axis=0, keepdims=True), self.col_mask)
 
 
-def stats_shape(geo: Geometry, t: Tiling) -> tuple[int, ...]:
+def stats_shape(geo: KernelLayout, t: Tiling) -> tuple[int, ...]:
   """Flat shape of the partial absmax a stats pass writes."""
   if geo.tiling.axis == "row":
     return (t.grid[1] * geo.m,)
   return (t.grid[0] * geo.n,)
 
 
-def stats_reduce(geo: Geometry, t: Tiling, partial: Array) -> Array:
+def stats_reduce(geo: KernelLayout, t: Tiling, partial: Array) -> Array:
   """Partial absmax -> the absmax of each spanning scale."""
   if geo.tiling.axis == "row":
     return jnp.max(partial.reshape(t.grid[1], geo.m), axis=0)[:, None]
@@ -324,10 +324,10 @@ class Triton(body.Backend):
   """The Triton backend: flat operands, power-of-two masked tiles, tables
   as operands."""
 
-  def __init__(self, geo: Geometry):
+  def __init__(self, geo: KernelLayout):
     self.geo, self.t = geo, tiling(geo)
     self.tables = {name: jnp.asarray(codec_lib.padded_table(table))
-                   for name, table in geo.codec.tables().items()}
+                   for name, table in geo.tables().items()}
 
   def operands(self, ins):
     tensor = isinstance(self.geo.tiling, Spanning) and (
@@ -341,7 +341,7 @@ class Triton(body.Backend):
   def result_shape(self, name, step):
     geo = self.geo
     if name == "scales":
-      return tuple(jax.ShapeDtypeStruct((a * b,), geo.codec.scale_dtype)
+      return tuple(jax.ShapeDtypeStruct((a * b,), geo.scale_dtype)
                    for a, b in geo.scale_shapes())
     if name == "stats":
       return jax.ShapeDtypeStruct(stats_shape(geo, self.t), jnp.float32)

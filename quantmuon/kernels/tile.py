@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from quantmuon import momentum_op
 from quantmuon.formats import layout
+from quantmuon.formats.kernel_layout import KernelLayout
 from quantmuon.kernels import codec as codec_lib
 
 Array = jax.Array
@@ -108,13 +109,13 @@ def magnitude(x: Array, mask: Array | None) -> Array:
   return mag if mask is None else jnp.where(mask, mag, 0.0)
 
 
-def encode(codec: codec_lib.Codec, reduction: str, x: Array,
+def encode(codec: KernelLayout, reduction: str, x: Array,
            mask: Array | None, given: Array | None, noise: Array | None,
            lookup: codec_lib.Lookup) -> Encoded:
   """Scales and codes of a tile, as the formats' ``_encode``.
 
   Args:
-    codec: the codebook settings.
+    codec: the kernel layout (codebook, rounding, companding).
     reduction: one of ``REDUCTIONS``.
     x: the float32 tile.
     mask: where the tile lies inside the array, or None (all of it).
@@ -164,7 +165,7 @@ def read_scalars(ref: Any) -> momentum_op.Scalars:
   return momentum_op.Scalars(*(ref[i] for i in range(SCALE_IN)))
 
 
-def zero_code_byte(codec: codec_lib.Codec) -> int:
+def zero_code_byte(codec: KernelLayout) -> int:
   """A byte of packed zero codes: padding that decodes to zero."""
   z = codec.zero_code
   return int(sum(z << (codec.bits * s) for s in range(codec.per_byte)))

@@ -32,6 +32,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from quantmuon.formats import layout, packing
 from quantmuon.formats.kernel_layout import (
+    KernelLayout,
     RowBlocks,
     RowGroups,
     Spanning,
@@ -40,7 +41,6 @@ from quantmuon.formats.kernel_layout import (
 from quantmuon.kernels import body
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.kernels.geometry import Geometry
 
 Array = jax.Array
 LANES = 128
@@ -81,7 +81,7 @@ def _block_rows(cols: int) -> int:
   return max(8, min(32, rows // 8 * 8))
 
 
-def _groups(geo: Geometry) -> tuple[int, int]:
+def _groups(geo: KernelLayout) -> tuple[int, int]:
   """(groups, elements a group) of a row-grouped geometry."""
   t = geo.tiling
   if isinstance(t, RowBlocks):
@@ -89,7 +89,7 @@ def _groups(geo: Geometry) -> tuple[int, int]:
   return geo.row_tiles, t.height * geo.n
 
 
-def view(geo: Geometry) -> View:
+def view(geo: KernelLayout) -> View:
   """The padded view ``geo``'s kernel runs on."""
   k, t = geo.per_byte, geo.tiling
   lane = LANES * k
@@ -113,12 +113,12 @@ def _pad2(x: Array, rows: int, cols: int, fill: Any) -> Array:
                  constant_values=fill)
 
 
-def to_view(geo: Geometry, v: View, x: Array, fill: Any = 0,
+def to_view(geo: KernelLayout, v: View, x: Array, fill: Any = 0,
             k: int = 1) -> Array:
   """A ``(m, n)`` matrix into the view ``v``.
 
   Args:
-    geo: the geometry.
+    geo: the kernel layout.
     v: its view.
     x: the matrix, of elements (``k = 1``) or of packed bytes (``k`` codes a
       byte, for codes whose groups hold whole bytes).
@@ -146,7 +146,7 @@ def to_view(geo: Geometry, v: View, x: Array, fill: Any = 0,
   return _pad2(x, v.rows, v.cols // k, fill)
 
 
-def from_view(geo: Geometry, x: Array, cols: int, k: int = 1) -> Array:
+def from_view(geo: KernelLayout, x: Array, cols: int, k: int = 1) -> Array:
   """Inverse of :func:`to_view`, to a matrix of ``cols`` columns."""
   m, t = geo.m, geo.tiling
   if isinstance(t, RowBlocks):
@@ -163,9 +163,9 @@ def from_view(geo: Geometry, x: Array, cols: int, k: int = 1) -> Array:
   return x[:m, :cols]
 
 
-def codes_to_view(geo: Geometry, v: View, codes: Array) -> Array:
+def codes_to_view(geo: KernelLayout, v: View, codes: Array) -> Array:
   """Packed codes ``(m, packed)`` into the view, padded with zero codes."""
-  codec = geo.codec
+  codec = geo
   if v.packed_fast:
     return to_view(geo, v, codes, tile_lib.zero_code_byte(codec),
                    codec.per_byte)
@@ -174,9 +174,9 @@ def codes_to_view(geo: Geometry, v: View, codes: Array) -> Array:
   return packing.pack(out, codec.bits)
 
 
-def codes_from_view(geo: Geometry, v: View, codes: Array) -> Array:
+def codes_from_view(geo: KernelLayout, v: View, codes: Array) -> Array:
   """Inverse of :func:`codes_to_view` (pad codes in a byte become 0)."""
-  codec = geo.codec
+  codec = geo
   if v.packed_fast:
     return from_view(geo, codes, geo.packed, codec.per_byte)
   unpacked = packing.unpack(codes, codec.bits, codes.shape[-1] *
@@ -184,7 +184,7 @@ def codes_from_view(geo: Geometry, v: View, codes: Array) -> Array:
   return packing.pack(from_view(geo, unpacked, geo.n), codec.bits)
 
 
-def scales_to_view(geo: Geometry, v: View, scales: tuple[Array, ...]
+def scales_to_view(geo: KernelLayout, v: View, scales: tuple[Array, ...]
                    ) -> tuple[Array, ...]:
   """Stored scales into the view's blocks."""
   t = geo.tiling
@@ -200,7 +200,7 @@ def scales_to_view(geo: Geometry, v: View, scales: tuple[Array, ...]
   return (_spanning_to_view(geo, v, scales[0]),)
 
 
-def scales_from_view(geo: Geometry, scales: tuple[Array, ...]
+def scales_from_view(geo: KernelLayout, scales: tuple[Array, ...]
                      ) -> tuple[Array, ...]:
   """Inverse of :func:`scales_to_view` for encoded scales."""
   t = geo.tiling
@@ -214,7 +214,7 @@ def scales_from_view(geo: Geometry, scales: tuple[Array, ...]
   return row, col
 
 
-def _spanning_to_view(geo: Geometry, v: View, scale: Array) -> Array:
+def _spanning_to_view(geo: KernelLayout, v: View, scale: Array) -> Array:
   axis = geo.tiling.axis
   if axis == "row":
     return jnp.pad(scale, ((0, v.rows - geo.m), (0, 0)))
@@ -236,7 +236,7 @@ def _selection(rows: int, cols: int, k: int, bits: int,
   return weight.astype(jnp.bfloat16)
 
 
-def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
+def unpack(codec: KernelLayout, packed: Array) -> Array:
   """(R, B) bytes -> (R, B * k) int32 codes by exact MXU products."""
   b = packed.astype(jnp.int32)
   k = codec.per_byte
@@ -259,7 +259,7 @@ def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
   return full.astype(jnp.int32)
 
 
-def pack(codec: codec_lib.Codec, codes: Array) -> Array:
+def pack(codec: KernelLayout, codes: Array) -> Array:
   """(R, C) int32 codes -> (R, C / k) uint8 by exact MXU products."""
   k = codec.per_byte
   if k == 1:
@@ -275,7 +275,7 @@ def pack(codec: codec_lib.Codec, codes: Array) -> Array:
   return full.astype(jnp.int32).astype(jnp.uint8)
 
 
-def _specs(geo: Geometry, v: View) -> dict[str, Any]:
+def _specs(geo: KernelLayout, v: View) -> dict[str, Any]:
   """Block specs of the view's operands and results by name."""
   k, t = geo.per_byte, geo.tiling
   br, bc = v.block_rows, v.block_cols
@@ -308,7 +308,7 @@ def _specs(geo: Geometry, v: View) -> dict[str, Any]:
           "fresh": elem, "new": elem, "stats": stats}
 
 
-def _reduce_stats(geo: Geometry, stats: Array) -> Array:
+def _reduce_stats(geo: KernelLayout, stats: Array) -> Array:
   axis = geo.tiling.axis
   if axis == "row":
     return jnp.max(stats, axis=0)[:geo.m]
@@ -327,7 +327,7 @@ class MosaicIO(body.TileIO):
   to a few ulps; in interpret mode ``jnp.expm1`` keeps them bit-exact.
   """
 
-  def __init__(self, geo: Geometry, ins: dict[str, Any],
+  def __init__(self, geo: KernelLayout, ins: dict[str, Any],
                outs: dict[str, Any], interpret: bool):
     self.geo, self.ins, self.outs = geo, ins, outs
     if not interpret:  # Mosaic has no expm1 (companding="before_scale")
@@ -355,10 +355,10 @@ class MosaicIO(body.TileIO):
     self._write(self.outs[name], value)
 
   def load_codes(self):
-    return unpack(self.geo.codec, self._read(self.ins["codes"]))
+    return unpack(self.geo, self._read(self.ins["codes"]))
 
   def store_codes(self, codes):
-    self._write(self.outs["codes"], pack(self.geo.codec, codes))
+    self._write(self.outs["codes"], pack(self.geo, codes))
 
   def load_scale(self):
     scales, t = self.ins.get("scales"), self.geo.tiling
@@ -391,7 +391,7 @@ class Mosaic(body.Backend):
   """The Mosaic backend: operands in the padded view, whole-block specs,
   tables as constants."""
 
-  def __init__(self, geo: Geometry):
+  def __init__(self, geo: KernelLayout):
     self.geo, self.v = geo, view(geo)
     self.specs = _specs(geo, self.v)
 
@@ -427,7 +427,7 @@ class Mosaic(body.Backend):
       elem, byte = (v.rows, v.cols), (v.rows, v.cols // k)
       scales = ((v.rows, 1),)
     if name == "scales":
-      return tuple(jax.ShapeDtypeStruct(s, geo.codec.scale_dtype)
+      return tuple(jax.ShapeDtypeStruct(s, geo.scale_dtype)
                    for s in scales)
     if name == "stats":
       rows = isinstance(t, Spanning) and t.axis == "row"
