@@ -120,7 +120,7 @@ def stepper(name: str, impl: str, steps: int) -> Callable[..., Any]:
 
   def one(i, carry, g):
     stored, _ = carry
-    fresh, stored = dispatch.fused_step(
+    fresh, stored = dispatch.momentum_step(
         stored, g, beta=0.95, accumulation=accumulation, normalize=normalize,
         nesterov=nesterov, count=i + 1, key=jax.random.key(0), impl=impl)
     return stored, fresh

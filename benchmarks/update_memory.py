@@ -22,7 +22,7 @@ the default backend, with the momentum step on its XLA path
   (2048, 2048), k, v (2048, 256), gate, up (2048, 5632), down (5632,
   2048); embedding and head 32000 x 2048 routed to AdamW).
 - Momentum step: one (4096, 4096) leaf per format, the step alone
-  (:func:`quantmuon.kernels.dispatch.fused_step`, XLA path, stored
+  (:func:`quantmuon.kernels.dispatch.momentum_step`, XLA path, stored
   momentum donated): its temporaries in fp32 copies of the leaf.
 - Training step (``--train``): configs/gpt2_small.py's model at batch 1,
   gradient and update together, params and state donated.
@@ -217,7 +217,7 @@ def step_rows() -> list[dict[str, Any]]:
 
     def step(stored, g, count, accumulation=accumulation,
              normalize=normalize, nesterov=nesterov):
-      return dispatch.fused_step(
+      return dispatch.momentum_step(
           stored, g, beta=0.95, accumulation=accumulation,
           normalize=normalize, nesterov=nesterov, count=count, key=None,
           impl="xla")

@@ -359,7 +359,7 @@ def muonq(learning_rate: ScalarOrSchedule, bits: int | None = None,
     group_size: elements per residual scale for ``group`` (128).
     companding: ``before_scale`` (the public code's order) or
       ``after_scale`` (mu-law of ``x / absmax``, the order the paper's text
-      suggests; the only one the Pallas kernels take so far).
+      suggests); the Pallas kernels take both.
     consistent_rms: RMS target of the update (0.2, Moonlight's rule, so
       that Muon shares AdamW's learning rate), or None for the width rule
       ``sqrt(max(1, fan_out / fan_in))``.

@@ -2,17 +2,12 @@
 
 A *format* says how one float array is kept between optimizer steps. It is a
 frozen, hashable dataclass with ``encode`` and ``decode``. What ``encode``
-returns is a :class:`Stored`: a pytree whose children are the arrays really
-kept in memory (codes, scales, factors, possibly other ``Stored`` values) and
-whose static aux data holds the format and the original shape and dtype. So a
-stored value passes through ``jax.jit``, ``jax.lax.cond``, ``jax.vmap`` and
-Orbax like any optax state.
+returns is a :class:`~quantmuon.formats.stored.Stored` (re-exported here).
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -22,59 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon.formats import placement
+from quantmuon.formats.kernel_layout import KernelLayout
+from quantmuon.formats.stored import Stored
 
 Array = jax.Array
-
-
-@jax.tree_util.register_pytree_with_keys_class
-class Stored:
-  """An array kept in a format: its parts plus static metadata.
-
-  Attributes:
-    parts: mapping from part name ("codes", "scales", "P", ...) to an array or
-      a nested ``Stored``. Iterated in sorted-name order.
-    format: the ``Format`` that produced it (static).
-    shape: the shape of the array it stands for (static).
-    dtype: the dtype the array decodes to by default (static).
-  """
-
-  __slots__ = ("parts", "format", "shape", "dtype")
-
-  def __init__(self, parts: Mapping[str, Any], format: Format,
-               shape: tuple[int, ...], dtype: Any):
-    self.parts = dict(sorted(parts.items()))
-    self.format = format
-    self.shape = tuple(int(d) for d in shape)
-    self.dtype = jnp.dtype(dtype)
-
-  def __getitem__(self, name: str) -> Any:
-    return self.parts[name]
-
-  def tree_flatten_with_keys(self):
-    children = [(jax.tree_util.DictKey(k), v) for k, v in self.parts.items()]
-    return children, (tuple(self.parts), self.format, self.shape, self.dtype)
-
-  @classmethod
-  def tree_unflatten(cls, aux, children):
-    names, fmt, shape, dtype = aux
-    obj = object.__new__(cls)
-    obj.parts = dict(zip(names, children, strict=True))
-    obj.format, obj.shape, obj.dtype = fmt, shape, dtype
-    return obj
-
-  def decode(self, dtype: Any = None) -> Array:
-    """Decodes through the format; shorthand for ``format.decode(self)``."""
-    return self.format.decode(self, dtype=dtype)
-
-  def __repr__(self) -> str:
-    parts = ", ".join(
-        f"{k}={getattr(v, 'shape', '?')}:{getattr(v, 'dtype', '?')}"
-        for k, v in self.parts.items())
-    return f"Stored({self.format!r}, shape={self.shape}, {parts})"
-
-
-def is_stored(x: Any) -> bool:
-  return isinstance(x, Stored)
 
 
 class Format(abc.ABC):
@@ -85,6 +31,9 @@ class Format(abc.ABC):
 
   # Whether the format can store a zero-size array (scaled codes cannot).
   holds_empty: ClassVar[bool] = False
+  # Parts that are factors laid along one axis of the matrix view, by name:
+  # "rows" (m x k) or "cols" (n x k); placement shards them along it.
+  factor_axes: ClassVar[Mapping[str, str]] = {}
 
   def __init_subclass__(cls, **kwargs: Any):
     """Makes the ValueErrors of ``cls.__post_init__`` name the class.
@@ -208,6 +157,16 @@ class Format(abc.ABC):
     """
     return self.encode(placement.zeros_like(like), key=jax.random.key(0))
 
+  def kernel_layout(self, shape: tuple[int, ...]) -> KernelLayout | None:
+    """How the fused kernels lay this format out on an array of ``shape``.
+
+    None (the default) when no kernel stores the format. A format that
+    returns a layout also implements ``kernel_noise``, ``kernel_parts``
+    and ``kernel_assemble`` (see :mod:`quantmuon.formats.kernel_layout`).
+    """
+    del shape
+    return None
+
   @abc.abstractmethod
   def _encode(self, x: Array, *, key: Array | None,
               previous: Stored | None) -> Stored:
@@ -240,8 +199,3 @@ def positive_int(value: Any, name: str) -> int:
 def check_choice(value: Any, name: str, allowed: tuple) -> None:
   if value not in allowed:
     raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-
-
-def replace(fmt: Format, **changes: Any) -> Format:
-  """``dataclasses.replace`` for formats."""
-  return dataclasses.replace(fmt, **changes)

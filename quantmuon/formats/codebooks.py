@@ -23,7 +23,9 @@ the same way whatever the codebook.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,7 @@ import numpy as np
 
 Array = jax.Array
 
+# Levels on [-1, 1]; all but midrise have an exact zero level.
 SIGNED = ("linear", "dynamic", "mulaw", "midrise")
 UNSIGNED = ("unsigned_linear", "unsigned_dynamic")
 CODEBOOKS = SIGNED + UNSIGNED
@@ -254,3 +257,152 @@ def decode(codes: Array, codebook: str, bits: int,
     y = jnp.maximum(q, -qmax(bits)) / np.float32(qmax(bits))
     return expand(y, mu) if codebook == "mulaw" else y
   return jnp.asarray(levels(codebook, bits))[codes.astype(jnp.int32)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Codebook:
+  """A codebook of ``bits``-bit codes: its levels, encode and decode, and
+  the constant tables a kernel reads them from.
+
+  Attributes:
+    bits: 2, 4 or 8.
+  """
+
+  name: ClassVar[str]
+  # Whether the levels cover [-1, 1] with an exact zero (else [0, 1]).
+  signed: ClassVar[bool] = True
+
+  bits: int
+
+  @property
+  def per_byte(self) -> int:
+    return 8 // self.bits
+
+  @property
+  def qmax(self) -> int:
+    return qmax(self.bits)
+
+  def levels(self) -> np.ndarray:
+    """The sorted float32 levels a code stands for (before the scale)."""
+    return levels(self.name, self.bits)
+
+  @property
+  def zero_code(self) -> int:
+    """The code whose level is exactly zero (signed codebooks)."""
+    return int(np.flatnonzero(self.levels() == 0)[0])
+
+  def encode(self, y: Array, noise: Array | None = None) -> Array:
+    """Normalized values to uint8 codes (see :func:`encode`)."""
+    return encode(y, self.name, self.bits, noise=noise)
+
+  def decode(self, codes: Array) -> Array:
+    """uint8 codes to normalized float32 values."""
+    return decode(codes, self.name, self.bits)
+
+  def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+    """The float32 tables a kernel looks codes up in, by name.
+
+    ``levels``: what each code decodes to. ``mids``: the midpoints between
+    levels (nearest rounding counts those below y). ``above``: the levels
+    but the last (stochastic rounding counts those below y).
+    """
+    table = self.levels()
+    out = {"levels": table.astype(np.float32)}
+    if stochastic:
+      out["above"] = table[:-1].astype(np.float32)
+    else:
+      out["mids"] = ((table[1:] + table[:-1]) / np.float32(2)).astype(
+          np.float32)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear(Codebook):
+  """Symmetric integers ``round(y * qmax)``; decoded by arithmetic."""
+
+  name: ClassVar[str] = "linear"
+
+  def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+    del stochastic
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dynamic(Codebook):
+  """The bitsandbytes signed dynamic map; nearest (or stochastic) level."""
+
+  name: ClassVar[str] = "dynamic"
+
+
+@dataclasses.dataclass(frozen=True)
+class MuLaw(Codebook):
+  """mu-law companding, then linear codes.
+
+  Attributes:
+    mu: the mu-law parameter.
+  """
+
+  name: ClassVar[str] = "mulaw"
+
+  mu: float = 255.0
+
+  def encode(self, y: Array, noise: Array | None = None) -> Array:
+    return encode(y, self.name, self.bits, self.mu, noise)
+
+  def decode(self, codes: Array) -> Array:
+    return decode(codes, self.name, self.bits, self.mu)
+
+  def compand(self, y: Array) -> Array:
+    return compand(y, self.mu)
+
+  def expand(self, y: Array) -> Array:
+    return expand(y, self.mu)
+
+  def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+    """``levels`` (the expanded linear levels) and, for stochastic
+    rounding, ``expanded``: ``expand(q / qmax)`` for ``q = -qmax .. qmax +
+    1``, the two neighbours it chooses between."""
+    with jax.ensure_compile_time_eval():
+      codes = jnp.arange(2 ** self.bits, dtype=jnp.uint8)
+      out = {"levels": np.asarray(self.decode(codes)).astype(np.float32)}
+      if stochastic:
+        m = self.qmax
+        q = np.arange(-m, m + 2, dtype=np.float32) / np.float32(m)
+        out["expanded"] = np.asarray(
+            self.expand(jnp.asarray(q))).astype(np.float32)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MidRise(Codebook):
+  """``2**bits`` evenly spaced levels on [-1, 1] without a zero; decoded by
+  arithmetic. No kernel takes it yet (its formats have no kernel layout)."""
+
+  name: ClassVar[str] = "midrise"
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsignedLinear(Codebook):
+  """``linspace(0, 1, 2**bits + 1)[1:]``, no zero level."""
+
+  name: ClassVar[str] = "unsigned_linear"
+  signed: ClassVar[bool] = False
+
+
+@dataclasses.dataclass(frozen=True)
+class UnsignedDynamic(Codebook):
+  """The unsigned dynamic map without a zero level."""
+
+  name: ClassVar[str] = "unsigned_dynamic"
+  signed: ClassVar[bool] = False
+
+
+_CLASSES = {c.name: c for c in (Linear, Dynamic, MuLaw, MidRise,
+                                UnsignedLinear, UnsignedDynamic)}
+
+
+def of(name: str, bits: int, mu: float = 255.0) -> Codebook:
+  """The codebook object of a format's ``codebook``, ``bits`` and ``mu``
+  (``mu`` is kept by mu-law only)."""
+  cls = _CLASSES[check_codebook(name)]
+  return cls(check_bits(bits), float(mu)) if cls is MuLaw else cls(bits)

@@ -17,7 +17,17 @@ import jax.numpy as jnp
 
 from quantmuon.formats import codebooks, layout, packing
 from quantmuon.formats.base import Format, Stored, positive_int
-from quantmuon.formats.tiled import check_scaled, uniform_noise
+from quantmuon.formats.kernel_layout import (
+  KernelLayout,
+  TwoSided,
+)
+from quantmuon.formats.tiled import (
+  assemble,
+  check_scaled,
+  codes_matrix,
+  tile_noise,
+  uniform_noise,
+)
 
 Array = jax.Array
 
@@ -51,6 +61,36 @@ class Grid(Format):
     check_scaled(self)
     positive_int(self.tile, "tile")
 
+  @property
+  def code_map(self) -> codebooks.Codebook:
+    """The codebook object of the codes."""
+    return codebooks.of(self.codebook, self.bits, self.mu)
+
+  def kernel_layout(self, shape) -> KernelLayout:
+    m, n = layout.matrix_shape(shape)
+    return KernelLayout(
+        m, n, TwoSided(self.tile), self.code_map,
+        self.rounding == "stochastic", self.scale_dtype)
+
+  def kernel_noise(self, key: Array | None, shape: tuple[int, ...]
+                   ) -> Array | None:
+    """The noise :meth:`_encode` draws, laid out as the matrix view."""
+    m, n = layout.matrix_shape(shape)
+    return tile_noise(key, m, n, self.tile, self.tile, self.rounding,
+                      repr(self))
+
+  def kernel_parts(self, stored: Stored) -> tuple[Array, tuple[Array, ...]]:
+    """``(codes (m, packed), (row_scales, col_scales))``, for a kernel."""
+    return codes_matrix(stored), (stored["row_scales"], stored["col_scales"])
+
+  def kernel_assemble(self, codes: Array, scales: tuple[Array, ...],
+                      shape: tuple[int, ...], dtype: Any = jnp.float32
+                      ) -> Stored:
+    """The stored value of a kernel's codes and scales."""
+    row, col = scales
+    return assemble(self, codes, {"row_scales": row, "col_scales": col},
+                    shape, dtype)
+
   @staticmethod
   def _element_scale(row: Array, col: Array) -> Array:
     """(MT, T, NT) row and (MT, NT, T) column maxima -> per-element scale."""
@@ -69,22 +109,19 @@ class Grid(Format):
     scale = layout.safe_scale(self._element_scale(row, col))
     y = tiles / scale
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = codebooks.encode(y, self.codebook, self.bits, self.mu, noise)
+    codes = self.code_map.encode(y, noise)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
     mt, _, nt = row.shape
-    parts = {
-        "codes": codes.reshape(layout.codes_shape(x.shape, codes.shape[-1])),
-        "row_scales": row.reshape(mt * t, nt)[:m],
-        "col_scales": col.reshape(mt, nt * t)[:, :n],
-    }
-    return Stored(parts, self, x.shape, x.dtype)
+    return self.kernel_assemble(
+        codes, (row.reshape(mt * t, nt)[:m], col.reshape(mt, nt * t)[:, :n]),
+        x.shape, x.dtype)
 
   def _decode(self, stored: Stored) -> Array:
     m, n = layout.matrix_shape(stored.shape)
     t = self.tile
     codes = packing.unpack(stored["codes"].reshape(m, -1), self.bits, n)
     y = layout.to_tiles(
-        codebooks.decode(codes, self.codebook, self.bits, self.mu), t, t)
+        self.code_map.decode(codes), t, t)
     mt, _, nt, _ = y.shape
     row = layout.pad_to_tiles(stored["row_scales"], t, 1)
     col = layout.pad_to_tiles(stored["col_scales"], 1, t)

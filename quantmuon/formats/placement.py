@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
-# The module, not its names: base imports this module while it loads.
-from quantmuon.formats import base
+from quantmuon.formats.stored import Stored
 
 Array = jax.Array
 Entry = str | tuple[str, ...] | None
@@ -96,8 +95,8 @@ def _part_spec(part: Any, shape: tuple[int, ...], spec: PartitionSpec,
                          for e, d in zip(entries, part.shape, strict=True)))
 
 
-def stored_specs(stored: base.Stored, spec: PartitionSpec,
-                 sizes: Mapping[str, int]) -> base.Stored:
+def stored_specs(stored: Stored, spec: PartitionSpec,
+                 sizes: Mapping[str, int]) -> Stored:
   """The placement rule: a spec for every part of ``stored``.
 
   Args:
@@ -108,36 +107,35 @@ def stored_specs(stored: base.Stored, spec: PartitionSpec,
   Returns:
     A ``Stored`` of the same structure whose leaves are ``PartitionSpec``.
   """
-  # Imported here: subspace builds on the formats that import this module.
-  from quantmuon.formats.subspace import Subspace
-
-  if isinstance(stored.format, Subspace):
+  factors = stored.format.factor_axes
+  if factors:
     rows, cols = matrix_entries(stored.shape, spec)
-    factor = {"P": rows if rows is not None else cols,
-              "R": cols if cols is not None else rows}
+    first = {"rows": rows if rows is not None else cols,
+             "cols": cols if cols is not None else rows}
     parts = {
-        name: stored_specs(part, spec if name == "residual"
-                           else PartitionSpec(factor[name], None), sizes)
+        name: stored_specs(part, spec if name not in factors
+                           else PartitionSpec(first[factors[name]], None),
+                           sizes)
         for name, part in stored.parts.items()}
   else:
     parts = {name: (stored_specs(part, spec, sizes)
-                    if isinstance(part, base.Stored)
+                    if isinstance(part, Stored)
                     else _part_spec(part, stored.shape, spec, sizes))
              for name, part in stored.parts.items()}
-  return base.Stored(parts, stored.format, stored.shape, stored.dtype)
+  return Stored(parts, stored.format, stored.shape, stored.dtype)
 
 
-def value_spec(stored: base.Stored) -> PartitionSpec:
+def value_spec(stored: Stored) -> PartitionSpec:
   """The spec of the decoded array, read from the parts that carry it.
 
   The first part of the array's rank (codes, values) gives it; a
   ``Subspace`` reads its residual. Replicated when no part has that rank.
   """
   for part in stored.parts.values():
-    if isinstance(part, base.Stored) and part.shape == stored.shape:
+    if isinstance(part, Stored) and part.shape == stored.shape:
       return value_spec(part)
   for part in stored.parts.values():
-    if not isinstance(part, base.Stored) and part.ndim == len(stored.shape):
+    if not isinstance(part, Stored) and part.ndim == len(stored.shape):
       spec = jax.typeof(part).sharding.spec
       return PartitionSpec(*full_spec(spec, part.ndim))
   return PartitionSpec()
@@ -173,8 +171,8 @@ def known_sharding(x: Any) -> NamedSharding | None:
   return explicit_sharding(x)
 
 
-def constrain(stored: base.Stored, sharding: NamedSharding
-              ) -> base.Stored:
+def constrain(stored: Stored, sharding: NamedSharding
+              ) -> Stored:
   """Places the parts of ``stored`` by the rule for an array of
   ``sharding``."""
   specs = stored_specs(stored, sharding.spec, sharding.mesh.shape)

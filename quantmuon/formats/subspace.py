@@ -15,6 +15,8 @@ The factors and the residual are then stored in their own formats.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +94,8 @@ class Subspace(Format):
   factors: Format = Blockwise(bits=8, block_size=128)
   residual: Format = Grid(bits=4)
   seed: int = 0
+
+  factor_axes: ClassVar[Mapping[str, str]] = {"P": "rows", "R": "cols"}
 
   def __post_init__(self):
     if self.rank is not None:

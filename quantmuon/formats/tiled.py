@@ -27,12 +27,19 @@ import numpy as np
 
 from quantmuon.formats import codebooks, layout, packing
 from quantmuon.formats.base import (
-    Format,
-    Stored,
-    canonical_dtype,
-    check_choice,
-    positive_int,
-    set_field,
+  Format,
+  Stored,
+  canonical_dtype,
+  check_choice,
+  positive_int,
+  set_field,
+)
+from quantmuon.formats.kernel_layout import (
+  KernelLayout,
+  RowBlocks,
+  RowGroups,
+  ScaleTiling,
+  Spanning,
 )
 
 Array = jax.Array
@@ -50,6 +57,28 @@ def uniform_noise(key: Array | None, shape: tuple[int, ...],
         f"{who} has rounding='stochastic' and needs key=jax.random.key(...) "
         "in encode().")
   return jax.random.uniform(key, shape, jnp.float32)
+
+
+def tile_noise(key: Array | None, m: int, n: int, tile_rows: int,
+               tile_cols: int, rounding: str, who: str) -> Array | None:
+  """The noise ``encode`` draws for ``(tile_rows, tile_cols)`` tiles, laid
+  out as the ``(m, n)`` matrix (what a kernel reads), or None."""
+  tiles = (layout.ceil_div(m, tile_rows), tile_rows,
+           layout.ceil_div(n, tile_cols), tile_cols)
+  noise = uniform_noise(key, tiles, rounding, who)
+  return None if noise is None else layout.from_tiles(noise, m, n)
+
+
+def codes_matrix(stored: Stored) -> Array:
+  """The packed codes of a scaled format as ``(m, packed)``."""
+  return stored["codes"].reshape(layout.matrix_shape(stored.shape)[0], -1)
+
+
+def assemble(fmt: Format, codes: Array, scales: dict[str, Array],
+             shape: tuple[int, ...], dtype: Any) -> Stored:
+  """A scaled format's ``Stored``: ``(m, packed)`` codes and named scales."""
+  codes = codes.reshape(layout.codes_shape(shape, codes.shape[-1]))
+  return Stored({"codes": codes, **scales}, fmt, shape, dtype)
 
 
 def check_scaled(fmt: Format) -> None:
@@ -125,38 +154,77 @@ class _AbsmaxTiled(Format):
     companded before scaling."""
     return "linear" if self.compands_first else self.codebook
 
+  @property
+  def code_map(self) -> codebooks.Codebook:
+    """The codebook object of the codes themselves."""
+    return codebooks.of(self.code_codebook, self.bits, self.mu)
+
+  @property
+  def _compander(self) -> codebooks.MuLaw | None:
+    """The mu-law applied before the scale (``before_scale``), or None."""
+    return (codebooks.MuLaw(self.bits, float(self.mu))
+            if self.compands_first else None)
+
   @abc.abstractmethod
-  def tile(self, m: int, n: int) -> tuple[int, int]:
+  def tile_shape(self, m: int, n: int) -> tuple[int, int]:
     """The ``(rows, cols)`` of one scale tile of an ``(m, n)`` matrix."""
+
+  @abc.abstractmethod
+  def _scale_tiling(self, m: int, n: int) -> ScaleTiling:
+    """The kernels' description of :meth:`tile_shape`."""
+
+  def kernel_layout(self, shape) -> KernelLayout | None:
+    if self.clip_rms is not None:
+      return None  # no kernel computes RMS-fitted scales yet
+    m, n = layout.matrix_shape(shape)
+    return KernelLayout(
+        m, n, self._scale_tiling(m, n), self.code_map,
+        self.rounding == "stochastic", self.scale_dtype, self._compander)
+
+  def kernel_noise(self, key: Array | None, shape: tuple[int, ...]
+                   ) -> Array | None:
+    """The noise :meth:`_encode` draws, laid out as the matrix view."""
+    m, n = layout.matrix_shape(shape)
+    return tile_noise(key, m, n, *self.tile_shape(m, n), self.rounding,
+                      repr(self))
+
+  def kernel_parts(self, stored: Stored) -> tuple[Array, tuple[Array, ...]]:
+    """``(codes (m, packed), scales)`` of a stored value, for a kernel."""
+    return codes_matrix(stored), (stored["scales"],)
+
+  def kernel_assemble(self, codes: Array, scales: tuple[Array, ...],
+                      shape: tuple[int, ...], dtype: Any = jnp.float32
+                      ) -> Stored:
+    """The stored value of a kernel's codes and scales."""
+    (scale,) = scales
+    return assemble(self, codes, {"scales": scale}, shape, dtype)
 
   def _encode(self, x, *, key, previous) -> Stored:
     del previous
     m, n = layout.matrix_shape(x.shape)
-    tr, tc = self.tile(m, n)
+    tr, tc = self.tile_shape(m, n)
     mat = x.reshape(m, n).astype(jnp.float32)
     if self.compands_first:
-      mat = codebooks.compand(jnp.clip(mat, -1.0, 1.0), self.mu)
+      mat = self._compander.compand(jnp.clip(mat, -1.0, 1.0))
     tiles = layout.to_tiles(mat, tr, tc)
     scale = layout.round_scale(self._statistic(tiles, m, n),
                                self.scale_dtype)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = codebooks.encode(y, self.code_codebook, self.bits, self.mu,
-                             noise)
+    codes = self.code_map.encode(y, noise)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
-    codes = codes.reshape(layout.codes_shape(x.shape, codes.shape[-1]))
-    return Stored({"codes": codes, "scales": scale}, self, x.shape, x.dtype)
+    return self.kernel_assemble(codes, (scale,), x.shape, x.dtype)
 
   def _decode(self, stored: Stored) -> Array:
     m, n = layout.matrix_shape(stored.shape)
-    tr, tc = self.tile(m, n)
+    tr, tc = self.tile_shape(m, n)
     codes = packing.unpack(stored["codes"].reshape(m, -1), self.bits, n)
-    y = codebooks.decode(codes, self.code_codebook, self.bits, self.mu)
+    y = self.code_map.decode(codes)
     tiles = layout.to_tiles(y, tr, tc)
     scale = stored["scales"].astype(jnp.float32)[:, None, :, None]
     mat = layout.from_tiles(tiles * scale, m, n)
     if self.compands_first:
-      mat = codebooks.expand(mat, self.mu)
+      mat = self._compander.expand(mat)
     return mat.reshape(stored.shape)
 
 
@@ -202,10 +270,16 @@ class Blockwise(_AbsmaxTiled):
     self._check_tiled()
     positive_int(self.block_size, "block_size")
 
-  def tile(self, m: int, n: int) -> tuple[int, int]:
+  def tile_shape(self, m: int, n: int) -> tuple[int, int]:
     if n >= self.block_size:
       return 1, self.block_size
     return max(1, self.block_size // n), n
+
+  def _scale_tiling(self, m, n):
+    tr, tc = self.tile_shape(m, n)
+    if tr == 1:
+      return RowBlocks(tc, layout.ceil_div(n, tc))
+    return RowGroups(tr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,5 +315,8 @@ class Axiswise(_AbsmaxTiled):
     self._check_tiled()
     check_choice(self.axis, "axis", ("tensor", "row", "col"))
 
-  def tile(self, m: int, n: int) -> tuple[int, int]:
+  def tile_shape(self, m: int, n: int) -> tuple[int, int]:
     return {"tensor": (m, n), "row": (1, n), "col": (m, 1)}[self.axis]
+
+  def _scale_tiling(self, m, n):
+    return Spanning(self.axis)

@@ -19,7 +19,8 @@ path writes them (one fused reduction on device), so the kernel divides by
 the very same numbers and codes stay bit-identical: a reduction reordered
 across tiles would move the norm by an ulp and flip codes.
 
-The reference of every kernel here is :func:`reference`, the XLA path.
+The reference of every kernel here is :func:`quantmuon.momentum_op.reference`,
+the XLA path.
 """
 
 from __future__ import annotations
@@ -29,147 +30,72 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from quantmuon import formats
+from quantmuon import formats, momentum_op
 from quantmuon.formats import layout
-from quantmuon.formats.grid import Grid
-from quantmuon.formats.tiled import uniform_noise
-from quantmuon.kernels import geometry, gpu, tpu
+from quantmuon.formats.kernel_layout import KernelLayout, Spanning
+from quantmuon.kernels import body, geometry, gpu, tpu
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.transforms import momentum as momentum_lib
 
 Array = jax.Array
-BACKENDS = ("gpu", "tpu")
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """The static options of a momentum step.
-
-  Attributes:
-    accumulation: ``ema`` or ``sum``.
-    normalize: MuonQ's normalization.
-    nesterov: emit the Nesterov mix.
-  """
-
-  accumulation: str
-  normalize: bool
-  nesterov: bool
-
-  @property
-  def emit(self) -> str:
-    if self.accumulation == "sum":
-      return "sum_nesterov" if self.nesterov else "new"
-    return "ema_nesterov" if self.nesterov else "ema"
-
-
-def reference(stored: formats.Stored, g: Array, *, beta: Any, cfg: Config,
-              count: Array, key: Array | None
-              ) -> tuple[Array, formats.Stored]:
-  """The XLA path every kernel is held to: decode, accumulate, encode, emit.
-
-  Args:
-    stored: the stored momentum.
-    g: the gradient.
-    beta: momentum decay.
-    cfg: accumulation, normalization and Nesterov.
-    count: the step count (after incrementing).
-    key: key for stochastic rounding, or None.
-
-  Returns:
-    ``(fresh momentum in g's dtype, new stored momentum)``.
-  """
-  return momentum_lib.momentum_update(
-      stored, g, beta=beta, accumulation=cfg.accumulation,
-      normalize=cfg.normalize, nesterov=cfg.nesterov, count=count, key=key)
-
-
-def scalars(stored: formats.Stored, g: Array, *, beta: Any, cfg: Config,
-            count: Array) -> Array:
-  """The runtime scalars of a step, by the XLA path's own expressions.
+def scalars(stored: formats.Stored, g: Array, *, beta: Any,
+            cfg: momentum_op.Config, count: Array) -> Array:
+  """The runtime scalars of a step as the kernels' vector.
 
   With ``normalize``, this is the norm pass: the gradient's norm, and the
   norm of the momentum accumulated from the XLA decode.
   """
-  g_denom = m_denom = 1.0
-  if cfg.normalize:
-    g32 = g.astype(jnp.float32)
-    g_denom = jnp.linalg.norm(g32) + momentum_lib.NORMALIZE_EPS
-    g1 = g32 / g_denom
-    m = stored.format.decode(stored)
-    if cfg.accumulation == "ema":
-      raw = beta * m + (1 - beta) * g1
-    else:
-      raw = beta * m + g1
-    m_denom = jnp.linalg.norm(raw) + momentum_lib.NORMALIZE_EPS
-  bias_m = bias_g = 1.0
-  if cfg.accumulation == "ema":
-    bias_m = 1 - beta ** optax.safe_increment(count)
-    bias_g = 1 - beta ** count
-  return tile_lib.scalars_vector(beta, g_denom, m_denom, bias_m, bias_g)
+  m = stored.format.decode(stored) if cfg.normalize else None
+  return tile_lib.scalars_vector(
+      momentum_op.scalars(m, g, beta=beta, cfg=cfg, count=count))
 
 
-def run(geo: geometry.Geometry, step: tile_lib.Step, ins: dict[str, Any],
+def run(geo: KernelLayout, step: tile_lib.Step, ins: dict[str, Any],
         backend: str, interpret: bool) -> dict[str, Any]:
   """One kernel launch on the ``gpu`` (Triton) or ``tpu`` (Mosaic) driver."""
-  driver = gpu if backend == "gpu" else tpu
-  return driver.run(geo, step, ins, interpret=interpret)
+  driver = gpu.Triton if backend == "gpu" else tpu.Mosaic
+  return body.launch(driver(geo), step, ins, interpret=interpret)
 
 
-def noise(fmt: formats.Format, key: Array | None,
-          shape: tuple[int, ...]) -> Array | None:
-  """The format's stochastic-rounding noise, moved from tiles to the matrix.
-
-  ``encode`` draws ``uniform(key, tiles.shape)``; the same draw, laid out as
-  the matrix, gives every element the noise the XLA path gives it.
-  """
-  if fmt.rounding != "stochastic":
-    return None
-  m, n = layout.matrix_shape(shape)
-  tr, tc = (fmt.tile, fmt.tile) if isinstance(fmt, Grid) else fmt.tile(m, n)
-  tiles = (layout.ceil_div(m, tr), tr, layout.ceil_div(n, tc), tc)
-  return layout.from_tiles(uniform_noise(key, tiles, fmt.rounding, repr(fmt)),
-                           m, n)
-
-
-def _encode(geo: geometry.Geometry, fmt: formats.Format, base: tile_lib.Step,
+def _encode(geo: KernelLayout, fmt: formats.Format, base: tile_lib.Step,
             ins: dict[str, Any], key: Array | None, shape: tuple[int, ...],
             backend: str, interpret: bool
             ) -> tuple[dict[str, Any], formats.Stored]:
-  """The encoding launch(es) of a step: stats pass first for ``given``."""
+  """The encoding launch(es) of a step: a stats pass first for scales that
+  span several tiles."""
   ins = dict(ins)
-  if geo.kind == "given":
-    stats = run(geo, dataclasses.replace(base, sink="stats", emit="none"),
+  spanning = isinstance(geo.tiling, Spanning)
+  if spanning:
+    stats = run(geo, dataclasses.replace(base, sink=tile_lib.Sink.STATS,
+                                         emit=False),
                 ins, backend, interpret)["stats"]
-    given = layout.round_scale(stats, fmt.scale_dtype)
+    given = layout.round_scale(stats, geo.scale_dtype)
     ins["given"] = given
     ins["scalars"] = ins["scalars"].at[tile_lib.SCALE_OUT].set(
         given.reshape(-1)[0].astype(jnp.float32))
-  drawn = noise(fmt, key, shape)
+  drawn = fmt.kernel_noise(key, shape)
   if drawn is not None:
     ins["noise"] = drawn
-  out = run(geo, dataclasses.replace(base, sink="encode"), ins, backend,
-            interpret)
-  scales = out["scales"] if geo.kind != "given" else (ins["given"],)
-  parts = dict(zip(geo.scale_names(), scales, strict=True))
-  parts["codes"] = out["codes"].reshape(
-      layout.codes_shape(shape, geo.packed))
-  return out, formats.Stored(parts, fmt, shape, jnp.float32)
+  out = run(geo, dataclasses.replace(base, sink=tile_lib.Sink.ENCODE), ins,
+            backend, interpret)
+  scales = (ins["given"],) if spanning else out["scales"]
+  return out, fmt.kernel_assemble(out["codes"], scales, shape)
 
 
-def _momentum_ins(geo: geometry.Geometry, stored: formats.Stored, g: Array,
+def _momentum_ins(geo: KernelLayout, stored: formats.Stored, g: Array,
                   step_scalars: Array, low_rank: Array | None
                   ) -> dict[str, Any]:
-  ins = {"codes": stored["codes"].reshape(geo.m, geo.packed),
-         "scales": tuple(stored[name] for name in geo.scale_names()),
-         "g": g.reshape(geo.m, geo.n), "scalars": step_scalars}
+  codes, scales = stored.format.kernel_parts(stored)
+  ins = {"codes": codes, "scales": scales, "g": g.reshape(geo.m, geo.n),
+         "scalars": step_scalars}
   if low_rank is not None:
     ins["low_rank"] = low_rank.reshape(geo.m, geo.n)
   return ins
 
 
-def step(stored: formats.Stored, g: Array, *, cfg: Config,
+def step(stored: formats.Stored, g: Array, *, cfg: momentum_op.Config,
          step_scalars: Array, key: Array | None, backend: str,
          interpret: bool) -> tuple[Array, formats.Stored]:
   """The fused momentum step of a Blockwise, Axiswise or Grid leaf.
@@ -188,9 +114,8 @@ def step(stored: formats.Stored, g: Array, *, cfg: Config,
   """
   fmt = stored.format
   geo = geometry.of(fmt, stored.shape)
-  base = tile_lib.Step(source="momentum", sink="encode",
-                       accumulation=cfg.accumulation, normalize=cfg.normalize,
-                       emit=cfg.emit, fresh_dtype=g.dtype)
+  base = tile_lib.Step(tile_lib.Source.MOMENTUM, tile_lib.Sink.ENCODE,
+                       cfg=cfg, emit=True, fresh_dtype=g.dtype)
   ins = _momentum_ins(geo, stored, g, step_scalars, None)
   out, new = _encode(geo, fmt, base, ins, key, stored.shape, backend,
                      interpret)
@@ -198,7 +123,7 @@ def step(stored: formats.Stored, g: Array, *, cfg: Config,
 
 
 def accumulate(stored: formats.Stored, g: Array, *, low_rank: Array,
-               cfg: Config, step_scalars: Array, backend: str,
+               cfg: momentum_op.Config, step_scalars: Array, backend: str,
                interpret: bool) -> tuple[Array, Array | None]:
   """Decode (plus a low-rank term), accumulate, emit; keep the float32 sum.
 
@@ -210,11 +135,9 @@ def accumulate(stored: formats.Stored, g: Array, *, low_rank: Array,
   """
   fmt = stored.format
   geo = geometry.of(fmt, stored.shape)
-  plain = cfg.emit == "new" and g.dtype == jnp.float32
-  step_ = tile_lib.Step(source="momentum", sink="store",
-                        accumulation=cfg.accumulation,
-                        normalize=cfg.normalize,
-                        emit="none" if plain else cfg.emit, low_rank=1,
+  plain = cfg.emits_new and g.dtype == jnp.float32
+  step_ = tile_lib.Step(tile_lib.Source.MOMENTUM, tile_lib.Sink.STORE,
+                        cfg=cfg, emit=not plain, low_rank=1,
                         fresh_dtype=g.dtype)
   ins = _momentum_ins(geo, stored, g, step_scalars, low_rank)
   out = run(geo, step_, ins, backend, interpret)
@@ -230,8 +153,9 @@ def encode(fmt: formats.Format, x: Array, *, low_rank: Array,
   written.
   """
   geo = geometry.of(fmt, shape)
-  base = tile_lib.Step(source="input", sink="encode", low_rank=-1)
+  base = tile_lib.Step(tile_lib.Source.INPUT, tile_lib.Sink.ENCODE,
+                       low_rank=-1)
   ins = {"x": x.reshape(geo.m, geo.n),
          "low_rank": low_rank.reshape(geo.m, geo.n),
-         "scalars": tile_lib.scalars_vector(0.0)}
+         "scalars": tile_lib.scalars_vector(momentum_op.Scalars(0.0, 1.0))}
   return _encode(geo, fmt, base, ins, key, shape, backend, interpret)[1]

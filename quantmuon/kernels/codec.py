@@ -22,8 +22,7 @@ kernels match the XLA path exactly.
 from __future__ import annotations
 
 import abc
-import dataclasses
-import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,78 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon.formats import codebooks
+from quantmuon.formats.kernel_layout import KernelLayout
 
 Array = jax.Array
 _FMAX = float(np.finfo(np.float32).max)
-
-
-@dataclasses.dataclass(frozen=True)
-class Codec:
-  """The static codebook settings of one format, as a kernel needs them.
-
-  Attributes:
-    codebook: ``linear``, ``dynamic`` or ``mulaw``.
-    bits: 2, 4 or 8.
-    mu: mu-law parameter.
-    stochastic: whether codes round stochastically (noise is an operand).
-    scale_dtype: dtype the scales are stored in.
-  """
-
-  codebook: str
-  bits: int
-  mu: float
-  stochastic: bool
-  scale_dtype: Any
-
-  @property
-  def per_byte(self) -> int:
-    return 8 // self.bits
-
-  @property
-  def zero_code(self) -> int:
-    """The code whose level is exactly zero (padding decodes to zero)."""
-    return int(np.flatnonzero(
-        codebooks.levels(self.codebook, self.bits) == 0)[0])
-
-  def table_names(self) -> tuple[str, ...]:
-    """Names of the constant tables this codec looks values up in."""
-    names = []
-    if self.codebook != "linear":
-      names.append("levels")
-    if self.codebook == "dynamic":
-      names.append("above" if self.stochastic else "mids")
-    if self.codebook == "mulaw" and self.stochastic:
-      names.append("expanded")
-    return tuple(names)
-
-  def table(self, name: str) -> np.ndarray:
-    """A float32 table by name (see :func:`_tables`)."""
-    return _tables(self.codebook, self.bits, float(self.mu))[name]
-
-
-@functools.cache
-def _tables(codebook: str, bits: int, mu: float) -> dict[str, np.ndarray]:
-  """The constant tables, computed by the formats' own code.
-
-  ``levels``: what each code decodes to (before the scale). ``mids``: the
-  midpoints between levels (nearest rounding counts those below y).
-  ``above``: the levels but the last (stochastic rounding counts those
-  below y). ``expanded``: ``expand(q / qmax)`` for ``q = -qmax .. qmax + 1``,
-  the two neighbours stochastic mu-law rounding chooses between.
-  """
-  with jax.ensure_compile_time_eval():
-    codes = jnp.arange(2 ** bits, dtype=jnp.uint8)
-    levels = np.asarray(codebooks.decode(codes, codebook, bits, mu))
-    table = codebooks.levels(codebook, bits)
-    m = codebooks.qmax(bits)
-    q = np.arange(-m, m + 2, dtype=np.float32) / np.float32(m)
-    expanded = np.asarray(codebooks.expand(jnp.asarray(q), mu))
-  return {
-      "levels": levels.astype(np.float32),
-      "mids": ((table[1:] + table[:-1]) / np.float32(2)).astype(np.float32),
-      "above": table[:-1].astype(np.float32),
-      "expanded": expanded.astype(np.float32),
-  }
 
 
 def padded_table(values: np.ndarray) -> np.ndarray:
@@ -181,38 +112,69 @@ def sign(y: Array) -> Array:
   return jnp.where(y > 0, 1.0, jnp.where(y < 0, -1.0, 0.0))
 
 
-def decode(codec: Codec, codes: Array, lookup: Lookup) -> Array:
+def _clip(y: Array) -> Array:
+  return jnp.minimum(jnp.maximum(y, -1.0), 1.0)
+
+
+def _compand(book: codebooks.MuLaw, y: Array) -> Array:
+  """``codebooks.compand`` of ``y`` in [-1, 1]."""
+  return sign(y) * jnp.log1p(book.mu * jnp.abs(y)) / np.float32(
+      np.log1p(book.mu))
+
+
+def compand(book: codebooks.MuLaw, y: Array) -> Array:
+  """Values clipped to [-1, 1] and mu-law companded, as a format's
+  ``companding="before_scale"`` encode does."""
+  return _compand(book, _clip(y))
+
+
+def expand(book: codebooks.MuLaw, y: Array,
+           expm1: Callable[[Array], Array] = jnp.expm1) -> Array:
+  """``codebooks.expand``: the inverse of :func:`compand` on [-1, 1]."""
+  return sign(y) * expm1(jnp.abs(y) * np.float32(np.log1p(book.mu))) / (
+      book.mu)
+
+
+def expm1_from_exp(x: Array) -> Array:
+  """``expm1`` from ``exp`` and ``log1p`` (Kahan's formula), for backends
+  that do not lower ``expm1``: within 2.4 float32 ulps of it on mu-law's
+  range (measured on the CPU), not bit for bit."""
+  u = jnp.exp(x)
+  d = u - 1.0
+  return jnp.where(d == 0.0, x, d * x / jnp.log1p(d))
+
+
+def decode(codec: KernelLayout, codes: Array, lookup: Lookup) -> Array:
   """int32 codes -> normalized float32 levels (before the scale)."""
-  if codec.codebook == "linear":
+  if isinstance(codec.codebook, codebooks.Linear):
     q = codes.astype(jnp.float32) - np.float32(2 ** (codec.bits - 1))
     m = codebooks.qmax(codec.bits)
     return jnp.maximum(q, -float(m)) / np.float32(m)
-  return lookup.take("levels", codec.table("levels"), codes)
+  return lookup.take("levels", codec.tables()["levels"], codes)
 
 
-def encode(codec: Codec, y: Array, noise: Array | None,
+def encode(codec: KernelLayout, y: Array, noise: Array | None,
            lookup: Lookup) -> Array:
   """Normalized float32 values -> int32 codes, as ``codebooks.encode``."""
   y = jnp.where(y != y, 0.0, y)
   y = jnp.minimum(jnp.maximum(y, -_FMAX), _FMAX)
-  if codec.codebook in ("linear", "mulaw"):
-    m = codebooks.qmax(codec.bits)
-    if codec.codebook == "mulaw":
-      y = jnp.minimum(jnp.maximum(y, -1.0), 1.0)
-      companded = sign(y) * jnp.log1p(codec.mu * jnp.abs(y)) / np.float32(
-          np.log1p(codec.mu))
-      v = companded * np.float32(m)
+  book = codec.codebook
+  if isinstance(book, codebooks.Linear | codebooks.MuLaw):
+    m = book.qmax
+    if isinstance(book, codebooks.MuLaw):
+      y = _clip(y)
+      v = _compand(book, y) * np.float32(m)
     else:
       v = y * np.float32(m)
     if noise is None:
       q = round_half_even(v)
-    elif codec.codebook == "linear":
+    elif isinstance(book, codebooks.Linear):
       lo = jnp.floor(v)
       q = lo + (noise < v - lo).astype(jnp.float32)
     else:
       lo = jnp.floor(v)
       index = lo.astype(jnp.int32) + m
-      table = codec.table("expanded")
+      table = codec.tables()["expanded"]
       y_lo = lookup.take("expanded", table, index)
       y_hi = lookup.take("expanded", table, index + 1)
       p_up = (y - y_lo) / (y_hi - y_lo)
@@ -221,10 +183,10 @@ def encode(codec: Codec, y: Array, noise: Array | None,
     q = jnp.minimum(jnp.maximum(q, -float(m)), float(m))
     return q.astype(jnp.int32) + 2 ** (codec.bits - 1)
   if noise is None:
-    return lookup.count_below("mids", codec.table("mids"), y)
-  levels = codec.table("levels")
+    return lookup.count_below("mids", codec.tables()["mids"], y)
+  levels = codec.tables()["levels"]
   upper = jnp.maximum(
-      lookup.count_below("above", codec.table("above"), y), 1)
+      lookup.count_below("above", codec.tables()["above"], y), 1)
   lo = lookup.take("levels", levels, upper - 1)
   hi = lookup.take("levels", levels, upper)
   p_up = jnp.minimum(jnp.maximum((y - lo) / (hi - lo), 0.0), 1.0)

@@ -1,6 +1,6 @@
 """Which implementation runs a momentum step: ``impl``.
 
-- ``xla``: the jnp path (:func:`quantmuon.transforms.momentum.momentum_update`).
+- ``xla``: the jnp path (:func:`quantmuon.momentum_op.reference`).
 - ``pallas``: always the fused kernel: Mosaic on TPU, Triton on GPU. Lowered
   for the CPU it fails, naming ``pallas_interpret``.
 - ``pallas_interpret``: the same kernel (the GPU driver's) in interpret
@@ -36,24 +36,25 @@ import jax
 from jax.extend import core as jex_core
 from jax.interpreters import batching, mlir
 
-from quantmuon import formats
+from quantmuon import formats, momentum_op
 from quantmuon.formats.base import check_choice
 from quantmuon.kernels import absmax, geometry, subspace
 from quantmuon.kernels.gpu import TRITON_CALL
-from quantmuon.transforms.momentum import IMPLS
 
 Array = jax.Array
+IMPLS = ("auto", "xla", "pallas", "pallas_interpret")
 
 
-def has_kernel_family(fmt: formats.Format) -> bool:
+def has_kernel_family(fmt: formats.Format, shape: tuple[int, ...]) -> bool:
   """Whether ``fmt`` belongs to a family with fused kernels.
 
-  Blockwise, Axiswise, Grid, and Subspace with such a residual do;
-  ``Float`` and ``FloatingPoint`` do not, and always take the XLA path.
+  A format with a kernel layout (``Format.kernel_layout``) does, and so
+  does a ``Subspace`` whose residual has one; ``Float`` and
+  ``FloatingPoint`` do not, and always take the XLA path.
   """
   if isinstance(fmt, formats.Subspace):
-    return has_kernel_family(fmt.residual)
-  return isinstance(fmt, formats.Blockwise | formats.Axiswise | formats.Grid)
+    return has_kernel_family(fmt.residual, shape)
+  return fmt.kernel_layout(shape) is not None
 
 
 def unsupported_reason(fmt: formats.Format, shape: tuple[int, ...]
@@ -100,7 +101,7 @@ batching.primitive_batchers[_accelerator_p] = (
     lambda args, dims: (_accelerator_p.bind(*args), dims[0]))
 
 
-def fused_step(stored: formats.Stored, g: Array, *, beta: Any,
+def momentum_step(stored: formats.Stored, g: Array, *, beta: Any,
                accumulation: str, normalize: bool, nesterov: bool,
                count: Array, key: Array | None, impl: str = "auto"
                ) -> tuple[Array, formats.Stored]:
@@ -125,10 +126,10 @@ def fused_step(stored: formats.Stored, g: Array, *, beta: Any,
       ``pallas_interpret`` with a format that has no kernel.
   """
   check_choice(impl, "impl", IMPLS)
-  cfg = absmax.Config(accumulation, normalize, nesterov)
-  reference = functools.partial(absmax.reference, stored, g, beta=beta,
+  cfg = momentum_op.Config(accumulation, normalize, nesterov)
+  reference = functools.partial(momentum_op.reference, stored, g, beta=beta,
                                 cfg=cfg, count=count, key=key)
-  if impl == "xla" or not has_kernel_family(stored.format):
+  if impl == "xla" or not has_kernel_family(stored.format, stored.shape):
     return reference()
   reason = unsupported_reason(stored.format, stored.shape)
   if reason is not None:

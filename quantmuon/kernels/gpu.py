@@ -32,7 +32,6 @@ Triton divides with ``div.full.f32``, contracts multiply-adds and takes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -41,9 +40,16 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from quantmuon.formats import layout
+from quantmuon.formats.kernel_layout import (
+    KernelLayout,
+    RowBlocks,
+    RowGroups,
+    Spanning,
+    TwoSided,
+)
+from quantmuon.kernels import body
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.kernels.geometry import Geometry
 
 Array = jax.Array
 TRITON_CALL = "__gpu$xla.gpu.triton"
@@ -73,23 +79,23 @@ class Tiling:
   masked: bool
 
 
-def tiling(geo: Geometry) -> Tiling:
+def tiling(geo: KernelLayout) -> Tiling:
   """How ``geo`` is cut into program tiles."""
-  m, n, k = geo.m, geo.n, geo.per_byte
-  if geo.kind == "rows":
-    cols = max(k, next_pow2(geo.width))
+  m, n, k, t = geo.m, geo.n, geo.per_byte, geo.tiling
+  if isinstance(t, RowBlocks):
+    cols = max(k, next_pow2(t.width))
     rows = min(next_pow2(m), max(1, TILE_ELEMENTS // cols))
-    masked = bool(m % rows or cols != geo.width or n % geo.width)
-    return Tiling((layout.ceil_div(m, rows), geo.groups), rows, cols, masked)
-  if geo.kind == "group":
+    masked = bool(m % rows or cols != t.width or n % t.width)
+    return Tiling((layout.ceil_div(m, rows), t.groups), rows, cols, masked)
+  if isinstance(t, RowGroups):
     cols = next_pow2(geo.packed) * k
-    rows = next_pow2(geo.height)
-    masked = bool(rows != geo.height or m % geo.height or cols != n)
+    rows = next_pow2(t.height)
+    masked = bool(rows != t.height or m % t.height or cols != n)
     return Tiling((geo.row_tiles,), rows, cols, masked)
-  if geo.kind == "grid":
-    side = max(k, next_pow2(geo.width))
-    masked = bool(side != geo.width or m % geo.width or n % geo.width)
-    return Tiling((geo.row_tiles, geo.groups), side, side, masked)
+  if isinstance(t, TwoSided):
+    side = max(k, next_pow2(t.side))
+    masked = bool(side != t.side or m % t.side or n % t.side)
+    return Tiling((geo.row_tiles, geo.col_tiles), side, side, masked)
   cols = max(k, min(next_pow2(n), 1024))
   rows = min(next_pow2(m), max(1, TILE_ELEMENTS // cols))
   masked = bool(m % rows or n % cols)
@@ -102,20 +108,15 @@ def num_warps(t: Tiling) -> int:
   return 4 if elements <= 4096 else 8 if elements <= 8192 else 16
 
 
-@dataclasses.dataclass
-class Index:
-  """Where a program's tile lies: rows, columns, offsets and masks."""
+def reduction(geo: KernelLayout) -> str:
+  """How a program tile holds its scale groups.
 
-  rows: Array            # (R, 1) global rows
-  cols: Array            # (1, C) global columns
-  local_rows: Array      # (R, 1)
-  local_cols: Array      # (1, C)
-  elements: Array        # (R, C) offsets into (m * n) arrays
-  mask: Array | None     # (R, C)
-  bytes_: Array          # (R, C / k) offsets into (m * packed) codes
-  byte_mask: Array | None
-  row_mask: Array | None  # (R, 1)
-  col_mask: Array | None  # (1, C)
+  A ``RowGroups`` group is a whole program tile here ("all"); on the TPU
+  it is one row of the view (see ``tpu.MosaicIO``): both are right for
+  their layout.
+  """
+  return {RowBlocks: "row", RowGroups: "all", TwoSided: "grid",
+          Spanning: "given"}[type(geo.tiling)]
 
 
 def _and(*masks: Array | None) -> Array | None:
@@ -124,46 +125,6 @@ def _and(*masks: Array | None) -> Array | None:
     if mask is not None:
       out = mask if out is None else out & mask
   return out
-
-
-def index(geo: Geometry, t: Tiling) -> Index:
-  """The tile of the running program (call inside a kernel)."""
-  m, n, k, packed = geo.m, geo.n, geo.per_byte, geo.packed
-  lr = jax.lax.broadcasted_iota(jnp.int32, (t.rows, 1), 0)
-  lc = jax.lax.broadcasted_iota(jnp.int32, (1, t.cols), 1)
-  lb = jax.lax.broadcasted_iota(jnp.int32, (1, t.cols // k), 1)
-  i = pl.program_id(0)
-  j = pl.program_id(1) if len(t.grid) > 1 else 0
-  if geo.kind == "rows":
-    rows, cols = i * t.rows + lr, j * geo.width + lc
-    bcols = j * (geo.width // k) + lb
-    local_row_ok, local_col_ok = None, lc < geo.width
-    local_byte_ok = lb < layout.ceil_div(geo.width, k)
-  elif geo.kind == "group":
-    rows, cols, bcols = i * geo.height + lr, lc, lb
-    local_row_ok, local_col_ok = lr < geo.height, None
-    local_byte_ok = None
-  elif geo.kind == "grid":
-    side = geo.width
-    rows, cols = i * side + lr, j * side + lc
-    bcols = j * (side // k) + lb
-    local_row_ok, local_col_ok = lr < side, lc < side
-    local_byte_ok = lb < layout.ceil_div(side, k)
-  else:
-    rows, cols = i * t.rows + lr, j * t.cols + lc
-    bcols = j * (t.cols // k) + lb
-    local_row_ok = local_col_ok = local_byte_ok = None
-  if t.masked:
-    row_mask = _and(local_row_ok, rows < m)
-    col_mask = _and(local_col_ok, cols < n)
-    mask = row_mask & col_mask
-    byte_mask = row_mask & _and(local_byte_ok, bcols < packed)
-  else:
-    row_mask = col_mask = mask = byte_mask = None
-  return Index(rows=rows, cols=cols, local_rows=lr, local_cols=lc,
-               elements=rows * n + cols, mask=mask,
-               bytes_=rows * packed + bcols, byte_mask=byte_mask,
-               row_mask=row_mask, col_mask=col_mask)
 
 
 def load(ref: Any, offsets: Array, mask: Array | None, other: Any = 0):
@@ -181,7 +142,7 @@ def store(ref: Any, offsets: Array, value: Array, mask: Array | None):
     pltriton.store(ref.at[offsets], value, mask=mask)
 
 
-def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
+def unpack(codec: KernelLayout, packed: Array) -> Array:
   """(R, C / k) bytes -> (R, C) int32 codes, first code in the low bits."""
   b = packed.astype(jnp.int32)
   k = codec.per_byte
@@ -198,7 +159,7 @@ def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
   return parts[0].reshape(rows, cols * k)
 
 
-def pack(codec: codec_lib.Codec, codes: Array) -> Array:
+def pack(codec: KernelLayout, codes: Array) -> Array:
   """(R, C) int32 codes -> (R, C / k) uint8 bytes."""
   k = codec.per_byte
   if k == 1:
@@ -211,227 +172,203 @@ def pack(codec: codec_lib.Codec, codes: Array) -> Array:
   return out.astype(jnp.uint8)
 
 
-def _scale_io(geo: Geometry, ix: Index) -> tuple[Callable, Callable]:
-  """Functions reading the stored scales of a tile and writing new ones."""
-  if geo.kind == "rows":
-    offsets = ix.rows * geo.groups + pl.program_id(1)
-
-    def read(refs):
-      return load(refs[0], offsets, ix.row_mask).astype(jnp.float32)
-
-    def write(refs, enc):
-      store(refs[0], offsets, enc.row, ix.row_mask)
-  elif geo.kind == "group":
-    i = pl.program_id(0)
-
-    def read(refs):
-      return refs[0][i].astype(jnp.float32)
-
-    def write(refs, enc):
-      refs[0][i] = enc.row.reshape(())
-  elif geo.kind == "grid":
-    row_off = ix.rows * geo.groups + pl.program_id(1)
-    col_off = pl.program_id(0) * geo.n + ix.cols
-
-    def read(refs):
-      row = load(refs[0], row_off, ix.row_mask).astype(jnp.float32)
-      col = load(refs[1], col_off, ix.col_mask).astype(jnp.float32)
-      return jnp.minimum(row, col)
-
-    def write(refs, enc):
-      store(refs[0], row_off, enc.row, ix.row_mask)
-      store(refs[1], col_off, enc.col, ix.col_mask)
-  else:
-    def read(refs):
-      return _given(geo, ix, refs[0])
-
-    def write(refs, enc):
-      del refs, enc
-  return read, write
-
-
-def _given(geo: Geometry, ix: Index, ref: Any) -> Array:
-  """A scale of ``given`` geometry: the tensor's, a row's or a column's."""
-  if geo.axis == "tensor":
-    return ref[0].astype(jnp.float32)
-  if geo.axis == "row":
-    return load(ref, ix.rows, ix.row_mask).astype(jnp.float32)
-  return load(ref, ix.cols, ix.col_mask).astype(jnp.float32)
-
-
-def reduction(geo: Geometry) -> str:
-  return {"rows": "row", "group": "all", "grid": "grid",
-          "given": "given"}[geo.kind]
-
-
-def launch(geo: Geometry, step: tile_lib.Step, ins: dict[str, Any],
-           outs: dict[str, jax.ShapeDtypeStruct], *,
-           interpret: bool) -> dict[str, Array]:
-  """Runs one fused kernel over flat views of its operands.
+class TritonIO(body.TileIO):
+  """A program's tile in flat arrays: offsets, masks, gathers, scatters.
 
   Args:
-    geo: the scale geometry.
-    step: what the kernel computes.
-    ins: flat operands by name: ``codes``, ``scales`` (a tuple), ``g``,
-      ``low_rank``, ``x``, ``noise``, ``given`` and ``scalars``.
-    outs: flat results by name: ``fresh``, ``new``, ``codes``, ``scales`` (a
-      tuple) and ``stats``.
-    interpret: run in interpret mode.
-
-  Returns:
-    The results by name (``scales`` as a tuple).
+    geo: the kernel layout.
+    t: its tiling.
+    ins: the input refs by name.
+    outs: the output refs by name.
+    tables: the codebook's table refs by name.
   """
-  t = tiling(geo)
-  codec = geo.codec
-  tables = {name: jnp.asarray(codec_lib.padded_table(codec.table(name)))
-            for name in codec.table_names()}
-  in_names, in_vals = _flatten({**ins, "tables": tuple(tables.values())})
-  out_names, out_shapes = _flatten(outs)
-  table_names = tuple(tables)
 
-  def kernel(*refs):
-    r = _group(in_names, refs[:len(in_names)])
-    o = _group(out_names, refs[len(in_names):])
-    lookup = codec_lib.GatherLookup(dict(zip(table_names,
-                                             r.get("tables", ()),
-                                             strict=True)))
-    ix = index(geo, t)
-    read_scale, write_scale = _scale_io(geo, ix)
-    scalars = r["scalars"]
-
-    def elementwise(name):
-      return load(r[name], ix.elements, ix.mask).astype(jnp.float32)
-
-    low_rank = elementwise("low_rank") if step.low_rank else None
-    if step.source == "momentum":
-      codes = unpack(codec, load(r["codes"], ix.bytes_, ix.byte_mask))
-      decoded = codec_lib.decode(codec, codes, lookup) * read_scale(
-          r["scales"])
-      g = load(r["g"], ix.elements, ix.mask)
-      x, g = tile_lib.momentum(step, decoded, low_rank, g, scalars)
-      if "fresh" in o:
-        store(o["fresh"], ix.elements, tile_lib.emit(step, x, g, scalars),
-              ix.mask)
+  def __init__(self, geo: KernelLayout, t: Tiling, ins: dict[str, Any],
+               outs: dict[str, Any], tables: dict[str, Any]):
+    self.geo, self.ins, self.outs = geo, ins, outs
+    self.reduction = reduction(geo)
+    self.lookup = codec_lib.GatherLookup(tables)
+    self.scalars = ins["scalars"]
+    m, n, k, packed, tl = geo.m, geo.n, geo.per_byte, geo.packed, geo.tiling
+    lr = jax.lax.broadcasted_iota(jnp.int32, (t.rows, 1), 0)
+    lc = jax.lax.broadcasted_iota(jnp.int32, (1, t.cols), 1)
+    lb = jax.lax.broadcasted_iota(jnp.int32, (1, t.cols // k), 1)
+    i = pl.program_id(0)
+    j = pl.program_id(1) if len(t.grid) > 1 else 0
+    if isinstance(tl, RowBlocks):
+      rows, cols = i * t.rows + lr, j * tl.width + lc
+      bcols = j * (tl.width // k) + lb
+      row_ok, col_ok = None, lc < tl.width
+      byte_ok = lb < layout.ceil_div(tl.width, k)
+    elif isinstance(tl, RowGroups):
+      rows, cols, bcols = i * tl.height + lr, lc, lb
+      row_ok, col_ok, byte_ok = lr < tl.height, None, None
+    elif isinstance(tl, TwoSided):
+      side = tl.side
+      rows, cols = i * side + lr, j * side + lc
+      bcols = j * (side // k) + lb
+      row_ok, col_ok = lr < side, lc < side
+      byte_ok = lb < layout.ceil_div(side, k)
     else:
-      x = elementwise("x")
-      if low_rank is not None:
-        x = x - low_rank
-    if step.sink == "store":
-      store(o["new"], ix.elements, x, ix.mask)
+      rows, cols = i * t.rows + lr, j * t.cols + lc
+      bcols = j * (t.cols // k) + lb
+      row_ok = col_ok = byte_ok = None
+    self.rows, self.cols = rows, cols  # (R, 1) and (1, C) global indices
+    self.elements = rows * n + cols    # (R, C) offsets into (m * n)
+    self.bytes_ = rows * packed + bcols  # offsets into (m * packed) codes
+    if t.masked:
+      self.row_mask = _and(row_ok, rows < m)
+      self.col_mask = _and(col_ok, cols < n)
+      self.mask = self.row_mask & self.col_mask
+      self.byte_mask = self.row_mask & _and(byte_ok, bcols < packed)
+    else:
+      self.row_mask = self.col_mask = self.mask = self.byte_mask = None
+
+  def load(self, name):
+    return load(self.ins[name], self.elements, self.mask).astype(jnp.float32)
+
+  def store(self, name, value):
+    store(self.outs[name], self.elements, value, self.mask)
+
+  def load_codes(self):
+    return unpack(self.geo, load(self.ins["codes"], self.bytes_,
+                                       self.byte_mask))
+
+  def store_codes(self, codes):
+    if self.mask is not None:
+      codes = jnp.where(self.mask, codes, 0)
+    store(self.outs["codes"], self.bytes_, pack(self.geo, codes),
+          self.byte_mask)
+
+  def _scale_offsets(self) -> tuple[Array, ...]:
+    """Offsets of the tile's scales in the flat scale arrays."""
+    geo, tl = self.geo, self.geo.tiling
+    if isinstance(tl, RowBlocks):
+      return (self.rows * tl.groups + pl.program_id(1),)
+    if isinstance(tl, TwoSided):
+      return (self.rows * geo.col_tiles + pl.program_id(1),
+              pl.program_id(0) * geo.n + self.cols)
+    return (pl.program_id(0),)
+
+  def _scale_masks(self) -> tuple[Array | None, ...]:
+    if isinstance(self.geo.tiling, TwoSided):
+      return self.row_mask, self.col_mask
+    return (self.row_mask,)
+
+  def load_scale(self):
+    refs, tl = self.ins["scales"], self.geo.tiling
+    if isinstance(tl, Spanning):
+      return self._spanning(refs[0])
+    if isinstance(tl, RowGroups):
+      return refs[0][pl.program_id(0)].astype(jnp.float32)
+    loaded = [load(ref, off, mask).astype(jnp.float32) for ref, off, mask in
+              zip(refs, self._scale_offsets(), self._scale_masks(),
+                  strict=True)]
+    return loaded[0] if len(loaded) == 1 else jnp.minimum(*loaded)
+
+  def given_scale(self):
+    if self.geo.tiling.axis == "tensor":
+      return self.scalars[tile_lib.SCALE_OUT]
+    return self._spanning(self.ins["given"])
+
+  def _spanning(self, ref: Any) -> Array:
+    """A spanning scale: the tensor's, a row's or a column's."""
+    axis = self.geo.tiling.axis
+    if axis == "tensor":
+      return ref[0].astype(jnp.float32)
+    if axis == "row":
+      return load(ref, self.rows, self.row_mask).astype(jnp.float32)
+    return load(ref, self.cols, self.col_mask).astype(jnp.float32)
+
+  def store_scales(self, enc):
+    refs, tl = self.outs.get("scales"), self.geo.tiling
+    if isinstance(tl, Spanning):
       return
-    if step.sink == "stats":
-      _store_stats(geo, t, ix, o["stats"], tile_lib.absmax(x, ix.mask))
+    if isinstance(tl, RowGroups):
+      refs[0][pl.program_id(0)] = enc.row.reshape(())
       return
-    given = None
-    if geo.kind == "given":
-      given = (scalars[tile_lib.SCALE_OUT] if geo.axis == "tensor"
-               else _given(geo, ix, r["given"]))
-    noise = elementwise("noise") if codec.stochastic else None
-    enc = tile_lib.encode(codec, reduction(geo), x, ix.mask, given, noise,
-                          lookup)
-    codes = enc.codes if ix.mask is None else jnp.where(ix.mask, enc.codes, 0)
-    store(o["codes"], ix.bytes_, pack(codec, codes), ix.byte_mask)
-    write_scale(o.get("scales"), enc)
+    values = (enc.row, enc.col) if isinstance(tl, TwoSided) else (enc.row,)
+    for ref, off, mask, value in zip(refs, self._scale_offsets(),
+                                     self._scale_masks(), values,
+                                     strict=True):
+      store(ref, off, value, mask)
 
-  results = pl.pallas_call(
-      kernel, grid=t.grid, out_shape=tuple(out_shapes), interpret=interpret,
-      compiler_params=None if interpret else pltriton.CompilerParams(
-          num_warps=num_warps(t), num_stages=1),
-      name=f"quantmuon_{geo.kind}_{step.source}_{step.sink}",
-  )(*in_vals)
-  return _group(out_names, results)
+  def store_stats(self, magnitude):
+    geo = self.geo
+    if geo.tiling.axis == "row":
+      offsets = pl.program_id(1) * geo.m + self.rows
+      store(self.outs["stats"], offsets,
+            jnp.max(magnitude, axis=1, keepdims=True), self.row_mask)
+    else:
+      offsets = pl.program_id(0) * geo.n + self.cols
+      store(self.outs["stats"], offsets,
+            jnp.max(magnitude, axis=0, keepdims=True), self.col_mask)
 
 
-def _store_stats(geo: Geometry, t: Tiling, ix: Index, ref: Any,
-                 mag: Array) -> None:
-  """Partial absmax of a ``given`` tile: per column, or per row."""
-  if geo.axis == "row":
-    offsets = pl.program_id(1) * geo.m + ix.rows
-    store(ref, offsets, jnp.max(mag, axis=1, keepdims=True), ix.row_mask)
-  else:
-    offsets = pl.program_id(0) * geo.n + ix.cols
-    store(ref, offsets, jnp.max(mag, axis=0, keepdims=True), ix.col_mask)
-
-
-def stats_shape(geo: Geometry) -> tuple[int, ...]:
+def stats_shape(geo: KernelLayout, t: Tiling) -> tuple[int, ...]:
   """Flat shape of the partial absmax a stats pass writes."""
-  t = tiling(geo)
-  if geo.axis == "row":
+  if geo.tiling.axis == "row":
     return (t.grid[1] * geo.m,)
   return (t.grid[0] * geo.n,)
 
 
-def stats_reduce(geo: Geometry, partial: Array) -> Array:
-  """Partial absmax -> the absmax of each given scale (before its dtype)."""
-  t = tiling(geo)
-  if geo.axis == "row":
+def stats_reduce(geo: KernelLayout, t: Tiling, partial: Array) -> Array:
+  """Partial absmax -> the absmax of each spanning scale."""
+  if geo.tiling.axis == "row":
     return jnp.max(partial.reshape(t.grid[1], geo.m), axis=0)[:, None]
   cols = jnp.max(partial.reshape(t.grid[0], geo.n), axis=0)[None, :]
-  return jnp.max(cols, keepdims=True) if geo.axis == "tensor" else cols
+  return jnp.max(cols, keepdims=True) if geo.tiling.axis == "tensor" else cols
 
 
-def _flatten(named: dict[str, Any]) -> tuple[list[tuple[str, int]], list]:
-  """Named values (tuples allowed) -> (names with positions, flat list)."""
-  names, values = [], []
-  for name, value in named.items():
-    if isinstance(value, tuple):
-      for pos, v in enumerate(value):
-        names.append((name, pos))
-        values.append(v)
-    else:
-      names.append((name, -1))
-      values.append(value)
-  return names, values
+class Triton(body.Backend):
+  """The Triton backend: flat operands, power-of-two masked tiles, tables
+  as operands."""
 
+  def __init__(self, geo: KernelLayout):
+    self.geo, self.t = geo, tiling(geo)
+    self.tables = {name: jnp.asarray(codec_lib.padded_table(table))
+                   for name, table in geo.tables().items()}
 
-def _group(names: list[tuple[str, int]], values: Any) -> dict[str, Any]:
-  """Inverse of :func:`_flatten`."""
-  out: dict[str, Any] = {}
-  for (name, pos), value in zip(names, values, strict=True):
-    if pos < 0:
-      out[name] = value
-    else:
-      out.setdefault(name, [])
-      out[name].append(value)
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
+  def operands(self, ins):
+    tensor = isinstance(self.geo.tiling, Spanning) and (
+        self.geo.tiling.axis == "tensor")
+    out = {name: (tuple(s.reshape(-1) for s in value) if name == "scales"
+                  else value.reshape(-1))
+           for name, value in ins.items()
+           if not (name == "given" and tensor)}
+    return {**out, "tables": tuple(self.tables.values())}
 
-
-
-def run(geo: Geometry, step: tile_lib.Step, ins: dict[str, Any], *,
-        interpret: bool) -> dict[str, Any]:
-  """One fused kernel on natural-layout operands (see ``tpu.run``)."""
-  m, n = geo.m, geo.n
-  flat_ins: dict[str, Any] = {}
-  for name, value in ins.items():
+  def result_shape(self, name, step):
+    geo = self.geo
     if name == "scales":
-      flat_ins[name] = tuple(s.reshape(-1) for s in value)
-    elif name == "given" and geo.axis == "tensor":
-      continue
-    else:
-      flat_ins[name] = value.reshape(-1)
-  outs: dict[str, Any] = {}
-  if step.emit != "none":
-    outs["fresh"] = jax.ShapeDtypeStruct((m * n,), step.fresh_dtype)
-  if step.sink == "store":
-    outs["new"] = jax.ShapeDtypeStruct((m * n,), jnp.float32)
-  elif step.sink == "stats":
-    outs["stats"] = jax.ShapeDtypeStruct(stats_shape(geo), jnp.float32)
-  else:
-    outs["codes"] = jax.ShapeDtypeStruct((m * geo.packed,), jnp.uint8)
-    if geo.kind != "given":
-      outs["scales"] = tuple(
-          jax.ShapeDtypeStruct((a * b,), geo.codec.scale_dtype)
-          for a, b in geo.scale_shapes())
-  res = launch(geo, step, flat_ins, outs, interpret=interpret)
-  out: dict[str, Any] = {}
-  for name in ("fresh", "new"):
-    if name in res:
-      out[name] = res[name].reshape(m, n)
-  if "codes" in res:
-    out["codes"] = res["codes"].reshape(m, geo.packed)
-  if "scales" in res:
-    out["scales"] = tuple(s.reshape(shape) for s, shape in
-                          zip(res["scales"], geo.scale_shapes(), strict=True))
-  if "stats" in res:
-    out["stats"] = stats_reduce(geo, res["stats"])
-  return out
+      return tuple(jax.ShapeDtypeStruct((a * b,), geo.scale_dtype)
+                   for a, b in geo.scale_shapes())
+    if name == "stats":
+      return jax.ShapeDtypeStruct(stats_shape(geo, self.t), jnp.float32)
+    if name == "codes":
+      return jax.ShapeDtypeStruct((geo.m * geo.packed,), jnp.uint8)
+    dtype = step.fresh_dtype if name == "fresh" else jnp.float32
+    return jax.ShapeDtypeStruct((geo.m * geo.n,), dtype)
+
+  def call_options(self, in_names, out_names, interpret):
+    del in_names, out_names
+    return {"grid": self.t.grid,
+            "compiler_params": None if interpret else
+            pltriton.CompilerParams(num_warps=num_warps(self.t),
+                                    num_stages=1)}
+
+  def io(self, ins, outs, interpret):
+    del interpret
+    refs = dict(zip(self.tables, ins.get("tables", ()), strict=True))
+    return TritonIO(self.geo, self.t, ins, outs, refs)
+
+  def natural(self, name, value):
+    geo = self.geo
+    if name == "scales":
+      return tuple(s.reshape(shape) for s, shape in
+                   zip(value, geo.scale_shapes(), strict=True))
+    if name == "codes":
+      return value.reshape(geo.m, geo.packed)
+    if name == "stats":
+      return stats_reduce(geo, self.t, value)
+    return value.reshape(geo.m, geo.n)

@@ -31,9 +31,16 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from quantmuon.formats import layout, packing
+from quantmuon.formats.kernel_layout import (
+    KernelLayout,
+    RowBlocks,
+    RowGroups,
+    Spanning,
+    TwoSided,
+)
+from quantmuon.kernels import body
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
-from quantmuon.kernels.geometry import Geometry
 
 Array = jax.Array
 LANES = 128
@@ -49,8 +56,9 @@ class View:
   """The canonical padded view of one geometry.
 
   Attributes:
-    rows: padded rows of the view (``given``, ``rows``, ``group``) or tiles
-      (``grid``).
+    rows: padded rows of the view (one scale group a row for ``RowBlocks``
+      and ``RowGroups``; matrix rows for ``Spanning``) or tiles
+      (``TwoSided``).
     cols: padded columns (elements) of a view row or tile row.
     block_rows: rows a block holds.
     block_cols: columns a block holds.
@@ -73,31 +81,31 @@ def _block_rows(cols: int) -> int:
   return max(8, min(32, rows // 8 * 8))
 
 
-def view(geo: Geometry) -> View:
+def _groups(geo: KernelLayout) -> tuple[int, int]:
+  """(groups, elements a group) of a row-grouped geometry."""
+  t = geo.tiling
+  if isinstance(t, RowBlocks):
+    return geo.m * t.groups, t.width
+  return geo.row_tiles, t.height * geo.n
+
+
+def view(geo: KernelLayout) -> View:
   """The padded view ``geo``'s kernel runs on."""
-  k = geo.per_byte
+  k, t = geo.per_byte, geo.tiling
   lane = LANES * k
-  if geo.kind in ("rows", "group"):
+  if isinstance(t, RowBlocks | RowGroups):
     groups, length = _groups(geo)
     cols = round_up(length, lane)
     block = _block_rows(cols)
-    fast = geo.n % k == 0 and (geo.kind == "group" or geo.width % k == 0)
+    fast = geo.n % k == 0 and (isinstance(t, RowGroups) or t.width % k == 0)
     return View(round_up(groups, block), cols, block, cols, fast)
-  if geo.kind == "grid":
-    side = geo.width
-    return View(geo.row_tiles * geo.groups, side, 1, side,
-                geo.n % k == 0 and side % k == 0)
+  if isinstance(t, TwoSided):
+    return View(geo.row_tiles * geo.col_tiles, t.side, 1, t.side,
+                geo.n % k == 0 and t.side % k == 0)
   cols = min(round_up(geo.n, lane), 2048)
   block = _block_rows(cols)
   return View(round_up(geo.m, block), round_up(geo.n, cols), block, cols,
               geo.n % k == 0)
-
-
-def _groups(geo: Geometry) -> tuple[int, int]:
-  """(groups, elements a group) of ``rows`` and ``group`` geometries."""
-  if geo.kind == "rows":
-    return geo.m * geo.groups, geo.width
-  return geo.row_tiles, geo.height * geo.n
 
 
 def _pad2(x: Array, rows: int, cols: int, fill: Any) -> Array:
@@ -105,12 +113,12 @@ def _pad2(x: Array, rows: int, cols: int, fill: Any) -> Array:
                  constant_values=fill)
 
 
-def to_view(geo: Geometry, v: View, x: Array, fill: Any = 0,
+def to_view(geo: KernelLayout, v: View, x: Array, fill: Any = 0,
             k: int = 1) -> Array:
   """A ``(m, n)`` matrix into the view ``v``.
 
   Args:
-    geo: the geometry.
+    geo: the kernel layout.
     v: its view.
     x: the matrix, of elements (``k = 1``) or of packed bytes (``k`` codes a
       byte, for codes whose groups hold whole bytes).
@@ -120,44 +128,44 @@ def to_view(geo: Geometry, v: View, x: Array, fill: Any = 0,
   Returns:
     The view-shaped array.
   """
-  m = geo.m
-  if geo.kind == "rows":
-    width = geo.width // k
-    x = _pad2(x, m, geo.groups * width, fill).reshape(m * geo.groups, width)
+  m, t = geo.m, geo.tiling
+  if isinstance(t, RowBlocks):
+    width = t.width // k
+    x = _pad2(x, m, t.groups * width, fill).reshape(m * t.groups, width)
     return _pad2(x, v.rows, v.cols // k, fill)
-  if geo.kind == "group":
+  if isinstance(t, RowGroups):
     tiles = geo.row_tiles
-    x = _pad2(x, tiles * geo.height, x.shape[1], fill)
-    x = x.reshape(tiles, geo.height * x.shape[1])
+    x = _pad2(x, tiles * t.height, x.shape[1], fill)
+    x = x.reshape(tiles, t.height * x.shape[1])
     return _pad2(x, v.rows, v.cols // k, fill)
-  if geo.kind == "grid":
-    side, mt, nt = geo.width, geo.row_tiles, geo.groups
+  if isinstance(t, TwoSided):
+    side, mt, nt = t.side, geo.row_tiles, geo.col_tiles
     x = _pad2(x, mt * side, nt * side // k, fill)
     x = x.reshape(mt, side, nt, side // k).transpose(0, 2, 1, 3)
     return x.reshape(mt * nt, side, side // k)
   return _pad2(x, v.rows, v.cols // k, fill)
 
 
-def from_view(geo: Geometry, x: Array, cols: int, k: int = 1) -> Array:
+def from_view(geo: KernelLayout, x: Array, cols: int, k: int = 1) -> Array:
   """Inverse of :func:`to_view`, to a matrix of ``cols`` columns."""
-  m = geo.m
-  if geo.kind == "rows":
-    width = geo.width // k
-    x = x[:m * geo.groups, :width].reshape(m, geo.groups * width)
+  m, t = geo.m, geo.tiling
+  if isinstance(t, RowBlocks):
+    width = t.width // k
+    x = x[:m * t.groups, :width].reshape(m, t.groups * width)
     return x[:, :cols]
-  if geo.kind == "group":
-    x = x[:geo.row_tiles, :geo.height * cols]
-    return x.reshape(geo.row_tiles * geo.height, cols)[:m]
-  if geo.kind == "grid":
-    side, mt, nt = geo.width, geo.row_tiles, geo.groups
+  if isinstance(t, RowGroups):
+    x = x[:geo.row_tiles, :t.height * cols]
+    return x.reshape(geo.row_tiles * t.height, cols)[:m]
+  if isinstance(t, TwoSided):
+    side, mt, nt = t.side, geo.row_tiles, geo.col_tiles
     x = x.reshape(mt, nt, side, side // k).transpose(0, 2, 1, 3)
     return x.reshape(mt * side, nt * side // k)[:m, :cols]
   return x[:m, :cols]
 
 
-def codes_to_view(geo: Geometry, v: View, codes: Array) -> Array:
+def codes_to_view(geo: KernelLayout, v: View, codes: Array) -> Array:
   """Packed codes ``(m, packed)`` into the view, padded with zero codes."""
-  codec = geo.codec
+  codec = geo
   if v.packed_fast:
     return to_view(geo, v, codes, tile_lib.zero_code_byte(codec),
                    codec.per_byte)
@@ -166,9 +174,9 @@ def codes_to_view(geo: Geometry, v: View, codes: Array) -> Array:
   return packing.pack(out, codec.bits)
 
 
-def codes_from_view(geo: Geometry, v: View, codes: Array) -> Array:
+def codes_from_view(geo: KernelLayout, v: View, codes: Array) -> Array:
   """Inverse of :func:`codes_to_view` (pad codes in a byte become 0)."""
-  codec = geo.codec
+  codec = geo
   if v.packed_fast:
     return from_view(geo, codes, geo.packed, codec.per_byte)
   unpacked = packing.unpack(codes, codec.bits, codes.shape[-1] *
@@ -176,38 +184,41 @@ def codes_from_view(geo: Geometry, v: View, codes: Array) -> Array:
   return packing.pack(from_view(geo, unpacked, geo.n), codec.bits)
 
 
-def scales_to_view(geo: Geometry, v: View, scales: tuple[Array, ...]
+def scales_to_view(geo: KernelLayout, v: View, scales: tuple[Array, ...]
                    ) -> tuple[Array, ...]:
   """Stored scales into the view's blocks."""
-  if geo.kind in ("rows", "group"):
+  t = geo.tiling
+  if isinstance(t, RowBlocks | RowGroups):
     col = scales[0].reshape(-1, 1)
     return (jnp.pad(col, ((0, v.rows - col.shape[0]), (0, 0))),)
-  if geo.kind == "grid":
-    side, mt, nt = geo.width, geo.row_tiles, geo.groups
+  if isinstance(t, TwoSided):
+    side, mt, nt = t.side, geo.row_tiles, geo.col_tiles
     row = _pad2(scales[0], mt * side, nt, 0).reshape(mt, side, nt)
     row = row.transpose(0, 2, 1).reshape(mt * nt, side, 1)
     col = _pad2(scales[1], mt, nt * side, 0).reshape(mt * nt, 1, side)
     return row, col
-  return (_given_to_view(geo, v, scales[0]),)
+  return (_spanning_to_view(geo, v, scales[0]),)
 
 
-def scales_from_view(geo: Geometry, scales: tuple[Array, ...]
+def scales_from_view(geo: KernelLayout, scales: tuple[Array, ...]
                      ) -> tuple[Array, ...]:
   """Inverse of :func:`scales_to_view` for encoded scales."""
-  if geo.kind in ("rows", "group"):
-    count = (geo.m * geo.groups if geo.kind == "rows" else geo.row_tiles)
+  t = geo.tiling
+  if isinstance(t, RowBlocks | RowGroups):
+    count = _groups(geo)[0]
     return (scales[0][:count].reshape(geo.scale_shapes()[0]),)
-  side, mt, nt = geo.width, geo.row_tiles, geo.groups
+  side, mt, nt = t.side, geo.row_tiles, geo.col_tiles
   row = scales[0].reshape(mt, nt, side).transpose(0, 2, 1)
   row = row.reshape(mt * side, nt)[:geo.m]
   col = scales[1].reshape(mt, nt * side)[:, :geo.n]
   return row, col
 
 
-def _given_to_view(geo: Geometry, v: View, scale: Array) -> Array:
-  if geo.axis == "row":
+def _spanning_to_view(geo: KernelLayout, v: View, scale: Array) -> Array:
+  axis = geo.tiling.axis
+  if axis == "row":
     return jnp.pad(scale, ((0, v.rows - geo.m), (0, 0)))
-  if geo.axis == "col":
+  if axis == "col":
     return jnp.pad(scale, ((0, 0), (0, v.cols - geo.n)))
   return scale
 
@@ -225,7 +236,7 @@ def _selection(rows: int, cols: int, k: int, bits: int,
   return weight.astype(jnp.bfloat16)
 
 
-def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
+def unpack(codec: KernelLayout, packed: Array) -> Array:
   """(R, B) bytes -> (R, B * k) int32 codes by exact MXU products."""
   b = packed.astype(jnp.int32)
   k = codec.per_byte
@@ -248,7 +259,7 @@ def unpack(codec: codec_lib.Codec, packed: Array) -> Array:
   return full.astype(jnp.int32)
 
 
-def pack(codec: codec_lib.Codec, codes: Array) -> Array:
+def pack(codec: KernelLayout, codes: Array) -> Array:
   """(R, C) int32 codes -> (R, C / k) uint8 by exact MXU products."""
   k = codec.per_byte
   if k == 1:
@@ -264,12 +275,12 @@ def pack(codec: codec_lib.Codec, codes: Array) -> Array:
   return full.astype(jnp.int32).astype(jnp.uint8)
 
 
-def _specs(geo: Geometry, v: View) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Block specs of the view's operands by name, and the shared ones."""
-  k = geo.per_byte
+def _specs(geo: KernelLayout, v: View) -> dict[str, Any]:
+  """Block specs of the view's operands and results by name."""
+  k, t = geo.per_byte, geo.tiling
   br, bc = v.block_rows, v.block_cols
-  if geo.kind == "grid":
-    side = geo.width
+  if isinstance(t, TwoSided):
+    side = t.side
 
     def spec(cols):
       return pl.BlockSpec((1, side, cols), lambda i, j: (i, 0, j))
@@ -280,211 +291,171 @@ def _specs(geo: Geometry, v: View) -> tuple[dict[str, Any], dict[str, Any]]:
   else:
     elem = pl.BlockSpec((br, bc), lambda i, j: (i, j))
     byte = pl.BlockSpec((br, bc // k), lambda i, j: (i, j))
-    if geo.kind == "given":
+    if isinstance(t, Spanning):
       scale = {"tensor": (pl.BlockSpec(memory_space=pltpu.SMEM),),
                "row": (pl.BlockSpec((br, 1), lambda i, j: (i, 0)),),
                "col": (pl.BlockSpec((1, bc), lambda i, j: (0, j)),)
-               }[geo.axis]
+               }[t.axis]
     else:
       scale = (pl.BlockSpec((br, 1), lambda i, j: (i, 0)),)
-  specs = {"codes": byte, "g": elem, "low_rank": elem, "x": elem,
-           "noise": elem, "scales": scale, "given": scale[0],
-           "scalars": pl.BlockSpec(memory_space=pltpu.SMEM)}
-  return specs, {"elem": elem, "byte": byte, "scale": scale}
-
-
-def run(geo: Geometry, step: tile_lib.Step, ins: dict[str, Any], *,
-        interpret: bool) -> dict[str, Any]:
-  """One fused kernel on natural-layout operands, through the view.
-
-  Args:
-    geo: the scale geometry.
-    step: what the kernel computes.
-    ins: ``codes`` (m, packed), ``scales`` (tuple, stored shapes), ``g``,
-      ``low_rank``, ``x``, ``noise`` (m, n), ``given`` (a stored-shape
-      scale) and ``scalars`` (8,).
-    interpret: run in interpret mode.
-
-  Returns:
-    ``fresh`` and ``new`` (m, n), ``codes`` (m, packed), ``scales`` (tuple,
-    stored shapes) and ``stats`` (the absmax of each given scale).
-  """
-  v = view(geo)
-  vins: dict[str, Any] = {}
-  for name, value in ins.items():
-    if name == "codes":
-      vins[name] = codes_to_view(geo, v, value)
-    elif name == "scales":
-      vins[name] = scales_to_view(geo, v, value)
-    elif name == "given":
-      vins[name] = _given_to_view(geo, v, value)
-    elif name == "scalars":
-      vins[name] = value
-    else:
-      vins[name] = to_view(geo, v, value.reshape(geo.m, geo.n))
-  if geo.kind == "given" and geo.axis == "tensor":
-    vins.pop("given", None)
-    if "scales" in vins:
-      vins["scalars"] = vins["scalars"].at[tile_lib.SCALE_IN].set(
-          vins.pop("scales")[0].reshape(()).astype(jnp.float32))
-  specs, shared = _specs(geo, v)
-  in_names, in_vals, in_specs = [], [], []
-  for name, value in vins.items():
-    if isinstance(value, tuple):
-      for pos, item in enumerate(value):
-        in_names.append((name, pos))
-        in_vals.append(item)
-        in_specs.append(specs[name][pos])
-    else:
-      in_names.append((name, -1))
-      in_vals.append(value)
-      in_specs.append(specs[name])
-  out_names, out_shapes, out_specs = _outputs(geo, v, step, shared)
-  grid = v.grid
-
-  def kernel(*refs):
-    r = _group(in_names, refs[:len(in_names)])
-    o = _group(out_names, refs[len(in_names):])
-    _body(geo, step, r, o)
-
-  results = pl.pallas_call(
-      kernel, grid=grid, in_specs=in_specs, out_specs=tuple(out_specs),
-      out_shape=tuple(out_shapes), interpret=interpret,
-      compiler_params=None if interpret else pltpu.CompilerParams(
-          dimension_semantics=("parallel", "parallel")),
-      name=f"quantmuon_{geo.kind}_{step.source}_{step.sink}",
-  )(*in_vals)
-  o = _group(out_names, results)
-  out: dict[str, Any] = {}
-  for name in ("fresh", "new"):
-    if name in o:
-      out[name] = from_view(geo, o[name], geo.n)
-  if "codes" in o:
-    out["codes"] = codes_from_view(geo, v, o["codes"])
-  if "scales" in o:
-    out["scales"] = scales_from_view(geo, o["scales"])
-  if "stats" in o:
-    out["stats"] = _reduce_stats(geo, o["stats"])
-  return out
-
-
-def _outputs(geo: Geometry, v: View, step: tile_lib.Step,
-             shared: dict[str, Any]) -> tuple[list, list, list]:
-  k = geo.per_byte
-  names, shapes, specs = [], [], []
-  if geo.kind == "grid":
-    elem_shape = (v.rows, geo.width, geo.width)
-    byte_shape = (v.rows, geo.width, geo.width // k)
+  if isinstance(t, Spanning) and t.axis == "row":
+    stats = pl.BlockSpec((1, br, 1), lambda i, j: (j, i, 0))
   else:
-    elem_shape, byte_shape = (v.rows, v.cols), (v.rows, v.cols // k)
-
-  def add(name, shape, dtype, spec, pos=-1):
-    names.append((name, pos))
-    shapes.append(jax.ShapeDtypeStruct(shape, dtype))
-    specs.append(spec)
-
-  if step.emit != "none":
-    add("fresh", elem_shape, step.fresh_dtype, shared["elem"])
-  if step.sink == "store":
-    add("new", elem_shape, jnp.float32, shared["elem"])
-  elif step.sink == "stats":
-    br, bc = v.block_rows, v.block_cols
-    if geo.axis == "row":
-      add("stats", (v.grid[1], v.rows, 1), jnp.float32,
-          pl.BlockSpec((1, br, 1), lambda i, j: (j, i, 0)))
-    else:
-      add("stats", (v.grid[0], 1, v.cols), jnp.float32,
-          pl.BlockSpec((1, 1, bc), lambda i, j: (i, 0, j)))
-  else:
-    add("codes", byte_shape, jnp.uint8, shared["byte"])
-    dtype = geo.codec.scale_dtype
-    if geo.kind == "grid":
-      add("scales", (v.rows, geo.width, 1), dtype, shared["scale"][0], 0)
-      add("scales", (v.rows, 1, geo.width), dtype, shared["scale"][1], 1)
-    elif geo.kind != "given":
-      add("scales", (v.rows, 1), dtype, shared["scale"][0], 0)
-  return names, shapes, specs
+    stats = pl.BlockSpec((1, 1, bc), lambda i, j: (i, 0, j))
+  return {"codes": byte, "g": elem, "low_rank": elem, "x": elem,
+          "noise": elem, "scales": scale, "given": scale[0],
+          "scalars": pl.BlockSpec(memory_space=pltpu.SMEM),
+          "fresh": elem, "new": elem, "stats": stats}
 
 
-def _reduce_stats(geo: Geometry, stats: Array) -> Array:
-  if geo.axis == "row":
+def _reduce_stats(geo: KernelLayout, stats: Array) -> Array:
+  axis = geo.tiling.axis
+  if axis == "row":
     return jnp.max(stats, axis=0)[:geo.m]
   cols = jnp.max(stats, axis=(0, 1))[None, :geo.n]
-  return jnp.max(cols, keepdims=True) if geo.axis == "tensor" else cols
+  return jnp.max(cols, keepdims=True) if axis == "tensor" else cols
 
 
-def _body(geo: Geometry, step: tile_lib.Step, r: dict[str, Any],
-          o: dict[str, Any]) -> None:
-  """The kernel body on one block of the view."""
-  codec = geo.codec
-  lookup = codec_lib.ConstantLookup()
-  scalars = r["scalars"]
-  grid = geo.kind == "grid"
+class MosaicIO(body.TileIO):
+  """A block of the padded view: whole refs, no masks, constant tables.
 
-  def read(ref):
-    return ref[0] if grid else ref[...]
+  Every scale group of a ``RowBlocks`` or ``RowGroups`` view lies on one
+  view row, so those reduce per row ("row"), where the GPU's ``RowGroups``
+  tile holds one group whole ("all"). Mosaic lowers no ``expm1``, so on a
+  TPU mu-law values companded before the scale are expanded by
+  :func:`~quantmuon.kernels.codec.expm1_from_exp`, which agrees with XLA's
+  to a few ulps; in interpret mode ``jnp.expm1`` keeps them bit-exact.
+  """
 
-  def write(ref, value):
-    if grid:
+  def __init__(self, geo: KernelLayout, ins: dict[str, Any],
+               outs: dict[str, Any], interpret: bool):
+    self.geo, self.ins, self.outs = geo, ins, outs
+    if not interpret:  # Mosaic has no expm1 (companding="before_scale")
+      self.expm1 = codec_lib.expm1_from_exp
+    self.mask = None
+    self.reduction = {RowBlocks: "row", RowGroups: "row", TwoSided: "grid",
+                      Spanning: "given"}[type(geo.tiling)]
+    self.lookup = codec_lib.ConstantLookup()
+    self.scalars = ins["scalars"]
+    self._tiled = isinstance(geo.tiling, TwoSided)
+
+  def _read(self, ref: Any) -> Array:
+    return ref[0] if self._tiled else ref[...]
+
+  def _write(self, ref: Any, value: Array) -> None:
+    if self._tiled:
       ref[0] = value
     else:
       ref[...] = value
 
-  low_rank = read(r["low_rank"]) if step.low_rank else None
-  if step.source == "momentum":
-    codes = unpack(codec, read(r["codes"]))
-    decoded = codec_lib.decode(codec, codes, lookup) * _decode_scale(
-        geo, r, scalars, read)
-    x, g = tile_lib.momentum(step, decoded, low_rank, read(r["g"]), scalars)
-    if "fresh" in o:
-      write(o["fresh"], tile_lib.emit(step, x, g, scalars))
-  else:
-    x = read(r["x"])
-    if low_rank is not None:
-      x = x - low_rank
-  if step.sink == "store":
-    write(o["new"], x)
-    return
-  if step.sink == "stats":
-    mag = jnp.abs(x)
-    if geo.axis == "row":
-      o["stats"][0] = jnp.max(mag, axis=1, keepdims=True)
+  def load(self, name):
+    return self._read(self.ins[name]).astype(jnp.float32)
+
+  def store(self, name, value):
+    self._write(self.outs[name], value)
+
+  def load_codes(self):
+    return unpack(self.geo, self._read(self.ins["codes"]))
+
+  def store_codes(self, codes):
+    self._write(self.outs["codes"], pack(self.geo, codes))
+
+  def load_scale(self):
+    scales, t = self.ins.get("scales"), self.geo.tiling
+    if isinstance(t, TwoSided):
+      return jnp.minimum(self._read(scales[0]).astype(jnp.float32),
+                         self._read(scales[1]).astype(jnp.float32))
+    if isinstance(t, Spanning) and t.axis == "tensor":
+      return self.scalars[tile_lib.SCALE_IN]
+    return scales[0][...].astype(jnp.float32)
+
+  def given_scale(self):
+    if self.geo.tiling.axis == "tensor":
+      return self.scalars[tile_lib.SCALE_OUT]
+    return self.ins["given"][...].astype(jnp.float32)
+
+  def store_scales(self, enc):
+    t, refs = self.geo.tiling, self.outs.get("scales")
+    if isinstance(t, TwoSided):
+      refs[0][0] = enc.row
+      refs[1][0] = enc.col
+    elif not isinstance(t, Spanning):
+      refs[0][...] = enc.row
+
+  def store_stats(self, magnitude):
+    axis = 1 if self.geo.tiling.axis == "row" else 0
+    self.outs["stats"][0] = jnp.max(magnitude, axis=axis, keepdims=True)
+
+
+class Mosaic(body.Backend):
+  """The Mosaic backend: operands in the padded view, whole-block specs,
+  tables as constants."""
+
+  def __init__(self, geo: KernelLayout):
+    self.geo, self.v = geo, view(geo)
+    self.specs = _specs(geo, self.v)
+
+  def operands(self, ins):
+    geo, v = self.geo, self.v
+    out: dict[str, Any] = {}
+    for name, value in ins.items():
+      if name == "codes":
+        out[name] = codes_to_view(geo, v, value)
+      elif name == "scales":
+        out[name] = scales_to_view(geo, v, value)
+      elif name == "given":
+        out[name] = _spanning_to_view(geo, v, value)
+      elif name == "scalars":
+        out[name] = value
+      else:
+        out[name] = to_view(geo, v, value.reshape(geo.m, geo.n))
+    t = geo.tiling
+    if isinstance(t, Spanning) and t.axis == "tensor":
+      # The tensor's scale rides in SMEM with the scalars.
+      out.pop("given", None)
+      if "scales" in out:
+        out["scalars"] = out["scalars"].at[tile_lib.SCALE_IN].set(
+            out.pop("scales")[0].reshape(()).astype(jnp.float32))
+    return out
+
+  def result_shape(self, name, step):
+    geo, v, k, t = self.geo, self.v, self.geo.per_byte, self.geo.tiling
+    if isinstance(t, TwoSided):
+      elem, byte = (v.rows, t.side, t.side), (v.rows, t.side, t.side // k)
+      scales = ((v.rows, t.side, 1), (v.rows, 1, t.side))
     else:
-      o["stats"][0] = jnp.max(mag, axis=0, keepdims=True)
-    return
-  given = None
-  if geo.kind == "given":
-    given = (scalars[tile_lib.SCALE_OUT] if geo.axis == "tensor"
-             else r["given"][...].astype(jnp.float32))
-  noise = read(r["noise"]) if codec.stochastic else None
-  reduction = {"rows": "row", "group": "row", "grid": "grid",
-               "given": "given"}[geo.kind]
-  enc = tile_lib.encode(codec, reduction, x, None, given, noise, lookup)
-  write(o["codes"], pack(codec, enc.codes))
-  if grid:
-    o["scales"][0][0] = enc.row
-    o["scales"][1][0] = enc.col
-  elif geo.kind != "given":
-    o["scales"][0][...] = enc.row
+      elem, byte = (v.rows, v.cols), (v.rows, v.cols // k)
+      scales = ((v.rows, 1),)
+    if name == "scales":
+      return tuple(jax.ShapeDtypeStruct(s, geo.scale_dtype)
+                   for s in scales)
+    if name == "stats":
+      rows = isinstance(t, Spanning) and t.axis == "row"
+      shape = (v.grid[1], v.rows, 1) if rows else (v.grid[0], 1, v.cols)
+      return jax.ShapeDtypeStruct(shape, jnp.float32)
+    if name == "codes":
+      return jax.ShapeDtypeStruct(byte, jnp.uint8)
+    dtype = step.fresh_dtype if name == "fresh" else jnp.float32
+    return jax.ShapeDtypeStruct(elem, dtype)
 
+  def call_options(self, in_names, out_names, interpret):
+    def specs(names):
+      return [self.specs[name][pos] if pos >= 0 else self.specs[name]
+              for name, pos in names]
+    return {"grid": self.v.grid, "in_specs": specs(in_names),
+            "out_specs": tuple(specs(out_names)),
+            "compiler_params": None if interpret else pltpu.CompilerParams(
+                dimension_semantics=("parallel", "parallel"))}
 
-def _decode_scale(geo: Geometry, r: dict[str, Any], scalars: Any,
-                  read: Any) -> Array:
-  scales = r.get("scales")
-  if geo.kind == "grid":
-    return jnp.minimum(read(scales[0]).astype(jnp.float32),
-                       read(scales[1]).astype(jnp.float32))
-  if geo.kind == "given" and geo.axis == "tensor":
-    return scalars[tile_lib.SCALE_IN]
-  return scales[0][...].astype(jnp.float32)
+  def io(self, ins, outs, interpret):
+    return MosaicIO(self.geo, ins, outs, interpret)
 
-
-def _group(names: list[tuple[str, int]], values: Any) -> dict[str, Any]:
-  out: dict[str, Any] = {}
-  for (name, pos), value in zip(names, values, strict=True):
-    if pos < 0:
-      out[name] = value
-    else:
-      out.setdefault(name, []).append(value)
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
-
+  def natural(self, name, value):
+    geo = self.geo
+    if name == "scales":
+      return scales_from_view(geo, value)
+    if name == "codes":
+      return codes_from_view(geo, self.v, value)
+    if name == "stats":
+      return _reduce_stats(geo, value)
+    return from_view(geo, value, geo.n)

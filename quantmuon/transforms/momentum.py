@@ -18,14 +18,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from quantmuon import formats
+from quantmuon import formats, kernels, momentum_op
 from quantmuon.formats.base import check_choice
 from quantmuon.transforms import _tree
 
 Array = jax.Array
-ACCUMULATIONS = ("ema", "sum")
-IMPLS = ("auto", "xla", "pallas", "pallas_interpret")
-NORMALIZE_EPS = 1e-7
+ACCUMULATIONS = momentum_op.ACCUMULATIONS
+IMPLS = kernels.IMPLS
 
 
 class QuantizedMomentumState(NamedTuple):
@@ -43,112 +42,6 @@ def leaf_format(fmt: formats.Format, size: int, min_size: int
                 ) -> formats.Format:
   """The format a leaf is stored in: float32 below ``min_size`` elements."""
   return fmt if size >= min_size else formats.Float()
-
-
-def prepare_gradient(g: Array, normalize: bool) -> Array:
-  """The gradient in float32, divided by its norm under MuonQ's rule."""
-  g = g.astype(jnp.float32)
-  if normalize:
-    g = g / (jnp.linalg.norm(g) + NORMALIZE_EPS)
-  return g
-
-
-def accumulate(m: Array, g: Array, beta: Array, accumulation: str,
-               normalize: bool) -> Array:
-  """One momentum step in float32.
-
-  Args:
-    m: previous momentum (decoded).
-    g: gradient.
-    beta: momentum decay.
-    accumulation: ``ema`` (``beta m + (1 - beta) g``, Keller Jordan, optax)
-      or ``sum`` (heavy ball ``beta m + g``: Moonlight, MuonQ, GRASP, 8-bit
-      Muon).
-    normalize: MuonQ's pre-quantization normalization: ``g`` and the new
-      momentum are divided by their Frobenius norms (+1e-7).
-
-  Returns:
-    The new momentum, float32.
-  """
-  g = prepare_gradient(g, normalize)
-  if accumulation == "ema":
-    new = beta * m + (1 - beta) * g
-  else:
-    new = beta * m + g
-  if normalize:
-    new = new / (jnp.linalg.norm(new) + NORMALIZE_EPS)
-  return new
-
-
-def momentum_step(stored: formats.Stored, g: Array, beta: Array,
-                  accumulation: str, normalize: bool,
-                  key: Array | None) -> tuple[Array, formats.Stored]:
-  """Decode, accumulate, encode one leaf (used by :func:`momentum_update`).
-
-  Args:
-    stored: the stored momentum.
-    g: the gradient.
-    beta: momentum decay.
-    accumulation: ``ema`` or ``sum``.
-    normalize: MuonQ normalization.
-    key: random key for stochastic rounding, else None.
-
-  Returns:
-    ``(new momentum in float32, its stored form)``.
-  """
-  fmt = stored.format
-  new = accumulate(fmt.decode(stored), g, beta, accumulation, normalize)
-  return new, fmt.encode(new, key=key, previous=stored)
-
-
-def emit(m: Array, g: Array, count: Array, beta: Array, accumulation: str,
-         nesterov: bool) -> Array:
-  """The momentum handed on: optax's (bias-corrected) or the heavy ball's.
-
-  Args:
-    m: the new momentum.
-    g: the gradient as accumulated (:func:`prepare_gradient`).
-    count: the step count (after incrementing).
-    beta: momentum decay.
-    accumulation: ``ema`` or ``sum``.
-    nesterov: the Nesterov mix instead of the momentum.
-
-  Returns:
-    The fresh momentum, float32.
-  """
-  if accumulation == "sum":
-    return g + beta * m if nesterov else m
-  if nesterov:
-    m_hat = m / (1 - beta ** optax.safe_increment(count))
-    g_hat = g / (1 - beta ** count)
-    return beta * m_hat + (1 - beta) * g_hat
-  return m / (1 - beta ** count)
-
-
-def momentum_update(stored: formats.Stored, g: Array, *, beta: Array,
-                    accumulation: str, normalize: bool, nesterov: bool,
-                    count: Array, key: Array | None
-                    ) -> tuple[Array, formats.Stored]:
-  """One leaf's step on the XLA path: the reference of the fused kernels.
-
-  Args:
-    stored: the stored momentum.
-    g: the gradient.
-    beta: momentum decay.
-    accumulation: ``ema`` or ``sum``.
-    normalize: MuonQ normalization.
-    nesterov: emit the Nesterov mix.
-    count: the step count (after incrementing).
-    key: random key for stochastic rounding, else None.
-
-  Returns:
-    ``(fresh momentum in g's dtype, new stored momentum)``.
-  """
-  new, new_stored = momentum_step(stored, g, beta, accumulation, normalize,
-                                  key)
-  fresh = emit(new, prepare_gradient(g, normalize), count, beta,
-               accumulation, nesterov)
-  return fresh.astype(g.dtype), new_stored
 
 
 def scale_by_quantized_momentum(
@@ -180,7 +73,8 @@ def scale_by_quantized_momentum(
       folded with the step count, so a resumed run draws the same keys.
     impl: ``auto`` (fused Pallas kernels when lowering for TPU or GPU, XLA
       for the CPU), ``xla``, ``pallas`` or ``pallas_interpret``; see
-      :mod:`quantmuon.kernels.dispatch`.
+      :mod:`quantmuon.kernels.dispatch`; the math of a step is
+      :mod:`quantmuon.momentum_op`.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -310,10 +204,7 @@ def leaf_step(i: int, g: Array, stored: formats.Stored, *, beta: Array,
   Returns:
     ``(fresh momentum in g's dtype, new stored momentum)``.
   """
-  # Imported here: the kernels build on this module's reference path.
-  from quantmuon.kernels import dispatch
-
-  return dispatch.fused_step(
+  return kernels.momentum_step(
       stored, g, beta=beta, accumulation=accumulation, normalize=normalize,
       nesterov=nesterov, count=count, key=jax.random.fold_in(base_key, i),
       impl=impl)

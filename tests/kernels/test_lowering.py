@@ -44,6 +44,15 @@ CASES = {
     "blockwise_f16_scales": (F.Blockwise(bits=4, block_size=128,
                                          scale_dtype=F16), (64, 201), False,
                              ["rows_momentum_encode"]),
+    "blockwise_before_scale": (F.Blockwise(bits=4, codebook="mulaw",
+                                           block_size=128, scale_dtype=F16,
+                                           companding="before_scale"),
+                               (64, 201), True, ["rows_momentum_encode"]),
+    "axiswise_before_scale": (F.Axiswise(bits=4, codebook="mulaw",
+                                         scale_dtype=F16,
+                                         companding="before_scale"),
+                              (384, 200), True, ["given_momentum_stats",
+                                                 "given_momentum_encode"]),
     "grid_4bit": (F.Grid(bits=4), (384, 200), False,
                   ["grid_momentum_encode"]),
     "grid_bf16_scales": (F.Grid(bits=4, scale_dtype=jnp.bfloat16), (384, 200),
@@ -67,7 +76,7 @@ CASES = {
 
 def _step(impl: str, normalize: bool):
   def step(stored, g):
-    return kernels.fused_step(
+    return kernels.momentum_step(
         stored, g, beta=0.95, accumulation="sum", normalize=normalize,
         nesterov=True, count=jnp.asarray(3, jnp.int32),
         key=jax.random.key(0), impl=impl)

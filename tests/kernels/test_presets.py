@@ -26,13 +26,14 @@ PRESETS = {
     "muon_4bit": lambda impl: qm.muon_4bit(0.02, impl=impl),
     "muon_4bit_blocks": lambda impl: qm.muon_4bit(0.02, block_size=128,
                                                   impl=impl),
-    # The kernels take MuonQ's mu-law after the scale; its public order
-    # (the preset's default) runs on the XLA path.
-    "muonq": lambda impl: qm.muonq(0.02, companding="after_scale",
-                                   impl=impl),
+    "muonq": lambda impl: qm.muonq(0.02, impl=impl),
+    "muonq_after_scale": lambda impl: qm.muonq(0.02,
+                                               companding="after_scale",
+                                               impl=impl),
     "muonq_group": lambda impl: qm.muonq(0.02, residual_granularity="group",
                                          companding="after_scale", impl=impl),
     "muon_grasp": lambda impl: qm.muon_grasp(0.02, impl=impl),
+    "muon_lowbit": lambda impl: qm.muon_lowbit(0.02, impl=impl),
     "grid_ema": lambda impl: qm.quantized_muon(
         0.02, qm.formats.Grid(bits=4, tile=64), accumulation="ema",
         impl=impl),

@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 
 from quantmuon import formats as F
-from quantmuon.kernels import absmax
+from quantmuon.kernels import codec
+from quantmuon.momentum_op import Config
 
 from . import util
 
 F16 = jnp.float16
-SUM_NESTEROV = absmax.Config("sum", False, True)
-SUM = absmax.Config("sum", False, False)
-EMA_NESTEROV = absmax.Config("ema", False, True)
-EMA = absmax.Config("ema", False, False)
-MUONQ = absmax.Config("sum", True, False)
+SUM_NESTEROV = Config("sum", False, True)
+SUM = Config("sum", False, False)
+EMA_NESTEROV = Config("ema", False, True)
+EMA = Config("ema", False, False)
+MUONQ = Config("sum", True, False)
 
 CASES = {
     # Blockwise, short rows grouped block_size // n to a block.
@@ -52,6 +53,18 @@ CASES = {
                                           block_size=128,
                                           rounding="stochastic"), (33, 256),
                               EMA_NESTEROV),
+    # mu-law before the scale (MuonQ's public order, muon_lowbit).
+    "b4_before_scale_muonq": (F.Blockwise(bits=4, codebook="mulaw",
+                                          block_size=128, scale_dtype=F16,
+                                          companding="before_scale"),
+                              (96, 300), MUONQ),
+    "b4_before_scale_stochastic": (F.Blockwise(
+        bits=4, codebook="mulaw", block_size=128, rounding="stochastic",
+        companding="before_scale"), (64, 300), SUM),
+    "a4_tensor_before_scale": (F.Axiswise(bits=4, codebook="mulaw",
+                                          scale_dtype=F16,
+                                          companding="before_scale"),
+                               (384, 200), MUONQ),
     # Axiswise: a stats pass, then the fused pass.
     "a4_tensor_muonq": (F.Axiswise(bits=4, codebook="mulaw",
                                    scale_dtype=F16), (384, 200), MUONQ),
@@ -73,6 +86,11 @@ CASES = {
                            scale_dtype=F16),
         residual=F.Axiswise(bits=4, codebook="mulaw", scale_dtype=F16)),
         (256, 200), MUONQ),
+    "muonq_public_order": (F.Subspace(
+        factors=F.Axiswise(bits=4, codebook="mulaw", axis="col",
+                           scale_dtype=F16, companding="before_scale"),
+        residual=F.Axiswise(bits=4, codebook="mulaw", scale_dtype=F16,
+                            companding="before_scale")), (256, 200), MUONQ),
     "subspace_blockwise_ema": (F.Subspace(
         rank=5, residual=F.Blockwise(bits=4, block_size=128)), (96, 130),
         EMA_NESTEROV),
@@ -80,7 +98,8 @@ CASES = {
 # The TPU driver on the cases that reach each of its views.
 TPU_CASES = ("b8_grouped_384x200", "b4_dynamic_odd_64x201",
              "b4_mulaw_muonq_96x300", "b4_mulaw_stochastic", "a4_tensor_muonq",
-             "a2_row_odd", "g4_384x200", "grasp")
+             "a2_row_odd", "g4_384x200", "grasp", "b4_before_scale_muonq",
+             "a4_tensor_before_scale")
 
 
 def _check(name: str, backend: str, g_dtype=jnp.float32) -> None:
@@ -119,3 +138,13 @@ def test_zero_momentum_and_gradient_stay_zero():
   fresh, state = util.stepper(cfg, "gpu")(stored, g, count, key)
   assert not np.any(np.asarray(fresh))
   util.assert_same_state(state_ref, state)
+
+
+def test_expm1_from_exp_is_within_a_few_ulps():
+  """The TPU kernels' expm1 (Mosaic lowers none) on mu-law's range."""
+  x = np.concatenate([np.linspace(0, np.log1p(255.0), 20001),
+                      np.geomspace(1e-12, 1e-2, 2001)]).astype(np.float32)
+  ref = np.expm1(x.astype(np.float64))
+  out = np.asarray(jax.jit(codec.expm1_from_exp)(jnp.asarray(x)), np.float64)
+  ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+  assert np.max(np.abs(out - ref) / np.maximum(ulp, 1e-45)) <= 4

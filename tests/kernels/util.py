@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quantmuon import formats
+from quantmuon import formats, momentum_op
 from quantmuon.kernels import absmax, subspace
 
 BETA = 0.9
@@ -20,7 +20,7 @@ RTOL = 1e-6
 
 
 @functools.cache
-def stepper(cfg: absmax.Config, impl: str) -> Callable[..., Any]:
+def stepper(cfg: momentum_op.Config, impl: str) -> Callable[..., Any]:
   """Jitted ``(stored, g, count, key) -> (fresh, stored)``.
 
   ``impl`` is ``xla`` (the reference), or ``gpu`` / ``tpu``: that driver's
@@ -28,8 +28,8 @@ def stepper(cfg: absmax.Config, impl: str) -> Callable[..., Any]:
   """
   def run(stored, g, count, key):
     if impl == "xla":
-      return absmax.reference(stored, g, beta=BETA, cfg=cfg, count=count,
-                              key=key)
+      return momentum_op.reference(stored, g, beta=BETA, cfg=cfg,
+                                   count=count, key=key)
     scalars = absmax.scalars(stored, g, beta=BETA, cfg=cfg, count=count)
     family = (subspace.step if isinstance(stored.format, formats.Subspace)
               else absmax.step)
