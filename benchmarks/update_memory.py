@@ -72,11 +72,14 @@ STEP_FORMATS = {
                    False, True),
     "blockwise8_dynamic": (qm.formats.Blockwise(
         bits=8, codebook="dynamic", block_size=2048), "sum", False, True),
+    "blockwise4": (qm.formats.Blockwise(bits=4, block_size=128), "sum",
+                   False, False),
     "tensor4": (qm.formats.Axiswise(bits=4, axis="tensor"), "sum", False,
                 False),
     "grid4": (qm.formats.Grid(bits=4), "sum", False, False),
     "muonq_subspace4": ("muonq", "sum", True, False),
     "grasp_subspace4": ("muon_grasp", "sum", False, False),
+    "lowbit_subspace4": ("muon_lowbit", "sum", True, True),
 }
 MiB = 2 ** 20
 

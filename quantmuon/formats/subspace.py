@@ -9,7 +9,10 @@ power iteration warm-started from the R stored at the previous step:
   Q = R / column_norms(R);  P = orth(M @ Q);  R = M.T @ P;
   residual = M - P @ R.T
 
-The factors and the residual are then stored in their own formats.
+The factors and the residual are then stored in their own formats. The
+full-size products ``P @ R.T`` of decode and of the residual are computed a
+block of rows at a time (:func:`add_low_rank`), so neither needs a float32
+temporary of the whole matrix.
 """
 
 from __future__ import annotations
@@ -27,6 +30,67 @@ from quantmuon.formats.grid import Grid
 from quantmuon.formats.tiled import Blockwise
 
 Array = jax.Array
+# Elements of one block of rows of P @ R.T in :func:`add_low_rank` (4 MiB).
+BLOCK_ELEMENTS = 2 ** 20
+
+
+def row_blocks(m: int, n: int, block_elements: int = BLOCK_ELEMENTS) -> int:
+  """How many blocks :func:`add_low_rank` cuts m rows of n into.
+
+  The smallest power of two that divides m and brings a block to at most
+  ``block_elements``, or the largest power of two dividing m when none
+  does (1 for odd m: one block, the whole product).
+  """
+  blocks = 1
+  while m * n > blocks * block_elements and m % (2 * blocks) == 0:
+    blocks *= 2
+  return blocks
+
+
+def add_low_rank(x: Array, p: Array, r: Array, *, subtract: bool = False,
+                 block_elements: int = BLOCK_ELEMENTS) -> Array:
+  """``x + p @ r.T`` (or ``x - p @ r.T``), a block of rows at a time.
+
+  Block i holds the rows ``i, i + b, i + 2b, ...`` of the ``b =``
+  :func:`row_blocks` blocks: a loop over the middle axis of ``x`` reshaped
+  to ``(m / b, b, n)``, each block one matrix product written into ``x``'s
+  rows in place. So the float32 temporary is one block, not a matrix of
+  ``x``'s size, and every block has rows in every shard of a row-sharded
+  ``x`` (contiguous blocks would make a sharded program gather the whole
+  matrix to slice them). A block's rows are the same dot products, over
+  all k, as the whole product's: on XLA's CPU backend the result equals
+  the unblocked ``x + p @ r.T`` bit for bit (tested). Tiles that also split
+  the columns do not (see :mod:`quantmuon.kernels.subspace`).
+
+  Args:
+    x: float32 matrix (m x n).
+    p: float32 matrix (m x k).
+    r: float32 matrix (n x k).
+    subtract: compute ``x - p @ r.T``.
+    block_elements: the most elements a block should hold.
+
+  Returns:
+    float32 matrix of ``x``'s shape.
+  """
+  m, n = x.shape
+  blocks = row_blocks(m, n, block_elements)
+
+  def combine(xb: Array, pb: Array) -> Array:
+    low = pb @ r.T
+    return xb - low if subtract else xb + low
+
+  if blocks == 1:
+    return combine(x, p)
+  p_blocks = p.reshape(m // blocks, blocks, p.shape[1])
+
+  def body(i: Array, out: Array) -> Array:
+    block = combine(jax.lax.dynamic_index_in_dim(out, i, 1, keepdims=False),
+                    jax.lax.dynamic_index_in_dim(p_blocks, i, 1,
+                                                 keepdims=False))
+    return jax.lax.dynamic_update_index_in_dim(out, block, i, 1)
+
+  out = jax.lax.fori_loop(0, blocks, body, x.reshape(m // blocks, blocks, n))
+  return out.reshape(m, n)
 
 
 def orthonormalize(a: Array) -> Array:
@@ -192,7 +256,7 @@ class Subspace(Format):
     self.rank_for(x.shape)  # raises for a rank the shape cannot hold
     mat = x.reshape(m, n).astype(jnp.float32)
     p, r = self.factorize(mat, previous)
-    residual = (mat - p @ r.T).reshape(x.shape)
+    residual = add_low_rank(mat, p, r, subtract=True).reshape(x.shape)
     keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
     parts = {
         "P": self.factors.encode(p, key=keys[0]),
@@ -203,5 +267,6 @@ class Subspace(Format):
 
   def _decode(self, stored: Stored) -> Array:
     m, n = layout.matrix_shape(stored.shape)
-    low_rank = stored["P"].decode() @ stored["R"].decode().T
-    return stored["residual"].decode() + low_rank.reshape(stored.shape)
+    residual = stored["residual"].decode().reshape(m, n)
+    return add_low_rank(residual, stored["P"].decode(),
+                        stored["R"].decode()).reshape(stored.shape)

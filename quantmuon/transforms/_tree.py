@@ -227,3 +227,73 @@ def fans(shape: Sequence[int], dim_nums: DimNums | None) -> tuple[int, int]:
   _, red, out = matrix_axes(shape, dim_nums)
   return (int(np.prod([shape[a] for a in red])),
           int(np.prod([shape[a] for a in out])))
+
+
+
+def map_grouped(fn: Callable[..., tuple[Any, Any]],
+                static_of: Callable[[int], Any], xs: list[Any],
+                carried: list[Any]) -> list[tuple[Any, Any]]:
+  """``[fn(static_of(i), i, xs[i], carried[i])]``, one loop per group.
+
+  Leaves whose ``static_of`` and whose argument shapes and dtypes agree
+  form a group. A group of one runs as :func:`map_isolated` runs it; a
+  larger group runs as one ``jax.lax.fori_loop`` over its leaves, so ``fn``
+  is traced and compiled once per group instead of once per leaf (XLA
+  inlines repeated calls and compiles each copy). Like a ``lax.cond``, a
+  loop is one unit of XLA work, and its iterations run one after another:
+  only one leaf's temporaries are alive at a time. Iteration ``t`` picks
+  its leaf with ``jax.lax.switch`` (a copy of one leaf), and writes its
+  results into the loop's carry: the outputs (zeros at first) and the
+  carried values, which start as ``carried`` and are replaced leaf by
+  leaf, so a donated ``carried`` (the stored momentum) is updated in
+  place.
+
+  Args:
+    fn: called as ``fn(static, i, x, c)`` with ``i`` the leaf's position
+      (a uint32 scalar, traced inside a loop); returns ``(y, c_new)`` with
+      ``c_new`` of ``c``'s structure, shapes and dtypes.
+    static_of: a hashable static argument of leaf ``i``.
+    xs: the leaves read.
+    carried: the leaves replaced by ``c_new``, one per leaf of ``xs``.
+
+  Returns:
+    ``[(y, c_new)]`` in the leaves' order.
+  """
+  groups: dict[Any, list[int]] = {}
+  for i, args in enumerate(zip(xs, carried, strict=True)):
+    flat, structure = jax.tree.flatten(args)
+    signature = tuple((x.shape, x.dtype) for x in flat)
+    groups.setdefault((static_of(i), structure, signature), []).append(i)
+  outputs: list[Any] = [None] * len(xs)
+  for (static, _, _), idx in groups.items():
+    if len(idx) == 1:
+      i = idx[0]
+      outputs[i] = map_isolated(
+          lambda _, x, c, i=i, static=static: fn(static, jnp.uint32(i), x, c),
+          [xs[i]], [carried[i]])[0]
+      continue
+    positions = jnp.asarray(idx, jnp.uint32)
+    group_xs = [xs[i] for i in idx]
+    shapes, _ = jax.eval_shape(
+        lambda x, c, static=static, i=idx[0]: fn(static, jnp.uint32(i), x,
+                                                 c),
+        group_xs[0], carried[idx[0]])
+    ys = tuple(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+               for _ in idx)
+    cs = tuple(carried[i] for i in idx)
+
+    def body(t, carry, static=static, positions=positions,
+             group_xs=group_xs):
+      ys, cs = carry
+      picks = [lambda cs, j=j: (group_xs[j], cs[j])
+               for j in range(len(group_xs))]
+      y, c = fn(static, positions[t], *jax.lax.switch(t, picks, cs))
+      writes = [lambda ys, cs, j=j: (ys[:j] + (y,) + ys[j + 1:],
+                                     cs[:j] + (c,) + cs[j + 1:])
+                for j in range(len(group_xs))]
+      return jax.lax.switch(t, writes, ys, cs)
+
+    ys, cs = jax.lax.fori_loop(0, len(idx), body, (ys, cs))
+    for j, i in enumerate(idx):
+      outputs[i] = (ys[j], cs[j])
+  return outputs

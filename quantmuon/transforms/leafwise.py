@@ -6,13 +6,15 @@ starts, so the momenta of all leaves are alive at once and the compiled
 update needs as much memory as float32 Muon, whatever the stored format.
 :func:`leafwise_muon` runs the same per-leaf functions: the momentum step
 (:func:`quantmuon.transforms.momentum.leaf_step`) and Newton-Schulz
-(:func:`quantmuon.transforms.newton_schulz.orthogonalize_leaf`) of each
-leaf as one unit of XLA work
-(:func:`quantmuon.transforms._tree.map_isolated`), so only one leaf's
-float32 intermediates are alive at a time; then the elementwise shape
-scaling (:func:`quantmuon.transforms.scale.scale_leaf`), which XLA fuses
-with what follows. Its updates and state are
-the chain's, bit for bit.
+(:func:`quantmuon.transforms.newton_schulz.newton_schulz`) of each leaf
+as one unit of XLA work, so only one leaf's float32 intermediates are
+alive at a time; then the elementwise shape scaling
+(:func:`quantmuon.transforms.scale.scale_leaf`), which XLA fuses with what
+follows. Leaves of one shape, format and dimension numbers run as one loop
+over them (:func:`quantmuon.transforms._tree.map_grouped`), which XLA
+compiles once; a leaf alone in its group runs in its own ``lax.cond``
+(:func:`quantmuon.transforms._tree.map_isolated`). Its updates and state
+are the chain's, bit for bit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from quantmuon import formats
@@ -89,8 +90,9 @@ def leafwise_muon(
       if dim not in distinct:
         distinct.append(dim)
 
-    # Jitted so that leaves of one shape and format are traced and lowered
-    # once (XLA still compiles each); the position is an argument for that.
+    # Leaves of one shape, format and dimension numbers run in one loop
+    # (map_grouped), so XLA compiles core once for them. Jitted so that
+    # its shapes and its call are traced once; the position is an argument.
     @functools.partial(jax.jit, static_argnums=(3,))
     def core(i, g, s, dim_index):
       fresh, new_stored = momentum_lib.leaf_step(
@@ -99,10 +101,10 @@ def leafwise_muon(
       mats = newton_schulz.to_matrices(fresh, distinct[dim_index])
       return newton_schulz.newton_schulz(mats, schedule, eps), new_stored
 
-    outs = _tree.map_isolated(
-        lambda i, g, s: core(jnp.uint32(i), g, s, distinct.index(dims[i])),
-        grads, stored)
-    # Scaled outside the isolated part, as the chain scales, so that XLA
+    outs = _tree.map_grouped(
+        lambda dim_index, i, g, s: core(i, g, s, dim_index),
+        lambda i: distinct.index(dims[i]), grads, stored)
+    # Scaled outside the loops and conds, as the chain scales, so that XLA
     # rewrites the scaling and what follows it (the learning rate) alike.
     new_updates = treedef.unflatten([
         scale.scale_leaf(newton_schulz.from_matrices(o[0], g, dim), dim,

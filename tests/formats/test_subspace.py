@@ -7,10 +7,12 @@ import functools
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from quantmuon.formats import Blockwise, Float, Grid, Subspace
+from quantmuon.formats import Blockwise, Float, Grid, Subspace, subspace
+from quantmuon.formats.subspace import add_low_rank, row_blocks
 
 from . import util
 
@@ -141,10 +143,6 @@ def test_orthonormalize_survives_a_breakdown_of_the_small_shift():
   """Aligned warm-start columns (after a rank-one first step) made the
   small shift's Cholesky factorization NaN under jit, and a width-256 run
   of muon_lowbit diverge at its third step."""
-  import jax.numpy as jnp
-
-  from quantmuon.formats import subspace
-
   a = _nearly_rank_one()
 
   @jax.jit
@@ -178,9 +176,48 @@ def test_orthonormalize_survives_a_breakdown_of_the_small_shift():
 def test_warm_start_from_aligned_columns_stays_finite():
   fmt = Subspace(rank=12, factors=Float(), residual=Float())
   m = _nearly_rank_one(noise=0.0) @ np.ones((12, 64), np.float32)
-  first = fmt.encode(jax.numpy.asarray(m))
+  first = fmt.encode(jnp.asarray(m))
   m2 = m + 1e-4 * np.random.default_rng(2).standard_normal(m.shape).astype(
       np.float32)
   second = jax.jit(lambda x, prev: fmt.encode(x, previous=prev))(m2, first)
   np.testing.assert_allclose(np.asarray(second.decode()), m2, atol=1e-4,
                              rtol=1e-4)
+
+
+@pytest.mark.parametrize("subtract", [False, True])
+@pytest.mark.parametrize("m, block_elements, blocks", [
+    (40, 5 * 24, 8), (40, 12 * 24, 4), (41, 5 * 24, 1), (40, 10 ** 6, 1)])
+def test_add_low_rank_is_the_whole_product(subtract, m, block_elements,
+                                           blocks):
+  """Strided row blocks (8 of 5 rows, 4 of 10), one block where m is odd or
+  small: the plain product in float64, and XLA's unblocked float32 product
+  bit for bit."""
+  n, k = 24, 3
+  assert row_blocks(m, n, block_elements) == blocks
+  x, p, r = (util.normal(s, seed=i)
+             for i, s in enumerate([(m, n), (m, k), (n, k)]))
+  out = jax.jit(lambda x, p, r: add_low_rank(
+      x, p, r, subtract=subtract, block_elements=block_elements))(x, p, r)
+  sign = -1.0 if subtract else 1.0
+  want = x.astype(np.float64) + sign * (p.astype(np.float64) @ r.T)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+  whole = jax.jit(lambda x, p, r: x - p @ r.T if subtract
+                  else x + p @ r.T)(x, p, r)
+  np.testing.assert_array_equal(out, whole)
+
+
+def test_add_low_rank_temporaries_are_one_block():
+  """Compiled with ``x`` donated, the blocked product's temporaries are
+  about one block of rows; the unblocked product's, a whole matrix."""
+  m, n, k = 1024, 512, 32
+  shapes = [jax.ShapeDtypeStruct(s, jnp.float32)
+            for s in [(m, n), (m, k), (n, k)]]
+
+  def temporaries(block_elements):
+    step = jax.jit(lambda x, p, r: add_low_rank(
+        x, p, r, block_elements=block_elements), donate_argnums=(0,))
+    analysis = step.lower(*shapes).compile().memory_analysis()
+    return analysis.temp_size_in_bytes / (m * n * 4)
+
+  assert temporaries(m * n) > 0.9  # one block: the whole product
+  assert temporaries(64 * n) < 0.2  # 16 blocks of 64 rows

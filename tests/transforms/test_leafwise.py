@@ -25,9 +25,11 @@ STEPS = 3
 
 
 def _params() -> dict:
-  """Two matrices above min_size, one below, a conv kernel, AdamW leaves."""
+  """Matrices above min_size (two of one shape), two below, a conv kernel,
+  AdamW leaves."""
   rng = np.random.default_rng(0)
-  shapes = {"a": (96, 80), "b": (64, 160), "small": (16, 16),
+  shapes = {"a": (96, 80), "a2": (96, 80), "b": (64, 160),
+            "small": (16, 16), "small2": (16, 16),
             "conv": {"kernel": (3, 3, 16, 32)}, "bias": (80,),
             "wte": {"embedding": (50, 16)}}
   return jax.tree.map(
@@ -118,3 +120,33 @@ def test_map_isolated_gives_tree_map_results_with_nan_first_elements():
   jaxpr = jax.make_jaxpr(lambda xs: _tree.map_isolated(f, xs))(xs)
   assert sum(e.primitive.name == "cond" for e in jaxpr.eqns) == len(xs)
   assert _tree.map_isolated(f, empty)[0].shape == (0, 3)
+
+
+def test_map_grouped_runs_each_group_in_one_loop():
+  """Groups of 3, 2 and 1 leaves: the results of a Python loop, the
+  carried values replaced, ``fn`` traced once per group (shape and static
+  argument), and one loop per group of more than one leaf."""
+  xs = [jnp.full((2, 3), float(i)) for i in range(3)] + [
+      jnp.ones((4,)), jnp.ones((4,)) * 5, jnp.ones((2, 3)) * 7]
+  carried = [{"m": jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)}
+             for x in xs]
+  static = [0, 0, 0, 0, 0, 1]  # the last (2, 3) leaf is a group of its own
+  traces = []
+
+  def fn(s, i, x, c):
+    traces.append(s)
+    return x * 2 + i + s, {"m": c["m"] + x}
+
+  run = jax.jit(lambda xs, cs: _tree.map_grouped(
+      fn, lambda i: static[i], xs, cs))
+  for i, ((y, c), x, c_old) in enumerate(
+      zip(run(xs, carried), xs, carried, strict=True)):
+    np.testing.assert_array_equal(y, x * 2 + i + static[i])
+    np.testing.assert_array_equal(c["m"], c_old["m"] + x)
+  # eval_shape and the loop body (or the cond) trace each group twice.
+  assert len(traces) == 2 * 3
+  jaxpr = jax.make_jaxpr(lambda xs, cs: _tree.map_grouped(
+      fn, lambda i: static[i], xs, cs))(xs, carried)
+  names = [e.primitive.name for e in jaxpr.eqns]
+  assert names.count("while") + names.count("scan") == 2
+  assert names.count("cond") == 1
