@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from optax.contrib import MuonDimensionNumbers
 
 import quantmuon as qm
 from quantmuon import formats
@@ -280,7 +281,99 @@ def checkpoint_checks() -> dict:
   return out
 
 
-SECTIONS = ("presets", "explicit", "hlo", "checkpoint")
+NS_SHAPES = {"a": (64, 48), "b": (48, 64), "c": (64, 48), "d": (128, 32),
+             "lone": (40, 136), "conv": (2, 32, 48)}
+NS_DIMS = {"conv": MuonDimensionNumbers(reduction_axis=1, output_axis=2)}
+
+
+def stacked_checks() -> dict:
+  """Newton-Schulz in the stacked layout against one device, and the
+  collectives of the compiled orthogonalization in both layouts.
+
+  NS_SHAPES on 8 devices: a, b and c stack (b transposed), d and lone
+  are lone matrices (lone's 136 columns are ragged over 8), conv is a
+  batch of two.
+  """
+  keys = jax.random.split(jax.random.key(2), len(NS_SHAPES))
+  g = {k: jax.random.normal(key, s)
+       for key, (k, s) in zip(keys, NS_SHAPES.items(), strict=True)}
+  dims = {k: NS_DIMS.get(k) for k in NS_SHAPES}
+  ref, _ = qm.orthogonalize(dimension_numbers=dims, ns_layout="leaf").update(
+      g, None)
+  out = {}
+  for layout, axis_type in (("fsdp", AxisType.Auto), ("2d", AxisType.Auto),
+                            ("fsdp", AxisType.Explicit)):
+    mesh = mesh_of(layout, axis_type)
+    axis = LAYOUTS[layout][1][0]
+    sh = {k: NamedSharding(mesh, P(axis) if s[0] % 8 == 0 else P())
+          for k, s in NS_SHAPES.items()}
+    rec = {}
+    with jax.sharding.set_mesh(mesh):
+      sg = jax.device_put(g, sh)
+      for ns_layout in ("auto", "leaf"):
+        tx = qm.orthogonalize(dimension_numbers=dims, ns_layout=ns_layout)
+        fn = jax.jit(lambda u, tx=tx: tx.update(u, None)[0])
+        try:
+          got = fn(sg)
+        except Exception as e:  # the leaf layout on Explicit axes
+          rec[ns_layout] = {"error": type(e).__name__}
+          continue
+        found = collectives(fn.lower(sg).compile().as_text())
+        rec[ns_layout] = {
+            "max_abs_diff": max(
+                float(np.abs(np.asarray(got[k]) - np.asarray(ref[k])).max())
+                for k in NS_SHAPES),
+            "collectives": len(found),
+            "collective_bytes": sum(c.nbytes for c in found),
+            "all_reduce_max_elements": max(
+                (c.elements for c in found if c.kind == "all-reduce"),
+                default=0),
+            "specs": {k: str(got[k].sharding.spec) for k in NS_SHAPES}}
+    out[f"{layout}/{axis_type.name}"] = rec
+  return out
+
+
+def explicit_preset_checks(names) -> dict:
+  """Every preset's update on Explicit axes (no pins), against the same
+  update on Auto axes (pinned) and on one device, 2-D mesh, 3 steps."""
+  shapes = {"a": (64, 48), "a2": (48, 64), "b": (48, 136), "bias": (48,)}
+  specs = {"a": P("fsdp", "tp"), "a2": P("fsdp", "tp"), "b": P("fsdp", "tp"),
+           "bias": P()}
+  keys = jax.random.split(jax.random.key(3), 4 * len(shapes))
+  params = {k: jax.random.normal(keys[i], s)
+            for i, (k, s) in enumerate(shapes.items())}
+  grads = [{k: jax.random.normal(keys[len(shapes) * (t + 1) + i], s)
+            for i, (k, s) in enumerate(shapes.items())} for t in range(3)]
+  out = {}
+  for name in names:
+    tx = getattr(qm, name)(1e-2, min_size=0)
+    ref_states, ref_updates = run(tx, params, grads)
+    results = {}
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+      mesh = mesh_of("2d", axis_type)
+      psh = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+      with jax.sharding.set_mesh(mesh):
+        sp = jax.device_put(params, psh)
+        sg = [jax.device_put(g, psh) for g in grads]
+        want = state_shardings(tx, sp)
+        if axis_type == AxisType.Auto:
+          states, updates = run(tx, sp, sg, psh, want)
+        else:
+          states, updates = run(tx, sp, sg)
+        results[axis_type.name] = (states, updates,
+                                   sum((specs_equal(x, want)
+                                        for x in states), []))
+    auto, explicit = results["Auto"], results["Explicit"]
+    rec = compare(auto[0], auto[1], explicit[0], explicit[1])
+    one = compare(ref_states, ref_updates, auto[0], auto[1])
+    out[name] = {"explicit_vs_auto": rec, "auto_vs_one_device": one,
+                 "explicit_mismatch": explicit[2],
+                 "auto_mismatch": auto[2]}
+  return out
+
+
+SECTIONS = ("presets", "explicit", "hlo", "checkpoint", "stacked",
+            "explicit_presets")
 
 
 def main() -> None:
@@ -295,6 +388,8 @@ def main() -> None:
           tuple(LAYOUTS) if full else ("2d",)),
       "hlo": hlo_checks,
       "checkpoint": checkpoint_checks,
+      "stacked": stacked_checks,
+      "explicit_presets": lambda: explicit_preset_checks(PRESETS),
   }
   print(json.dumps({n: runs[n]() for n in names}, indent=1, default=str))
 
