@@ -24,6 +24,7 @@ from quantmuon import formats
 from quantmuon.formats.layout import matrix_shape
 from quantmuon.formats.packing import unpack
 from quantmuon.sharding import collectives, state_shardings
+from quantmuon.transforms import StoredLeaf
 
 PRESETS = ("muon", "muon_8bit", "muon_4bit", "muonq", "muon_grasp",
            "muon_lowbit")
@@ -372,8 +373,43 @@ def explicit_preset_checks(names) -> dict:
   return out
 
 
+def quantize_state_checks() -> dict:
+  """8-bit AdamW (``quantize_state``) under a plain ``jax.jit(tx.init)``:
+  its codes and scales placed like their parameters, in every layout.
+
+  Blocks of 16 lie inside the shards here (columns 128 and 256 over 8 or
+  2); where a block straddles shards XLA's propagation through the tile
+  reshape replicates the codes unless they are pinned (``state_shardings``).
+  """
+  import optax
+
+  shapes = {"a": (64, 128), "b": (32, 256), "r": (48, 128), "bias": (48,)}
+  keys = jax.random.split(jax.random.key(4), len(shapes))
+  params = {k: jax.random.normal(key, s)
+            for key, (k, s) in zip(keys, shapes.items(), strict=True)}
+  tx = qm.quantize_state(
+      optax.adam(1e-3), {"mu": formats.Blockwise(8, "dynamic", 16),
+                         "nu": formats.Blockwise(8, "unsigned_dynamic", 16)},
+      min_size=0)
+  ref = jax.tree.leaves(tx.init(params))
+  out = {}
+  for layout in LAYOUTS:
+    mesh = mesh_of(layout)
+    sp = jax.device_put(params, shardings(mesh, layout))
+    got = jax.jit(tx.init)(sp)
+    out[layout] = {
+        "mismatch": specs_equal(got, state_shardings(tx, sp)),
+        "values_equal": all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(ref, jax.tree.leaves(got), strict=True)),
+        "stored_leaves": sum(
+            isinstance(x, StoredLeaf) for x in jax.tree.leaves(
+                got, is_leaf=lambda x: isinstance(x, StoredLeaf)))}
+  return out
+
+
 SECTIONS = ("presets", "explicit", "hlo", "checkpoint", "stacked",
-            "explicit_presets")
+            "explicit_presets", "quantize_state")
 
 
 def main() -> None:
@@ -390,6 +426,7 @@ def main() -> None:
       "checkpoint": checkpoint_checks,
       "stacked": stacked_checks,
       "explicit_presets": lambda: explicit_preset_checks(PRESETS),
+      "quantize_state": quantize_state_checks,
   }
   print(json.dumps({n: runs[n]() for n in names}, indent=1, default=str))
 
