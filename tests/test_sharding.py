@@ -106,12 +106,10 @@ def test_stacked_newton_schulz_equals_one_device_with_less_traffic():
   for case, rec in got.items():
     # float32 rounding of values of size about 1 / sqrt(min(m, n)).
     assert rec["auto"]["max_abs_diff"] <= 2e-6, (case, rec)
-    # The stacked matrices are orthogonalized whole: no Gram all-reduce
-    # inside the iteration for them; lone d (128, 32) and lone (40, 136)
-    # all-reduce only their 32 x 32 and 40 x 40 Grams.
-    assert rec["auto"]["specs"]["lone"].startswith("P(None"), (case, rec)
   for case in ("fsdp/Auto", "2d/Auto"):
     auto, leaf = got[case]["auto"], got[case]["leaf"]
+    # A lone matrix is split along its long axis (136 columns).
+    assert auto["specs"]["lone"].startswith("P(None"), (case, auto)
     assert leaf["max_abs_diff"] <= 2e-6, (case, leaf)
     assert auto["collectives"] < leaf["collectives"] / 2, (case, got[case])
     assert auto["collective_bytes"] < leaf["collective_bytes"] / 3, case

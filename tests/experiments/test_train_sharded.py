@@ -38,7 +38,7 @@ def runs(*names: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["muon_8bit"])
+@pytest.mark.parametrize("name", ["muon_8bit", "muonq"])
 def test_sharded_run_and_resume_across_meshes_match_one_device(name):
   got = runs(name)[name]
   assert len(got["losses_one_device"]) == 20
