@@ -130,8 +130,8 @@ def quantized_muon(
     ns_layout: Newton-Schulz's layout on a mesh (see
       :func:`orthogonalize`): ``auto`` stacks same-shape matrices and
       splits the stack over the mesh when ``update`` is traced under one
-      (``jax.set_mesh``, or arrays on Explicit axes); ``leaf`` leaves each
-      leaf's placement to XLA. Under ``leafwise`` the stacked layout runs
+      (``jax.set_mesh``, or sharded arrays under ``jit``); ``leaf`` leaves
+      each leaf's placement to XLA. Under ``leafwise`` the stacked layout runs
       one group of same-shape leaves at a time.
 
   Returns:

@@ -238,12 +238,13 @@ def orthogonalize(
       parameters' structure, or a callable of the updates returning one.
       Leaves of rank > 2 need them; rank 0 and 1 leaves are an error.
     ns_layout: ``auto`` (the stacked layout when a mesh of several devices
-      is given as ``mesh`` or set in the context when ``update`` is traced,
-      e.g. by ``jax.set_mesh``; else leaf by leaf), ``stacked`` (same-shape
+      is given as ``mesh``, set in the context when ``update`` is traced
+      (``jax.set_mesh``) or carried by the updates' types (sharded arrays
+      under ``jit``); else leaf by leaf), ``stacked`` (same-shape
       matrices stacked and the stack split over the mesh, each matrix whole
       on one device; a lone matrix split along its long axis) or ``leaf``
       (one leaf at a time, its placement left to XLA).
-    mesh: the mesh of the stacked layout; None reads the context's.
+    mesh: the mesh of the stacked layout; None finds it as above.
 
   Returns:
     An ``optax.GradientTransformation`` with empty state.

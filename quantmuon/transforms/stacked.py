@@ -20,9 +20,10 @@ distributed Muon, written as JAX shardings) avoids that:
 
 The mesh is the one given, else the context's abstract mesh (set by
 ``jax.set_mesh`` or ``jax.sharding.use_mesh``), else the one in the
-leaves' types (arrays on Explicit axes); Auto-axis arrays placed by
-``jax.device_put`` alone carry none. A mesh of one device, or
-none, is no mesh: the leaves are orthogonalized one at a time as before.
+leaves' types: under ``jit`` an array sharded by a ``NamedSharding``
+carries its mesh in its type, on Auto axes as on Explicit ones. A mesh of
+one device, or none, is no mesh: the leaves are orthogonalized one at a
+time as before.
 The results equal those of leaf-by-leaf Newton-Schulz up to float32
 rounding (batched matmuls may sum in another order). This module lays out
 any batched matrix function; :func:`quantmuon.orthogonalize` and
@@ -40,6 +41,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from quantmuon.formats import placement
 from quantmuon.formats.base import check_choice
 
 Array = jax.Array
@@ -56,7 +58,7 @@ def resolve_mesh(layout: str, mesh: Any = None,
       required) or ``leaf`` (GSPMD's default placement of each leaf).
     mesh: a ``jax.sharding.Mesh`` or ``AbstractMesh``; None reads
       ``jax.sharding.get_abstract_mesh()``, and where that is empty the
-      mesh in the types of ``leaves`` (arrays on Explicit axes carry it).
+      mesh in the types of ``leaves`` (sharded arrays under ``jit``).
     leaves: the arrays to orthogonalize.
 
   Returns:
@@ -101,9 +103,12 @@ def group_by_shape(shapes: Sequence[tuple[int, ...]]) -> list[list[int]]:
 
 
 def _constrain(x: Array, mesh: Any, spec: P) -> Array:
-  sharding = spec if isinstance(mesh, jax.sharding.AbstractMesh) else (
-      NamedSharding(mesh, spec))
-  return jax.lax.with_sharding_constraint(x, sharding)
+  """``x`` split by ``spec``: over ``mesh``, or over the context's mesh of
+  the same axes (inside ``auto_axes``, its Auto twin)."""
+  context = jax.sharding.get_abstract_mesh()
+  if not context.empty and context.axis_names == mesh.axis_names:
+    mesh = context
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
 def _wide(x: Array) -> Array:
@@ -186,4 +191,5 @@ def on_auto_axes(run: Callable[[list[Array]], list[Array]],
   if not any(t == AxisType.Explicit for t in mesh.axis_types):
     return run(leaves)
   specs = [jax.typeof(u).sharding.spec for u in leaves]
-  return jax.sharding.auto_axes(run, out_sharding=specs)(leaves)
+  with placement.on_mesh_of(NamedSharding(mesh, P())):
+    return jax.sharding.auto_axes(run, out_sharding=specs)(leaves)
