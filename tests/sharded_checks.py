@@ -173,8 +173,7 @@ def preset_checks(names, layouts) -> dict:
 
 def explicit_checks(layouts) -> dict:
   """Explicit mesh axes: presets' init, and the momentum transform's
-  updates without pins (Newton-Schulz's matmuls need out_sharding there,
-  point 4 of the issue, not done)."""
+  updates without pins (the presets' updates: explicit_preset_checks)."""
   params, grads = params_and_grads()
   out = {}
   for layout in layouts:
