@@ -106,9 +106,14 @@ def _constrain(x: Array, mesh: Any, spec: P) -> Array:
   """``x`` split by ``spec``: over ``mesh``, or over the context's mesh of
   the same axes (inside ``auto_axes``, its Auto twin)."""
   context = jax.sharding.get_abstract_mesh()
-  if not context.empty and context.axis_names == mesh.axis_names:
+  if _is_explicit(mesh) and not context.empty and (
+      context.axis_names == mesh.axis_names):
     mesh = context
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _is_explicit(mesh: Any) -> bool:
+  return any(t == AxisType.Explicit for t in mesh.axis_types)
 
 
 def _wide(x: Array) -> Array:
@@ -188,7 +193,7 @@ def on_auto_axes(run: Callable[[list[Array]], list[Array]],
     ``run(leaves)``.
   """
   leaves = list(leaves)
-  if not any(t == AxisType.Explicit for t in mesh.axis_types):
+  if not _is_explicit(mesh):
     return run(leaves)
   specs = [jax.typeof(u).sharding.spec for u in leaves]
   with placement.on_mesh_of(NamedSharding(mesh, P())):

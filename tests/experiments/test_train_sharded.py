@@ -32,7 +32,7 @@ def runs(*names: str) -> dict:
   done = subprocess.run(
       [sys.executable, str(ROOT / "tests" / "experiments" /
                            "sharded_train.py"), *names],
-      env=EIGHT, capture_output=True, text=True, timeout=1800, check=False)
+      env=EIGHT, capture_output=True, text=True, timeout=3600, check=False)
   assert done.returncode == 0, done.stderr[-4000:]
   return json.loads(done.stdout)
 
