@@ -206,11 +206,18 @@ def sharded_step() -> str | None:
   for row in data["rows"]:
     row["state_mib_device0"] = row["state_bytes_device0"] / 2 ** 20
     row["collective_mib"] = row["collective_bytes"] / 2 ** 20
+    if "stacked_collective_bytes" in row:
+      row["stacked_collective_mib"] = (row["stacked_collective_bytes"]
+                                       / 2 ** 20)
   table = tables.markdown(data["rows"], {
       "optimizer": "optimizer", "state_mib_device0": "state MiB / device",
       "collectives": "collectives", "collective_kinds": "kinds",
       "collective_mib": "collective MiB",
-      "step_time_ratio": "step time vs optax muon"}, digits=3)
+      "step_time_ratio": "step time vs optax muon",
+      "stacked_collectives": "stacked NS: collectives",
+      "stacked_collective_mib": "stacked NS: collective MiB",
+      "stacked_vs_default_time": "stacked NS: step time vs default"},
+      digits=3)
   settings = data["settings"]
   return (f"Sharded optimizer step, a 2-layer GPT-like tree of width "
           f"{settings['width']} on {settings['devices']} simulated CPU "
@@ -218,8 +225,14 @@ def sharded_step() -> str | None:
           f"benchmarks.sharded_step`; {_where(data['environment'])}). "
           f"The devices share the CPU, so times show structure, not "
           f"speed. `muon`'s collectives are `optax.contrib.muon`'s "
-          f"(Newton-Schulz on sharded matrices); the Blockwise presets "
-          f"add none to them, the Subspace presets small ones:\n\n"
+          f"(Newton-Schulz on sharded matrices) and one scalar all-reduce "
+          f"a Muon leaf (the leafwise pipeline's branch predicate); the "
+          f"Blockwise presets add none to them, the Subspace presets small "
+          f"ones. The "
+          f"\"stacked NS\" columns are the same step with Newton-Schulz in "
+          f"the stacked layout (the default when traced under "
+          f"`jax.set_mesh`), the others GSPMD's default layout "
+          f"(`ns_layout=\"leaf\"`):\n\n"
           f"{table}")
 
 

@@ -7,7 +7,12 @@ optimizer, in one run:
 
 - state bytes on one device (its shards) and over all devices;
 - the collectives of the compiled step: how many, and their bytes;
-- step time as a ratio to ``optax.contrib.muon`` under the same mesh.
+- step time as a ratio to ``optax.contrib.muon`` under the same mesh;
+- the same for Newton-Schulz in the stacked layout (same-shape matrices
+  stacked, the stack split over the mesh: ``ns_layout="auto"`` with the
+  step traced under ``jax.set_mesh``) against GSPMD's default placement of
+  each sharded leaf (``ns_layout="leaf"``, the plain columns), and the
+  stacked step's time as a ratio to the default's.
 
 The simulated devices share the CPU cores, so the times show the step's
 structure, not the speed of real devices.
@@ -61,12 +66,18 @@ def state_bytes(state) -> tuple[int, int]:
 
 
 def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
-            param_shardings: dict, repeats: int) -> dict:
-  """State bytes, collectives and the fastest step time, pinned."""
+            param_shardings: dict, repeats: int,
+            mesh: jax.sharding.Mesh | None = None) -> dict:
+  """State bytes, collectives and the fastest step time, pinned; the step
+  traced under ``jax.set_mesh(mesh)`` when a mesh is given."""
   shardings = qm.sharding.state_shardings(tx, params)
   state = jax.jit(tx.init, out_shardings=shardings)(params)
   step = jax.jit(tx.update, out_shardings=(param_shardings, shardings))
-  compiled = step.lower(grads, state, params).compile()
+  if mesh is None:
+    compiled = step.lower(grads, state, params).compile()
+  else:
+    with jax.set_mesh(mesh):
+      compiled = step.lower(grads, state, params).compile()
   found = qm.sharding.collectives(compiled.as_text())
   step_s, state = common.fastest_step(compiled, grads, state, params,
                                       repeats)
@@ -102,9 +113,19 @@ def run(width: int, repeats: int) -> list[dict]:
   rows = [{"optimizer": "optax.contrib.muon", **reference,
            "step_time_ratio": 1.0}]
   for name, make in PRESETS.items():
-    result = measure(make(1e-3), params, grads, param_shardings, repeats)
-    rows.append({"optimizer": name, **result,
-                 "step_time_ratio": result["step_s"] / reference["step_s"]})
+    result = measure(make(1e-3, ns_layout="leaf"), params, grads,
+                     param_shardings, repeats)
+    stacked = measure(make(1e-3), params, grads, param_shardings, repeats,
+                      mesh)
+    rows.append({
+        "optimizer": name, **result,
+        "step_time_ratio": result["step_s"] / reference["step_s"],
+        "stacked_collectives": stacked["collectives"],
+        "stacked_collective_kinds": stacked["collective_kinds"],
+        "stacked_collective_bytes": stacked["collective_bytes"],
+        "stacked_step_s": stacked["step_s"],
+        "stacked_step_time_ratio": stacked["step_s"] / reference["step_s"],
+        "stacked_vs_default_time": stacked["step_s"] / result["step_s"]})
   return rows
 
 
@@ -117,7 +138,8 @@ def main() -> None:
   common.report("sharded_step", rows, columns=[
       "optimizer", "state_bytes_device0", "state_bytes_total",
       "collectives", "collective_kinds", "collective_bytes",
-      "step_time_ratio"], meta={
+      "step_time_ratio", "stacked_collectives", "stacked_collective_bytes",
+      "stacked_step_time_ratio", "stacked_vs_default_time"], meta={
           "width": args.width, "layers": 2, "devices": DEVICES,
           "mesh": "fsdp=8, matrices P('fsdp', None)", "repeats":
           args.repeats, "note": "simulated CPU devices share the cores: "

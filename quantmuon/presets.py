@@ -83,6 +83,7 @@ def quantized_muon(
     adam_state_format: Any = None,
     impl: str = "auto",
     pipeline: str = "leafwise",
+    ns_layout: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   """Muon with its momentum stored in ``momentum_format``; AdamW elsewhere.
 
@@ -126,6 +127,12 @@ def quantized_muon(
       (the composable transforms chained, which emit every leaf's float32
       momentum at once); the two give the same updates and state, bit for
       bit, in different state trees.
+    ns_layout: Newton-Schulz's layout on a mesh (see
+      :func:`orthogonalize`): ``auto`` stacks same-shape matrices and
+      splits the stack over the mesh when ``update`` is traced under one
+      (``jax.set_mesh``, or sharded arrays under ``jit``); ``leaf`` leaves
+      each leaf's placement to XLA. Under ``leafwise`` the stacked layout runs
+      one group of same-shape leaves at a time.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -146,7 +153,8 @@ def quantized_muon(
       beta=beta, nesterov=nesterov, momentum_format=momentum_format,
       accumulation=accumulation, normalize=normalize, min_size=min_size,
       seed=seed, impl=impl)
-  ns_options = dict(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps)
+  ns_options = dict(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps,
+                    ns_layout=ns_layout)
   if pipeline == "leafwise":
     muon_steps = [leafwise_muon(
         **momentum_options, **ns_options, consistent_rms=consistent_rms,

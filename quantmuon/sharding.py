@@ -95,6 +95,7 @@ COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all",
 _COLLECTIVE = re.compile(
     r"=\s*(?P<type>\(?[a-z0-9]+\[[^=]*?)\s+(?P<kind>"
     + "|".join(COLLECTIVES) + r")(-start)?\(")
+_COMMENT = re.compile(r"/\*.*?\*/")
 _ARRAY = re.compile(r"([a-z]+[0-9]*)\[([0-9,]*)\]")
 
 
@@ -124,7 +125,9 @@ def collectives(hlo_text: str) -> list[Collective]:
   """
   found = []
   for line in hlo_text.splitlines():
-    match = _COLLECTIVE.search(line)
+    # Long tuple types carry /*index=5*/ comments, whose "=" would end the
+    # type early.
+    match = _COLLECTIVE.search(_COMMENT.sub("", line))
     if match is None:
       continue
     elements = nbytes = 0

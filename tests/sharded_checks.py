@@ -17,12 +17,14 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
+from optax.contrib import MuonDimensionNumbers
 
 import quantmuon as qm
 from quantmuon import formats
 from quantmuon.formats.layout import matrix_shape
 from quantmuon.formats.packing import unpack
 from quantmuon.sharding import collectives, state_shardings
+from quantmuon.transforms import StoredLeaf
 
 PRESETS = ("muon", "muon_8bit", "muon_4bit", "muonq", "muon_grasp",
            "muon_lowbit")
@@ -171,8 +173,7 @@ def preset_checks(names, layouts) -> dict:
 
 def explicit_checks(layouts) -> dict:
   """Explicit mesh axes: presets' init, and the momentum transform's
-  updates without pins (Newton-Schulz's matmuls need out_sharding there,
-  point 4 of the issue, not done)."""
+  updates without pins (the presets' updates: explicit_preset_checks)."""
   params, grads = params_and_grads()
   out = {}
   for layout in layouts:
@@ -280,7 +281,134 @@ def checkpoint_checks() -> dict:
   return out
 
 
-SECTIONS = ("presets", "explicit", "hlo", "checkpoint")
+NS_SHAPES = {"a": (64, 48), "b": (48, 64), "c": (64, 48), "d": (128, 32),
+             "lone": (40, 136), "conv": (2, 32, 48)}
+NS_DIMS = {"conv": MuonDimensionNumbers(reduction_axis=1, output_axis=2)}
+
+
+def stacked_checks() -> dict:
+  """Newton-Schulz in the stacked layout against one device, and the
+  collectives of the compiled orthogonalization in both layouts.
+
+  NS_SHAPES on 8 devices: a, b and c stack (b transposed), d and lone
+  are lone matrices (lone's 136 columns are ragged over 8), conv is a
+  batch of two.
+  """
+  keys = jax.random.split(jax.random.key(2), len(NS_SHAPES))
+  g = {k: jax.random.normal(key, s)
+       for key, (k, s) in zip(keys, NS_SHAPES.items(), strict=True)}
+  dims = {k: NS_DIMS.get(k) for k in NS_SHAPES}
+  ref, _ = qm.orthogonalize(dimension_numbers=dims, ns_layout="leaf").update(
+      g, None)
+  out = {}
+  for layout, axis_type in (("fsdp", AxisType.Auto), ("2d", AxisType.Auto),
+                            ("fsdp", AxisType.Explicit)):
+    mesh = mesh_of(layout, axis_type)
+    axis = LAYOUTS[layout][1][0]
+    sh = {k: NamedSharding(mesh, P(axis) if s[0] % 8 == 0 else P())
+          for k, s in NS_SHAPES.items()}
+    rec = {}
+    with jax.sharding.set_mesh(mesh):
+      sg = jax.device_put(g, sh)
+      for ns_layout in ("auto", "leaf"):
+        tx = qm.orthogonalize(dimension_numbers=dims, ns_layout=ns_layout)
+        fn = jax.jit(lambda u, tx=tx: tx.update(u, None)[0])
+        try:
+          got = fn(sg)
+        except Exception as e:  # the leaf layout on Explicit axes
+          rec[ns_layout] = {"error": type(e).__name__}
+          continue
+        found = collectives(fn.lower(sg).compile().as_text())
+        rec[ns_layout] = {
+            "max_abs_diff": max(
+                float(np.abs(np.asarray(got[k]) - np.asarray(ref[k])).max())
+                for k in NS_SHAPES),
+            "collectives": len(found),
+            "collective_bytes": sum(c.nbytes for c in found),
+            "all_reduce_max_elements": max(
+                (c.elements for c in found if c.kind == "all-reduce"),
+                default=0),
+            "specs": {k: str(got[k].sharding.spec) for k in NS_SHAPES}}
+    out[f"{layout}/{axis_type.name}"] = rec
+  return out
+
+
+def explicit_preset_checks(names) -> dict:
+  """Every preset's update on Explicit axes (no pins), against the same
+  update on Auto axes (pinned) and on one device, 2-D mesh, 3 steps."""
+  shapes = {"a": (64, 48), "a2": (48, 64), "b": (48, 136), "bias": (48,)}
+  specs = {"a": P("fsdp", "tp"), "a2": P("fsdp", "tp"), "b": P("fsdp", "tp"),
+           "bias": P()}
+  keys = jax.random.split(jax.random.key(3), 4 * len(shapes))
+  params = {k: jax.random.normal(keys[i], s)
+            for i, (k, s) in enumerate(shapes.items())}
+  grads = [{k: jax.random.normal(keys[len(shapes) * (t + 1) + i], s)
+            for i, (k, s) in enumerate(shapes.items())} for t in range(3)]
+  out = {}
+  for name in names:
+    tx = getattr(qm, name)(1e-2, min_size=0)
+    ref_states, ref_updates = run(tx, params, grads)
+    results = {}
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+      mesh = mesh_of("2d", axis_type)
+      psh = {k: NamedSharding(mesh, s) for k, s in specs.items()}
+      with jax.sharding.set_mesh(mesh):
+        sp = jax.device_put(params, psh)
+        sg = [jax.device_put(g, psh) for g in grads]
+        want = state_shardings(tx, sp)
+        if axis_type == AxisType.Auto:
+          states, updates = run(tx, sp, sg, psh, want)
+        else:
+          states, updates = run(tx, sp, sg)
+        results[axis_type.name] = (states, updates,
+                                   sum((specs_equal(x, want)
+                                        for x in states), []))
+    auto, explicit = results["Auto"], results["Explicit"]
+    rec = compare(auto[0], auto[1], explicit[0], explicit[1])
+    one = compare(ref_states, ref_updates, auto[0], auto[1])
+    out[name] = {"explicit_vs_auto": rec, "auto_vs_one_device": one,
+                 "explicit_mismatch": explicit[2],
+                 "auto_mismatch": auto[2]}
+  return out
+
+
+def quantize_state_checks() -> dict:
+  """8-bit AdamW (``quantize_state``) under a plain ``jax.jit(tx.init)``:
+  its codes and scales placed like their parameters, in every layout.
+
+  Blocks of 16 lie inside the shards here (columns 128 and 256 over 8 or
+  2); where a block straddles shards XLA's propagation through the tile
+  reshape replicates the codes unless they are pinned (``state_shardings``).
+  """
+  import optax
+
+  shapes = {"a": (64, 128), "b": (32, 256), "r": (48, 128), "bias": (48,)}
+  keys = jax.random.split(jax.random.key(4), len(shapes))
+  params = {k: jax.random.normal(key, s)
+            for key, (k, s) in zip(keys, shapes.items(), strict=True)}
+  tx = qm.quantize_state(
+      optax.adam(1e-3), {"mu": formats.Blockwise(8, "dynamic", 16),
+                         "nu": formats.Blockwise(8, "unsigned_dynamic", 16)},
+      min_size=0)
+  ref = jax.tree.leaves(tx.init(params))
+  out = {}
+  for layout in LAYOUTS:
+    mesh = mesh_of(layout)
+    sp = jax.device_put(params, shardings(mesh, layout))
+    got = jax.jit(tx.init)(sp)
+    out[layout] = {
+        "mismatch": specs_equal(got, state_shardings(tx, sp)),
+        "values_equal": all(
+            np.array_equal(np.asarray(a), np.asarray(b))
+            for a, b in zip(ref, jax.tree.leaves(got), strict=True)),
+        "stored_leaves": sum(
+            isinstance(x, StoredLeaf) for x in jax.tree.leaves(
+                got, is_leaf=lambda x: isinstance(x, StoredLeaf)))}
+  return out
+
+
+SECTIONS = ("presets", "explicit", "hlo", "checkpoint", "stacked",
+            "explicit_presets", "quantize_state")
 
 
 def main() -> None:
@@ -295,6 +423,9 @@ def main() -> None:
           tuple(LAYOUTS) if full else ("2d",)),
       "hlo": hlo_checks,
       "checkpoint": checkpoint_checks,
+      "stacked": stacked_checks,
+      "explicit_presets": lambda: explicit_preset_checks(PRESETS),
+      "quantize_state": quantize_state_checks,
   }
   print(json.dumps({n: runs[n]() for n in names}, indent=1, default=str))
 

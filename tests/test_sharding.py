@@ -17,6 +17,8 @@ import sys
 
 import pytest
 
+from quantmuon import sharding as qm_sharding
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "sharded_checks.py"
 # A code may move by one level where a sharded reduction rounds a tie the
@@ -98,3 +100,57 @@ def test_momentum_step_communicates_only_small_shapes():
     assert found, "the power iteration contracts a sharded axis"
     assert max(_sizes(found)) <= 256 * 4, found
   assert got["axiswise_tensor/fsdp"] == [["all-reduce", 1]]
+
+
+def test_stacked_newton_schulz_equals_one_device_with_less_traffic():
+  got = section("stacked")
+  assert set(got) == {"fsdp/Auto", "2d/Auto", "fsdp/Explicit"}
+  for case, rec in got.items():
+    # float32 rounding of values of size about 1 / sqrt(min(m, n)).
+    assert rec["auto"]["max_abs_diff"] <= 2e-6, (case, rec)
+  for case in ("fsdp/Auto", "2d/Auto"):
+    auto, leaf = got[case]["auto"], got[case]["leaf"]
+    # A lone matrix is split along its long axis (136 columns).
+    assert auto["specs"]["lone"].startswith("P(None"), (case, auto)
+    assert leaf["max_abs_diff"] <= 2e-6, (case, leaf)
+    assert auto["collectives"] < leaf["collectives"] / 2, (case, got[case])
+    assert auto["collective_bytes"] < leaf["collective_bytes"] / 3, case
+  # GSPMD's leaf layout cannot contract sharded axes on Explicit axes.
+  assert got["fsdp/Explicit"]["leaf"] == {"error": "ShardingTypeError"}
+  assert got["fsdp/Explicit"]["auto"]["specs"]["a"] == "P('fsdp', None)"
+
+
+@pytest.mark.slow
+def test_presets_update_on_explicit_axes_equals_auto():
+  got = section("explicit_presets")
+  assert len(got) == 6
+  for name, rec in got.items():
+    assert rec["explicit_mismatch"] == [], name
+    assert rec["auto_mismatch"] == [], name
+    ex = rec["explicit_vs_auto"]
+    assert ex["code_fraction"] <= CODE_FRACTION, (name, ex)
+    assert ex["code_max_diff"] <= 1, (name, ex)
+    assert ex["update_rel_per_step"][0] <= UPDATE_REL, (name, ex)
+    if ex["code_fraction"] == 0:
+      assert ex["update_rel"] <= UPDATE_REL, (name, ex)
+    one = rec["auto_vs_one_device"]
+    assert one["code_max_diff"] <= 1, (name, one)
+    assert one["update_rel_per_step"][0] <= UPDATE_REL, (name, one)
+
+
+def test_quantize_state_plain_jit_init_places_codes_like_params():
+  got = section("quantize_state")
+  assert set(got) == {"fsdp", "tp", "2d"}
+  for layout, rec in got.items():
+    assert rec["stored_leaves"] == 8, (layout, rec)  # mu, nu of 4 params
+    assert rec["mismatch"] == [], layout
+    assert rec["values_equal"], layout
+
+
+def test_collectives_read_long_tuple_types():
+  # Tuples of more than five arrays carry /*index=5*/ comments.
+  line = ("%all-to-all.2 = (f32[1,32]{1,0}, f32[1,32]{1,0}, f32[1,32]{1,0}, "
+          "f32[1,32]{1,0}, f32[1,32]{1,0}, /*index=5*/f32[1,32]{1,0}) "
+          "all-to-all(%a, %b), dimensions={0}")
+  assert qm_sharding.collectives(line) == [
+      qm_sharding.Collective("all-to-all", 192, 768)]

@@ -48,6 +48,7 @@ TWIN = "muon_rms"  # full precision with the quantized presets' scaling
 COMPARISON_KEYS = ("optimizers", "twins", "seeds", "learning_rates",
                    "lr_sweep", "lr_note", "timing", "reuse_runs")
 RUN_CONFIG = "run_config.json"
+SINGLE_DEVICE = {"data": 1, "fsdp": 1}
 
 
 def parse_list(text: str) -> list[str]:
@@ -97,6 +98,8 @@ def run_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any]:
   out = json.loads(config.to_json())
   for key in COMPARISON_KEYS:
     out.pop(key, None)
+  if out.get("mesh") == SINGLE_DEVICE:  # the same run as no mesh field
+    del out["mesh"]
   return out
 
 

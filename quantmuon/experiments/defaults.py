@@ -8,6 +8,8 @@ Sections:
   train: steps, batch size, evaluation, logging and checkpoint intervals,
     the progress output (``progress``) and the skipping of steps with
     non-finite gradients (``skip_nonfinite``, ``max_consecutive_skips``).
+  mesh: the devices of a run, ``data`` x ``fsdp`` (see ``parallel.py``);
+    1 x 1 is one device.
   optimizer: name and hyperparameters of a single run.
   optimizers, seeds, learning_rates, lr_sweep, lr_note, timing: what
     ``quantmuon-compare`` runs and how it times the steps (see
@@ -79,6 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
       skip_nonfinite=True,  # skip steps whose gradients are not finite
       max_consecutive_skips=10,  # stop as diverged after this many in a row
   ))
+  # Devices: data parallel x FSDP (see parallel.py); 1 x 1 = one device.
+  config.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=1))
   config.optimizer = ml_collections.ConfigDict(dict(
       name="muon_8bit",
       learning_rate=3e-3,

@@ -26,7 +26,7 @@ def stepper(run: Setup) -> Callable[[], None]:
   """A function that runs one training step of ``run`` and waits for it.
 
   The step's outputs feed the next call (the step donates its inputs); the
-  batch is step 0's, put on the device once.
+  batch is step 0's, put on the device (or the mesh) once.
 
   Args:
     run: a ``train.setup`` result.
@@ -34,7 +34,9 @@ def stepper(run: Setup) -> Callable[[], None]:
   Returns:
     A function of no arguments.
   """
-  batch = jax.device_put(run.task.train_batch(0))
+  batch = jax.device_put(
+      run.task.train_batch(0),
+      None if run.placement is None else run.placement.batch)
   carry = [run.params, run.opt_state]
 
   def step() -> None:

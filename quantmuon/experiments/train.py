@@ -42,6 +42,7 @@ from quantmuon.experiments import (
     errors,
     metrics,
     optimizers,
+    parallel,
     progress,
     state_memory,
     tasks,
@@ -50,14 +51,36 @@ from quantmuon.experiments import (
 StepFn = Callable[[Any, Any, tasks.Batch], tuple[Any, Any, dict[str, Any]]]
 
 
+@dataclasses.dataclass
+class Placement:
+  """Where a sharded run's arrays lie (see :mod:`parallel`).
+
+  Attributes:
+    mesh: the ``("data", "fsdp")`` mesh.
+    params: the parameters' ``NamedSharding`` tree.
+    opt_state: the optimizer state's
+      (``quantmuon.sharding.state_shardings``).
+    batch: the batches' (split over ``data``).
+  """
+
+  mesh: jax.sharding.Mesh
+  params: Any
+  opt_state: Any
+  batch: jax.sharding.NamedSharding
+
+
 def make_step(graphdef: nnx.GraphDef, loss: tasks.LossFn,
-              tx: optax.GradientTransformation) -> StepFn:
+              tx: optax.GradientTransformation,
+              shardings: Placement | None = None) -> StepFn:
   """The jitted training step ``(params, opt_state, batch) -> ...``.
 
   Args:
     graphdef: the model's graph, merged with the params inside the step.
     loss: the task's loss.
     tx: the optimizer.
+    shardings: on a mesh, where the params, the state and the batch lie;
+      the step takes and gives exactly these (the metrics replicated).
+      None leaves placement to JAX (one device).
 
   Returns:
     A jitted function returning ``(params, opt_state, metrics)``; it donates
@@ -72,7 +95,13 @@ def make_step(graphdef: nnx.GraphDef, loss: tasks.LossFn,
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, out
 
-  return jax.jit(step, donate_argnums=(0, 1))
+  if shardings is None:
+    return jax.jit(step, donate_argnums=(0, 1))
+  return jax.jit(
+      step, donate_argnums=(0, 1),
+      in_shardings=(shardings.params, shardings.opt_state, shardings.batch),
+      out_shardings=(shardings.params, shardings.opt_state,
+                     parallel.replicated(shardings.mesh)))
 
 
 def guard(tx: optax.GradientTransformation,
@@ -170,6 +199,7 @@ class Setup:
     opt_state: ``tx.init(params)``.
     step: the compiled training step (see ``make_step``).
     memory: the step's ``memory_stats``.
+    placement: the shardings on ``config.mesh``; None on one device.
   """
 
   task: tasks.Task
@@ -180,6 +210,7 @@ class Setup:
   opt_state: Any
   step: StepFn
   memory: dict[str, int]
+  placement: Placement | None = None
 
 
 def setup(config: ml_collections.ConfigDict,
@@ -192,8 +223,15 @@ def setup(config: ml_collections.ConfigDict,
       schedule is its own business); it is guarded all the same.
 
   Returns:
-    The ``Setup``; nothing has been trained.
+    The ``Setup``; nothing has been trained. On a mesh
+    (``config.mesh``, see :mod:`parallel`) the params and the state are
+    placed by their shardings, and the step is traced under the mesh
+    (``jax.set_mesh``), so the optimizer sees it.
+
+  Raises:
+    ConfigError: ``config.mesh`` does not fit the devices or the batch.
   """
+  mesh = parallel.make_mesh(config)
   task = tasks.make_task(config, config.seed)
   graphdef, state = nnx.split(task.model)
   params = nnx.to_pure_dict(state)
@@ -202,11 +240,27 @@ def setup(config: ml_collections.ConfigDict,
   else:
     lr_schedule = None
   tx = guard(tx, config.train)
-  opt_state = tx.init(params)
-  step_fn = make_step(graphdef, task.loss, tx)
-  compiled = step_fn.lower(params, opt_state, task.train_batch(0)).compile()
+  if mesh is None:
+    opt_state = tx.init(params)
+    step_fn = make_step(graphdef, task.loss, tx)
+    compiled = step_fn.lower(params, opt_state,
+                             task.train_batch(0)).compile()
+    return Setup(task, graphdef, params, tx, lr_schedule, opt_state,
+                 compiled, memory_stats(compiled))
+  param_sh = parallel.param_shardings(mesh, params)
+  params = jax.device_put(params, param_sh)
+  # Outside set_mesh: state_shardings traces init on Explicit axes of its
+  # own, which a concrete Auto mesh in the context would contradict.
+  placement = Placement(mesh, param_sh,
+                        quantmuon.sharding.state_shardings(tx, params),
+                        parallel.batch_sharding(mesh))
+  with jax.set_mesh(mesh):
+    opt_state = jax.jit(tx.init, out_shardings=placement.opt_state)(params)
+    step_fn = make_step(graphdef, task.loss, tx, placement)
+    compiled = step_fn.lower(params, opt_state,
+                             task.train_batch(0)).compile()
   return Setup(task, graphdef, params, tx, lr_schedule, opt_state, compiled,
-               memory_stats(compiled))
+               memory_stats(compiled), placement)
 
 
 def _median_step_time(records: list[dict[str, Any]]) -> float:
@@ -345,6 +399,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   end = tc.steps if stop_after is None else min(stop_after, tc.steps)
   for step in range(start, end):
     batch = task.train_batch(step)
+    if run.placement is not None:
+      batch = jax.device_put(batch, run.placement.batch)
     t0 = time.perf_counter()
     params, opt_state, out = compiled(params, opt_state, batch)
     loss = float(out["loss"])

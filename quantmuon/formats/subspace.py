@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from quantmuon.formats import layout, placement
 from quantmuon.formats.base import Format, Stored, positive_int
@@ -188,13 +189,15 @@ class Subspace(Format):
     Computed when traced, as a constant of the program: generated inside
     it, the random bits cost a large fusion to compile in every step. It is
     computed outside any mesh context (a constant has no sharding), which
-    an Explicit-axes encode (see ``placement``) would otherwise impose.
+    an Explicit-axes encode (see ``placement``) would otherwise impose, and
+    returned as a NumPy array, which carries no mesh of a
+    ``jax.set_mesh`` context either.
     """
     no_mesh = jax.sharding.AbstractMesh((), ())
     with jax.ensure_compile_time_eval(), jax.sharding.use_abstract_mesh(
         no_mesh):
       g = jax.random.normal(jax.random.key(self.seed), (n, k), jnp.float32)
-      return g / jnp.linalg.norm(g, axis=0, keepdims=True)
+      return np.asarray(g / jnp.linalg.norm(g, axis=0, keepdims=True))
 
   def _normalize_columns(self, r: Array) -> Array:
     """R / column_norms(R); zero columns restart from the Gaussian start."""

@@ -25,6 +25,10 @@ with kernels, the few configurations :func:`unsupported_reason` names
 take the XLA path under ``auto`` and raise under ``pallas`` and
 ``pallas_interpret``; every other configuration runs its kernel and never
 falls back.
+
+The kernels are per-device programs, not yet wrapped in ``shard_map``: a
+gradient whose type carries a mesh of several devices (sharded under
+``jit``) takes the XLA path under ``auto``.
 """
 
 from __future__ import annotations
@@ -101,6 +105,12 @@ batching.primitive_batchers[_accelerator_p] = (
     lambda args, dims: (_accelerator_p.bind(*args), dims[0]))
 
 
+def _on_mesh(x: Array) -> bool:
+  """Whether ``x``'s type carries a mesh of several devices."""
+  mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
+  return mesh is not None and not mesh.empty and mesh.size > 1
+
+
 def momentum_step(stored: formats.Stored, g: Array, *, beta: Any,
                accumulation: str, normalize: bool, nesterov: bool,
                count: Array, key: Array | None, impl: str = "auto"
@@ -130,6 +140,8 @@ def momentum_step(stored: formats.Stored, g: Array, *, beta: Any,
   reference = functools.partial(momentum_op.reference, stored, g, beta=beta,
                                 cfg=cfg, count=count, key=key)
   if impl == "xla" or not has_kernel_family(stored.format, stored.shape):
+    return reference()
+  if impl == "auto" and _on_mesh(g):
     return reference()
   reason = unsupported_reason(stored.format, stored.shape)
   if reason is not None:

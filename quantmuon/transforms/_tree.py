@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from optax.contrib import MuonDimensionNumbers
 
+from quantmuon.formats import placement
+
 Array = jax.Array
 DimNums = MuonDimensionNumbers
 
@@ -154,14 +156,35 @@ def map_isolated(fn: Callable[..., Any], *trees: Any,
     if not sized:  # nothing to hold in memory
       outputs.append(fn(i, *args))
       continue
-    first = sized[0].ravel()[0]
+    first = _first_element(sized[0])
     always = (first == first) | (first != first)
     shapes = jax.eval_shape(lambda *a, i=i: fn(i, *a), *args)
     outputs.append(jax.lax.cond(
         always, lambda *a, i=i: fn(i, *a),
-        lambda *a, shapes=shapes: jax.tree.map(
-            lambda s: jnp.zeros(s.shape, s.dtype), shapes), *args))
+        lambda *a, shapes=shapes: jax.tree.map(_zeros, shapes), *args))
   return treedef.unflatten(outputs)
+
+
+def _first_element(x: Array) -> Array:
+  """``x.ravel()[0]``; on Explicit mesh axes read on Auto ones (a slice of
+  a sharded axis has no sharded type)."""
+  sharding = placement.explicit_sharding(x)
+  if sharding is None:
+    return x.ravel()[0]
+  with placement.on_mesh_of(sharding):
+    return jax.sharding.auto_axes(
+        lambda y: y.ravel()[0], out_sharding=jax.sharding.PartitionSpec())(x)
+
+
+def _zeros(s: jax.ShapeDtypeStruct) -> Array:
+  """Zeros of ``s``'s shape and dtype, and of its type's sharding on
+  Explicit mesh axes (a ``cond``'s branches must have one type)."""
+  sharding = getattr(s, "sharding", None)
+  explicit = isinstance(sharding, jax.sharding.NamedSharding) and any(
+      t == jax.sharding.AxisType.Explicit for t in sharding.mesh.axis_types)
+  if not explicit:
+    return jnp.zeros(s.shape, s.dtype)
+  return jnp.zeros(s.shape, s.dtype, out_sharding=sharding)
 
 
 def is_dim_nums(x: Any) -> bool:

@@ -20,13 +20,16 @@ are the chain's, bit for bit.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from quantmuon import formats
-from quantmuon.transforms import _tree, newton_schulz, scale
+from quantmuon.formats.base import check_choice
+from quantmuon.transforms import _tree, newton_schulz, scale, stacked
 from quantmuon.transforms import momentum as momentum_lib
 
 
@@ -44,6 +47,8 @@ def leafwise_muon(
     eps: float = 1e-7,
     consistent_rms: float | None = None,
     dimension_numbers: Any = None,
+    ns_layout: str = "auto",
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   """``scale_by_quantized_momentum -> orthogonalize -> scale_by_shape``,
   one leaf at a time.
@@ -65,6 +70,11 @@ def leafwise_muon(
     consistent_rms: None for the width rule, else the RMS target (see
       :func:`quantmuon.scale_by_shape`).
     dimension_numbers: as for :func:`quantmuon.orthogonalize`.
+    ns_layout: as for :func:`quantmuon.orthogonalize`. In the stacked
+      layout (by default under a mesh) the unit of work is a group of
+      leaves whose matrices share a shape, not one leaf: their momentum
+      steps, then their Newton-Schulz stacked (see :func:`by_group`).
+    mesh: as for :func:`quantmuon.orthogonalize`.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is the
@@ -73,6 +83,7 @@ def leafwise_muon(
   min_size, seed = momentum_lib.check_options(
       momentum_format, accumulation, min_size, seed, impl)
   schedule = newton_schulz.newton_schulz_schedule(ns_coeffs, ns_steps)
+  check_choice(ns_layout, "ns_layout", stacked.LAYOUTS)
 
   def init_fn(params):
     return momentum_lib.init_momentum(params, momentum_format, min_size)
@@ -84,6 +95,21 @@ def leafwise_muon(
         updates, state, "leafwise_muon")
     dims = newton_schulz.leaf_dimension_numbers(dimension_numbers, updates)
     base_key = momentum_lib.step_key(seed, count)
+    on = stacked.resolve_mesh(ns_layout, mesh, grads)
+    if on is not None:
+      def step(i, g, s):
+        return momentum_lib.leaf_step(
+            i, g, s, beta=beta, accumulation=accumulation,
+            normalize=normalize, nesterov=nesterov, count=count,
+            base_key=base_key, impl=impl)
+      outs, new_stored = by_group(step, grads, stored, dims, schedule, eps,
+                                  on)
+      new_updates = treedef.unflatten([
+          scale.scale_leaf(o, dim, consistent_rms)
+          for o, dim in zip(outs, dims, strict=True)])
+      momentum = state_def.unflatten(new_stored)
+      return new_updates, momentum_lib.QuantizedMomentumState(count,
+                                                              momentum)
 
     distinct = []  # the distinct dimension numbers, by position
     for dim in dims:
@@ -114,3 +140,62 @@ def leafwise_muon(
     return new_updates, momentum_lib.QuantizedMomentumState(count, momentum)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+class _Group(NamedTuple):
+  """The inputs of one group's unit of work (a leaf for map_isolated)."""
+  grads: tuple[jax.Array, ...]
+  stored: tuple[Any, ...]
+
+
+def by_group(step: Callable[..., tuple[jax.Array, Any]], grads: list,
+             stored: list, dims: list, schedule: newton_schulz.NewtonSchulz,
+             eps: float, mesh: Any) -> tuple[list, list]:
+  """Momentum steps and stacked Newton-Schulz, one group at a time.
+
+  Leaves whose matrices share a shape form a group
+  (:func:`quantmuon.transforms.stacked.group_by_shape`); each group is one
+  unit of XLA work (:func:`quantmuon.transforms._tree.map_isolated`): the
+  momentum step of each of its leaves, then their Newton-Schulz in the
+  stacked layout. So one group's float32 intermediates are alive at a
+  time.
+
+  Args:
+    step: ``step(i, grad, stored) -> (fresh momentum, new stored)`` of the
+      leaf at position ``i`` (a uint32).
+    grads: the gradient leaves.
+    stored: their stored momenta.
+    dims: their dimension numbers.
+    schedule: the Newton-Schulz schedule.
+    eps: added to each Frobenius norm.
+    mesh: the mesh of the layout.
+
+  Returns:
+    ``(orthogonalized updates, new stored momenta)``, one of each a leaf,
+    the updates in the gradients' shapes and dtypes.
+  """
+  shapes = [jax.eval_shape(newton_schulz.to_matrices, g, d).shape
+            for g, d in zip(grads, dims, strict=True)]
+  groups = stacked.group_by_shape(shapes)
+
+  def unit(k, members):
+    fresh, new_stored = [], []
+    for i, g, s in zip(groups[k], members.grads, members.stored,
+                       strict=True):
+      f, n = step(jnp.uint32(i), g, s)
+      fresh.append(f)
+      new_stored.append(n)
+    outs = newton_schulz.orthogonalize_stacked(
+        fresh, [dims[i] for i in groups[k]], schedule, eps, mesh)
+    return outs, new_stored
+
+  inputs = [_Group(tuple(grads[i] for i in group),
+                   tuple(stored[i] for i in group)) for group in groups]
+  done = _tree.map_isolated(unit, inputs,
+                            is_leaf=lambda x: isinstance(x, _Group))
+  outs: list[Any] = [None] * len(grads)
+  new_stored: list[Any] = [None] * len(grads)
+  for group, (o, n) in zip(groups, done, strict=True):
+    for i, x, y in zip(group, o, n, strict=True):
+      outs[i], new_stored[i] = x.astype(grads[i].dtype), y
+  return outs, new_stored

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from quantmuon.transforms import _tree
+from quantmuon.formats.base import check_choice
+from quantmuon.transforms import _tree, stacked
 
 Array = jax.Array
 
@@ -120,6 +121,32 @@ def orthogonalize_leaf(u: Array, schedule: NewtonSchulz, eps: float,
       newton_schulz(to_matrices(u, dim_nums), schedule, eps), u, dim_nums)
 
 
+def orthogonalize_stacked(leaves: Sequence[Array],
+                          dims: Sequence[_tree.DimNums | None],
+                          schedule: NewtonSchulz, eps: float,
+                          mesh: Any) -> list[Array]:
+  """Newton-Schulz of every leaf in the stacked layout on ``mesh``.
+
+  Args:
+    leaves: the updates' leaves.
+    dims: their dimension numbers (None for a plain matrix).
+    schedule: from :func:`newton_schulz_schedule`.
+    eps: added to each Frobenius norm.
+    mesh: from :func:`quantmuon.transforms.stacked.resolve_mesh`.
+
+  Returns:
+    The orthogonalized leaves, in their shapes and dtypes.
+  """
+  def run(leaves):
+    mats = [to_matrices(u, d) for u, d in zip(leaves, dims, strict=True)]
+    outs = stacked.map_stacked(
+        lambda x: newton_schulz(x, schedule, eps), mats, mesh)
+    return [from_matrices(x, u, d)
+            for x, u, d in zip(outs, leaves, dims, strict=True)]
+
+  return stacked.on_auto_axes(run, leaves, mesh)
+
+
 def to_matrices(u: Array, dim_nums: _tree.DimNums | None) -> Array:
   """A leaf as the matrix (or batch of matrices) Newton-Schulz takes.
 
@@ -191,11 +218,15 @@ def orthogonalize(
     ns_steps: int | None = 5,
     eps: float = 1e-7,
     dimension_numbers: Any = None,
+    ns_layout: str = "auto",
+    mesh: Any = None,
 ) -> optax.GradientTransformation:
   """Replaces each update by its Newton-Schulz orthogonalization.
 
   Follows Keller Jordan's Muon (quintic iteration) or the Polar Express
-  (Amsel et al. 2025). Stateless; ``params`` are not used.
+  (Amsel et al. 2025). Stateless; ``params`` are not used. On a mesh the
+  default lays the matrices out whole on devices (see
+  :mod:`quantmuon.transforms.stacked`).
 
   Args:
     ns_coeffs: ``"quintic"``, ``"polar_express"``, an ``(a, b, c)`` triple, or
@@ -206,16 +237,29 @@ def orthogonalize(
       ``MuonDimensionNumbers`` for all leaves, a tree of them with the
       parameters' structure, or a callable of the updates returning one.
       Leaves of rank > 2 need them; rank 0 and 1 leaves are an error.
+    ns_layout: ``auto`` (the stacked layout when a mesh of several devices
+      is given as ``mesh``, set in the context when ``update`` is traced
+      (``jax.set_mesh``) or carried by the updates' types (sharded arrays
+      under ``jit``); else leaf by leaf), ``stacked`` (same-shape
+      matrices stacked and the stack split over the mesh, each matrix whole
+      on one device; a lone matrix split along its long axis) or ``leaf``
+      (one leaf at a time, its placement left to XLA).
+    mesh: the mesh of the stacked layout; None finds it as above.
 
   Returns:
     An ``optax.GradientTransformation`` with empty state.
   """
   schedule = newton_schulz_schedule(ns_coeffs, ns_steps)
+  check_choice(ns_layout, "ns_layout", stacked.LAYOUTS)
 
   def update_fn(updates, state, params=None):
     del params
     leaves, treedef = jax.tree.flatten(updates)
     dims = leaf_dimension_numbers(dimension_numbers, updates)
+    on = stacked.resolve_mesh(ns_layout, mesh, leaves)
+    if on is not None:
+      outs = orthogonalize_stacked(leaves, dims, schedule, eps, on)
+      return treedef.unflatten(outs), state
     outs = _tree.map_in_order(
         lambda i, leaf: orthogonalize_leaf(leaf, schedule, eps, dims[i]),
         leaves)

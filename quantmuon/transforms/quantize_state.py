@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from quantmuon import formats
+from quantmuon.formats import placement
 from quantmuon.transforms import _tree, fp
 
 Array = jax.Array
@@ -151,6 +152,9 @@ def quantize_state(
           fp.mantissa_fn(mantissa_bits, limit=fmt.mantissa_bits)
     count = jnp.zeros([], jnp.int32)
     leaves, treedef = jax.tree.flatten(state, is_leaf=is_stored_leaf)
+    leaves = [x if fmt is None or p is None else _placed_like(x, p)
+              for x, fmt, p in zip(leaves, fmts, _parameters_of(state, params),
+                                   strict=True)]
     stored = _encode(leaves, fmts, count, count, _depth(state))
     return QuantizedState(count, treedef.unflatten(stored))
 
@@ -200,6 +204,35 @@ def quantize_state(
     return out
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _parameters_of(state: Any, params: Any) -> list:
+  """Each state leaf's parameter: the one its key path ends with, of its
+  shape (a moment of that parameter), or None."""
+  by_path = {tuple(path): p for path, p in
+             jax.tree_util.tree_flatten_with_path(params)[0]}
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(
+      state, is_leaf=is_stored_leaf)[0]:
+    path = tuple(path)
+    found = next((by_path[path[cut:]] for cut in range(len(path) + 1)
+                  if path[cut:] in by_path), None)
+    same = found is not None and getattr(leaf, "shape", None) == getattr(
+        found, "shape", ())
+    out.append(found if same else None)
+  return out
+
+
+def _placed_like(x: Array, p: Array) -> Array:
+  """``x`` (unchanged), made to depend on its parameter ``p``.
+
+  The inner ``init`` builds its moments from shapes, so under ``jit`` on
+  Auto mesh axes XLA places them, and their codes, on one device; through
+  this dependence sharding propagation places them like ``p`` (as
+  :meth:`quantmuon.formats.Format.init_like` does for stored momentum).
+  """
+  return jnp.where(placement.zeros_like(p) == 0, x,
+                   jnp.zeros_like(x))
 
 
 def _decode(leaf: StoredLeaf) -> Array:

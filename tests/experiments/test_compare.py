@@ -150,3 +150,9 @@ def test_reuse_runs_reads_back_only_runs_of_the_same_config(tmp_path,
   config.reuse_runs = False
   compare.compare(config, str(tmp_path))
   assert len(trained) == 6
+  # Runs recorded before config.mesh existed are the one-device runs.
+  single = compare.run_config(config, "muon", 0)
+  fingerprint = compare.run_fingerprint(single)
+  assert "mesh" not in fingerprint
+  single.mesh.fsdp = 2
+  assert compare.run_fingerprint(single)["mesh"] == {"data": 1, "fsdp": 2}

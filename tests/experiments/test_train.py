@@ -224,6 +224,9 @@ def test_progress_is_a_bar_on_a_terminal():
      "config.optimizer.name: unknown optimizer 'sgd'; use one of adamw"),
     ("--config.data.path=/no/such/corpus",
      "config.data: corpus path '/no/such/corpus' does not exist; set "),
+    ("--config.mesh.data=2",
+     "config.mesh: data * fsdp = 2 * 1 = 2 must equal the number of "
+     "devices, 1; set "),
 ])
 def test_config_errors_are_one_line(tmp_path, option, expected):
   cmd = [sys.executable, "-m", "quantmuon.experiments.train",
