@@ -32,9 +32,10 @@ def _where(env: dict[str, Any]) -> str:
 
 
 def compare(directory: str = "compare",
-            command: str = "quantmuon-compare --config configs/compare.py"
-            ) -> str | None:
-  """A compare report recorded under ``benchmarks/results/<directory>``."""
+            command: str = "quantmuon-compare --config configs/compare.py",
+            note: str = "") -> str | None:
+  """A compare report recorded under ``benchmarks/results/<directory>``,
+  with ``note`` (what a reader must know about that run) after it."""
   path = RESULTS / directory / "results.md"
   if not path.exists():
     return None
@@ -42,7 +43,7 @@ def compare(directory: str = "compare",
   facts = [line[2:] for line in lines if line.startswith("- ")]
   table = "\n".join(line for line in lines if line.startswith("|"))
   return (f"`{command}` ({'; '.join(facts)}); report, curves and memory "
-          f"plot in `benchmarks/results/{directory}/`:\n\n{table}")
+          f"plot in `benchmarks/results/{directory}/`{note}:\n\n{table}")
 
 
 def _pm(mean: float, std: float, digits: int = 2, sign: str = "+") -> str:
@@ -278,7 +279,11 @@ def main() -> None:
                   "compare_wide_seeds",
                   f"quantmuon-compare --config configs/compare_wide.py "
                   f"{seeds}"),
-              compare(),
+              compare(note=(
+                  ". One seed, with AdamW and width-scaled Muon; its "
+                  "`muon_lowbit_2bit` row is the earlier 2-bit residual "
+                  "(mu-law codes, absmax scales), since replaced (the "
+                  "seed tables above)")),
               compare("compare_lowbit_1500",
                       "quantmuon-compare --config configs/compare.py "
                       "--config.optimizers=muon_lowbit "
