@@ -97,8 +97,7 @@ def quantization_costs(directory: str, command: str) -> str | None:
   model = data["config"]["model"]
   return (f"`{command}` (width {model['width']}, depth {model['depth']}, "
           f"{task['params']:,} parameters, {steps} steps, seeds "
-          f"{data['seeds']}; {_where(data['environment'])}; "
-          f"{data['wall_time_s'] / 60:.0f} min; report in "
+          f"{data['seeds']}; {_where(data['environment'])}; report in "
           f"`benchmarks/results/{directory}/`). Mean ± standard deviation "
           f"over the seeds; the cost is paired by seed. Best "
           f"full-precision Muon: `{best}`, {best_loss}:"
@@ -270,15 +269,17 @@ def update_memory() -> str | None:
 
 def main() -> None:
   seeds = ("--config.optimizers=muon_rms,muon_8bit,muon_8bit_dynamic,"
-           "muon_4bit,muonq,muon_grasp,muon_lowbit,muon_lowbit_2bit,"
-           "muon_lowbit_2bit_rank8 --config.seeds=0,1,2")
+           "muon_4bit,muonq,muon_grasp,muon_lowbit,muon_lowbit_2bit "
+           "--config.seeds=0,1,2")
+  wide_seeds = ("--config.optimizers=muon_rms,muon_8bit,muonq,muon_lowbit,"
+                "muon_lowbit_2bit --config.seeds=0,1,2")
   sections = [quantization_costs(
                   "compare_seeds",
                   f"quantmuon-compare --config configs/compare.py {seeds}"),
               quantization_costs(
                   "compare_wide_seeds",
                   f"quantmuon-compare --config configs/compare_wide.py "
-                  f"{seeds}"),
+                  f"{wide_seeds}"),
               compare(note=(
                   ". One seed, with AdamW and width-scaled Muon; its "
                   "`muon_lowbit_2bit` row is the earlier 2-bit residual "
