@@ -10,7 +10,10 @@ optimizers, each beside its exact full-precision twin (``NAME_fp32``; twins
 that build the same optimizer run once: 14 runs). Measured: 29.2 minutes on
 a 2-core x86_64 CPU shared with other jobs (jax 0.10.2, 2026-12-01). Add
 ``--config.seeds=0,1,2`` for mean and spread (three times as long), or
-``--config.twins=False`` to leave the twins out."""
+``--config.twins=False`` to leave the twins out. With
+``--config.reuse_runs=True``, finished runs in the workdir are read back
+instead of trained again: an interrupted compare resumes, and seeds run by
+separate commands into one workdir are reported together."""
 
 from quantmuon.experiments import defaults
 
