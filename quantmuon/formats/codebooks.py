@@ -269,8 +269,10 @@ class Codebook:
   """
 
   name: ClassVar[str]
-  # Whether the levels cover [-1, 1] with an exact zero (else [0, 1]).
+  # Whether the levels cover [-1, 1] (else [0, 1]).
   signed: ClassVar[bool] = True
+  # Whether the momentum kernels compute these codes.
+  has_kernel: ClassVar[bool] = True
 
   bits: int
 
@@ -288,7 +290,7 @@ class Codebook:
 
   @property
   def zero_code(self) -> int:
-    """The code whose level is exactly zero (signed codebooks)."""
+    """The code whose level is exactly zero (signed codebooks but midrise)."""
     return int(np.flatnonzero(self.levels() == 0)[0])
 
   def encode(self, y: Array, noise: Array | None = None) -> Array:
@@ -376,9 +378,10 @@ class MuLaw(Codebook):
 @dataclasses.dataclass(frozen=True)
 class MidRise(Codebook):
   """``2**bits`` evenly spaced levels on [-1, 1] without a zero; decoded by
-  arithmetic. No kernel takes it yet (its formats have no kernel layout)."""
+  arithmetic. No kernel computes it yet."""
 
   name: ClassVar[str] = "midrise"
+  has_kernel: ClassVar[bool] = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ in registers.
 
 from __future__ import annotations
 
-from quantmuon.formats import codebooks, packing
+from quantmuon.formats import packing
 from quantmuon.formats.base import Format
 from quantmuon.formats.kernel_layout import (
     KernelLayout,
@@ -45,8 +45,8 @@ def of(fmt: Format, shape: tuple[int, ...]) -> KernelLayout:
   if kl is None:
     raise Unsupported(f"no kernel stores {fmt!r} values.")
   book = kl.codebook
-  if isinstance(book, codebooks.MidRise):
-    raise Unsupported("no kernel takes the 'midrise' codebook yet.")
+  if not book.has_kernel:
+    raise Unsupported(f"no kernel takes the {book.name!r} codebook yet.")
   if not book.signed:
     raise Unsupported(
         f"codebook {book.name!r} is unsigned; the momentum kernels take "
