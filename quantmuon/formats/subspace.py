@@ -56,10 +56,13 @@ def add_low_rank(x: Array, p: Array, r: Array, *, subtract: bool = False,
   :func:`row_blocks` blocks: a loop over the middle axis of ``x`` reshaped
   to ``(m / b, b, n)``, each block one matrix product written into ``x``'s
   rows in place. So the float32 temporary is one block, not a matrix of
-  ``x``'s size, and every block has rows in every shard of a row-sharded
-  ``x`` (contiguous blocks would make a sharded program gather the whole
-  matrix to slice them). A block's rows are the same dot products, over
-  all k, as the whole product's: on XLA's CPU backend the result equals
+  ``x``'s size. The loop carries ``x`` in its own shape (the reshapes are
+  inside the body), so the matrix that the power iteration reads is the
+  buffer the loop updates: XLA needs no second copy of it. Every block has
+  rows in every shard of a row-sharded ``x`` (contiguous blocks would make
+  a sharded program gather the whole matrix to slice them). A block's
+  rows are the same dot products, over all k, as the whole product's: on
+  XLA's CPU backend the result equals
   the unblocked ``x + p @ r.T`` bit for bit (tested). Tiles that also split
   the columns do not (see :mod:`quantmuon.kernels.subspace`).
 
@@ -85,13 +88,13 @@ def add_low_rank(x: Array, p: Array, r: Array, *, subtract: bool = False,
   p_blocks = p.reshape(m // blocks, blocks, p.shape[1])
 
   def body(i: Array, out: Array) -> Array:
+    out = out.reshape(m // blocks, blocks, n)
     block = combine(jax.lax.dynamic_index_in_dim(out, i, 1, keepdims=False),
                     jax.lax.dynamic_index_in_dim(p_blocks, i, 1,
                                                  keepdims=False))
-    return jax.lax.dynamic_update_index_in_dim(out, block, i, 1)
+    return jax.lax.dynamic_update_index_in_dim(out, block, i, 1).reshape(m, n)
 
-  out = jax.lax.fori_loop(0, blocks, body, x.reshape(m // blocks, blocks, n))
-  return out.reshape(m, n)
+  return jax.lax.fori_loop(0, blocks, body, x)
 
 
 def orthonormalize(a: Array) -> Array:
