@@ -62,9 +62,9 @@ def add_low_rank(x: Array, p: Array, r: Array, *, subtract: bool = False,
   rows in every shard of a row-sharded ``x`` (contiguous blocks would make
   a sharded program gather the whole matrix to slice them). A block's
   rows are the same dot products, over all k, as the whole product's: on
-  XLA's CPU backend the result equals
-  the unblocked ``x + p @ r.T`` bit for bit (tested). Tiles that also split
-  the columns do not (see :mod:`quantmuon.kernels.subspace`).
+  XLA's CPU backend the result equals the unblocked ``x + p @ r.T`` bit
+  for bit (tested). Tiles that also split the columns do not (see
+  :mod:`quantmuon.kernels.subspace`).
 
   Args:
     x: float32 matrix (m x n).
