@@ -6,19 +6,26 @@ decay 0, measured in one run:
 
 - state bytes per matrix parameter (Muon leaves only) and the reduction
   against full-precision Muon;
-- optimizer-step time as a ratio to ``optax.contrib.muon``;
+- optimizer-step time as a ratio to ``optax.contrib.muon``: every
+  optimizer is timed once per round (the fastest of ``--repeats`` steps),
+  the rounds interleaved, and each round's ratio to that round's
+  ``optax.contrib.muon``; the table gives the median ratio over the rounds
+  with its min-max, so load on a shared machine shows as spread;
 - compiled step memory (arguments + outputs + temporaries, from XLA's
   memory analysis) as a ratio to ``optax.contrib.muon``.
 
 Usage: python -m benchmarks.optimizer_step [--widths 256,512] [--repeats 5]
+  [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import quantmuon as qm
@@ -59,19 +66,38 @@ def optax_muon(labels) -> optax.GradientTransformation:
                             muon_weight_dimension_numbers=dims)
 
 
-def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
-            repeats: int) -> dict:
-  """Time, compiled memory and state bytes of one optimizer step."""
+class Measured(NamedTuple):
+  """One optimizer's compiled step, its memory and its state."""
+
+  step: Any
+  memory_bytes: int
+  state: Any
+
+
+def compile_step(tx: optax.GradientTransformation, params: dict,
+                 grads: dict) -> Measured:
+  """Compiles one optimizer step and reads its memory analysis."""
   state = tx.init(params)
-  step = jax.jit(tx.update)
-  compiled = step.lower(grads, state, params).compile()
+  compiled = jax.jit(tx.update).lower(grads, state, params).compile()
   mem = compiled.memory_analysis()
   memory = (mem.argument_size_in_bytes + mem.output_size_in_bytes
             + mem.temp_size_in_bytes)
-  step_s, state = common.fastest_step(compiled, grads, state, params,
-                                      repeats)
-  return {"step_s": step_s, "memory_bytes": int(memory),
-          "temp_bytes": int(mem.temp_size_in_bytes), "state": state}
+  return Measured(compiled, int(memory), state)
+
+
+def interleaved_times(steps: dict[str, Measured], params: dict,
+                      grads: dict, repeats: int, rounds: int
+                      ) -> dict[str, list[float]]:
+  """Per optimizer, the fastest of ``repeats`` steps in each of ``rounds``
+  rounds; within a round every optimizer runs once, in turn."""
+  states = {name: m.state for name, m in steps.items()}
+  times: dict[str, list[float]] = {name: [] for name in steps}
+  for _ in range(rounds):
+    for name, m in steps.items():
+      seconds, states[name] = common.fastest_step(
+          m.step, grads, states[name], params, repeats)
+      times[name].append(seconds)
+  return times
 
 
 def muon_state_bytes(state, labels) -> int:
@@ -80,7 +106,7 @@ def muon_state_bytes(state, labels) -> int:
   return qm.nbytes(inner)
 
 
-def run(widths: list[int], repeats: int) -> list[dict]:
+def run(widths: list[int], repeats: int, rounds: int) -> list[dict]:
   rows = []
   for width in widths:
     params = gpt_params(width)
@@ -90,24 +116,29 @@ def run(widths: list[int], repeats: int) -> list[dict]:
     n_matrix = sum(p.size for p, label in zip(
         jax.tree.leaves(params), jax.tree.leaves(labels), strict=True)
         if label == "muon")
-    reference = measure(optax_muon(labels), params, grads, repeats)
-    results = {name: measure(make(), params, grads, repeats)
-               for name, make in PRESETS.items()}
-    full = muon_state_bytes(results["muon"]["state"], labels)
-    for name, result in results.items():
-      state_bytes = muon_state_bytes(result["state"], labels)
+    steps = {"optax_muon": compile_step(optax_muon(labels), params, grads)}
+    steps.update({name: compile_step(make(), params, grads)
+                  for name, make in PRESETS.items()})
+    times = interleaved_times(steps, params, grads, repeats, rounds)
+    reference = np.asarray(times["optax_muon"])
+    full = muon_state_bytes(steps["muon"].state, labels)
+    for name in PRESETS:
+      state_bytes = muon_state_bytes(steps[name].state, labels)
+      ratios = np.asarray(times[name]) / reference
       rows.append({
           "width": width,
           "optimizer": name,
           "state_bytes_per_matrix_param": state_bytes / n_matrix,
           "state_reduction_vs_muon": full / state_bytes,
-          "step_time_ratio": result["step_s"] / reference["step_s"],
-          "step_memory_ratio": result["memory_bytes"]
-          / reference["memory_bytes"],
-          "step_s": result["step_s"],
-          "step_memory_bytes": result["memory_bytes"],
-          "optax_muon_step_s": reference["step_s"],
-          "optax_muon_memory_bytes": reference["memory_bytes"],
+          "step_time_ratio": float(np.median(ratios)),
+          "step_time_ratio_min": float(ratios.min()),
+          "step_time_ratio_max": float(ratios.max()),
+          "step_memory_ratio": steps[name].memory_bytes
+          / steps["optax_muon"].memory_bytes,
+          "step_s": float(np.median(times[name])),
+          "step_memory_bytes": steps[name].memory_bytes,
+          "optax_muon_step_s": float(np.median(reference)),
+          "optax_muon_memory_bytes": steps["optax_muon"].memory_bytes,
       })
   return rows
 
@@ -116,11 +147,15 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--widths", default="256,512")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=5)
   args = parser.parse_args()
-  rows = run([int(w) for w in args.widths.split(",")], args.repeats)
+  rows = run([int(w) for w in args.widths.split(",")], args.repeats,
+             args.rounds)
   common.report("optimizer_step", rows, columns=[
       "width", "optimizer", "state_bytes_per_matrix_param",
-      "state_reduction_vs_muon", "step_time_ratio", "step_memory_ratio"])
+      "state_reduction_vs_muon", "step_time_ratio", "step_time_ratio_min",
+      "step_time_ratio_max", "step_memory_ratio"],
+      meta={"repeats": args.repeats, "rounds": args.rounds})
 
 
 if __name__ == "__main__":
