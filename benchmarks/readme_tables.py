@@ -261,15 +261,18 @@ def update_memory() -> str | None:
   text = (f"Compiled update, state donated, XLA path "
           f"(`python -m benchmarks.update_memory`; "
           f"{_where(data['environment'])}); total = arguments + outputs + "
-          f"temporaries - aliased; chained muon is `muon(..., "
+          f"temporaries - aliased; `*_grouped` rows run same-shape leaves "
+          f"in one loop (`pipeline='grouped'`), chained muon is `muon(..., "
           f"pipeline='chain')`:\n\n{table}\n\n"
           f"Momentum step alone on a {shape} leaf:\n\n{steps}")
   if settings.get("train_step"):
     train = tables.markdown(settings["train_step"], {
         "preset": "preset", "temporaries_mib": "temporaries MiB",
-        "total_mib": "total MiB", "total_vs_muon": "total vs muon"})
+        "total_mib": "total MiB", "total_vs_muon": "total vs muon",
+        "total_vs_muon_chain": "total vs chained muon"})
     text += (f"\n\nWhole training step of configs/gpt2_small.py's model "
-             f"at batch 1:\n\n{train}")
+             f"at batch 1 (gradient and update, params and state "
+             f"donated):\n\n{train}")
   return text
 
 

@@ -11,7 +11,9 @@ the default backend, with the momentum step on its XLA path
   update's arguments, outputs, temporaries and aliased bytes, and their
   total (arguments + outputs + temporaries - aliased), with ratios to
   ``muon`` in the same run and to ``muon_chain`` (``muon`` with
-  ``pipeline="chain"``, the presets before the leafwise pipeline).
+  ``pipeline="chain"``, the presets before the leafwise pipeline);
+  ``*_grouped`` rows run same-shape leaves in one loop
+  (``pipeline="grouped"``).
   Compile time is trace + lower + compile of the update with the presets'
   default ``impl="auto"``, in wall seconds and in this process's CPU
   seconds (steadier on a shared machine).
@@ -58,7 +60,12 @@ PRESETS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "muon_grasp": qm.muon_grasp,
     "muon_lowbit": qm.muon_lowbit,
     "quantized_muon": qm.quantized_muon,
-    # Today's muon before the leafwise pipeline: the issue's reference.
+    # Same-shape leaves in one loop: compiled once, but a training step
+    # holds all of a loop's gradients.
+    "muon_grouped": functools.partial(qm.muon, pipeline="grouped"),
+    "muonq_grouped": functools.partial(qm.muonq, pipeline="grouped"),
+    # The composable transforms chained, as the presets ran before the
+    # leafwise pipeline.
     "muon_chain": functools.partial(qm.muon, pipeline="chain"),
 }
 LR = 1e-3
@@ -253,9 +260,12 @@ def train_rows(presets: list[str]) -> list[dict[str, Any]]:
     compiled = step.lower(params, state, batch).compile()
     rows.append({"preset": name, **memory(compiled)})
   base = next((r for r in rows if r["preset"] == "muon"), None)
+  chain = next((r for r in rows if r["preset"] == "muon_chain"), None)
   for row in rows:
     if base is not None:
       row["total_vs_muon"] = row["total"] / base["total"]
+    if chain is not None:
+      row["total_vs_muon_chain"] = row["total"] / chain["total"]
     for key in ("arguments", "outputs", "temporaries", "aliased", "total"):
       row[f"{key}_mib"] = row[key] / MiB
   return rows
@@ -277,7 +287,7 @@ def main() -> None:
   if trains:
     common.print_table(trains, [
         "preset", "arguments_mib", "outputs_mib", "temporaries_mib",
-        "aliased_mib", "total_mib", "total_vs_muon"],
+        "aliased_mib", "total_mib", "total_vs_muon", "total_vs_muon_chain"],
         title="== training step, configs/gpt2_small.py, batch 1 ==")
   common.report("update_memory", rows, columns=[
       "scale", "preset", "state_bytes_mib", "arguments_mib", "outputs_mib",

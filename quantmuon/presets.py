@@ -123,10 +123,13 @@ def quantized_muon(
       ``pallas_interpret`` (see :mod:`quantmuon.kernels.dispatch`).
     pipeline: ``leafwise`` (:func:`quantmuon.leafwise_muon`: momentum step,
       Newton-Schulz and scaling of one Muon leaf before the next, so only
-      one leaf's float32 intermediates are alive at a time) or ``chain``
-      (the composable transforms chained, which emit every leaf's float32
-      momentum at once); the two give the same updates and state, bit for
-      bit, in different state trees.
+      one leaf's float32 intermediates are alive at a time), ``grouped``
+      (the same with same-shape leaves in one loop, compiled once: faster
+      to compile, but a training step then holds all of a group's
+      gradients; ``group_leaves`` of :func:`quantmuon.leafwise_muon`) or
+      ``chain`` (the composable transforms chained, which emit every leaf's
+      float32 momentum at once); all give the same updates and state, bit
+      for bit, the chain in a different state tree.
     ns_layout: Newton-Schulz's layout on a mesh (see
       :func:`orthogonalize`): ``auto`` stacks same-shape matrices and
       splits the stack over the mesh when ``update`` is traced under one
@@ -148,17 +151,18 @@ def quantized_muon(
     twin.append({**arguments, "momentum_format": momentum_format})
   if dimension_numbers is None:
     dimension_numbers = routing.default_dimension_numbers
-  check_choice(pipeline, "pipeline", ("leafwise", "chain"))
+  check_choice(pipeline, "pipeline", ("leafwise", "grouped", "chain"))
   momentum_options = dict(
       beta=beta, nesterov=nesterov, momentum_format=momentum_format,
       accumulation=accumulation, normalize=normalize, min_size=min_size,
       seed=seed, impl=impl)
   ns_options = dict(ns_coeffs=ns_coeffs, ns_steps=ns_steps, eps=eps,
                     ns_layout=ns_layout)
-  if pipeline == "leafwise":
+  if pipeline != "chain":
     muon_steps = [leafwise_muon(
         **momentum_options, **ns_options, consistent_rms=consistent_rms,
-        dimension_numbers=dimension_numbers)]
+        dimension_numbers=dimension_numbers,
+        group_leaves=pipeline == "grouped")]
   else:
     muon_steps = [
         scale_by_quantized_momentum(**momentum_options),

@@ -10,11 +10,17 @@ update needs as much memory as float32 Muon, whatever the stored format.
 as one unit of XLA work, so only one leaf's float32 intermediates are
 alive at a time; then the elementwise shape scaling
 (:func:`quantmuon.transforms.scale.scale_leaf`), which XLA fuses with what
-follows. Leaves of one shape, format and dimension numbers run as one loop
-over them (:func:`quantmuon.transforms._tree.map_grouped`), which XLA
-compiles once; a leaf alone in its group runs in its own ``lax.cond``
-(:func:`quantmuon.transforms._tree.map_isolated`). Its updates and state
-are the chain's, bit for bit.
+follows. Each leaf runs in its own ``lax.cond``
+(:func:`quantmuon.transforms._tree.map_isolated`), so inside a training
+step a leaf's update can run, and free its gradient, as soon as the
+backward pass has produced that gradient. With ``group_leaves`` the
+leaves of one shape, format and dimension numbers run as one loop over
+them instead (:func:`quantmuon.transforms._tree.map_grouped`), which XLA
+compiles once: a third of the Subspace presets' compile time at GPT-2
+small's shapes, but the loop starts only when all of its gradients exist,
+so a training step holds them all (one more float32 copy of the matrix
+gradients at GPT-2 small, batch 1; ``benchmarks/update_memory.py``). Its
+updates and state are the chain's, bit for bit, either way.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def leafwise_muon(
     dimension_numbers: Any = None,
     ns_layout: str = "auto",
     mesh: Any = None,
+    group_leaves: bool = False,
 ) -> optax.GradientTransformation:
   """``scale_by_quantized_momentum -> orthogonalize -> scale_by_shape``,
   one leaf at a time.
@@ -75,6 +82,9 @@ def leafwise_muon(
       leaves whose matrices share a shape, not one leaf: their momentum
       steps, then their Newton-Schulz stacked (see :func:`by_group`).
     mesh: as for :func:`quantmuon.orthogonalize`.
+    group_leaves: run same-shape leaves as one loop, compiled once, instead
+      of each leaf on its own (see the module docstring for the memory this
+      costs inside a training step).
 
   Returns:
     An ``optax.GradientTransformation`` whose state is the
@@ -116,9 +126,8 @@ def leafwise_muon(
       if dim not in distinct:
         distinct.append(dim)
 
-    # Leaves of one shape, format and dimension numbers run in one loop
-    # (map_grouped), so XLA compiles core once for them. Jitted so that
-    # its shapes and its call are traced once; the position is an argument.
+    # Jitted so that its shapes and its call are traced once per shape;
+    # the position is an argument.
     @functools.partial(jax.jit, static_argnums=(3,))
     def core(i, g, s, dim_index):
       fresh, new_stored = momentum_lib.leaf_step(
@@ -127,9 +136,16 @@ def leafwise_muon(
       mats = newton_schulz.to_matrices(fresh, distinct[dim_index])
       return newton_schulz.newton_schulz(mats, schedule, eps), new_stored
 
-    outs = _tree.map_grouped(
-        lambda dim_index, i, g, s: core(i, g, s, dim_index),
-        lambda i: distinct.index(dims[i]), grads, stored)
+    if group_leaves:
+      # Leaves of one shape, format and dimension numbers in one loop, so
+      # XLA compiles core once for them.
+      outs = _tree.map_grouped(
+          lambda dim_index, i, g, s: core(i, g, s, dim_index),
+          lambda i: distinct.index(dims[i]), grads, stored)
+    else:
+      outs = _tree.map_isolated(
+          lambda i, g, s: core(jnp.uint32(i), g, s, distinct.index(dims[i])),
+          grads, stored)
     # Scaled outside the loops and conds, as the chain scales, so that XLA
     # rewrites the scaling and what follows it (the learning rate) alike.
     new_updates = treedef.unflatten([

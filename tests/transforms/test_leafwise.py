@@ -65,11 +65,12 @@ def _muon_parts(state) -> tuple:
   return tuple(s for s in inner if not isinstance(s, optax.EmptyState))
 
 
+@pytest.mark.parametrize("pipeline", ["leafwise", "grouped"])
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_preset_equals_its_chain_bit_for_bit(name):
+def test_preset_equals_its_chain_bit_for_bit(name, pipeline):
   params = _params()
   kw = dict(weight_decay=0.1, min_size=1024)
-  ours, s_ours = _run(PRESETS[name](0.01, **kw), params)
+  ours, s_ours = _run(PRESETS[name](0.01, pipeline=pipeline, **kw), params)
   theirs, s_theirs = _run(PRESETS[name](0.01, pipeline="chain", **kw),
                           params)
   for u_ours, u_theirs in zip(ours, theirs, strict=True):
@@ -150,3 +151,39 @@ def test_map_grouped_runs_each_group_in_one_loop():
   names = [e.primitive.name for e in jaxpr.eqns]
   assert names.count("while") + names.count("scan") == 2
   assert names.count("cond") == 1
+
+
+@pytest.mark.parametrize("name", ["muon", "muonq"])
+def test_training_step_frees_each_gradient_after_its_update(name):
+  # A training step (gradient, update, apply; params and state donated) of
+  # six same-shape layers. Leaf by leaf, each layer's update runs once the
+  # backward pass has its gradient; a grouped loop waits for all six, and
+  # the chain emits every momentum at once. Measured: 1.7 / 1.6 float32
+  # copies of the six gradients leaf by leaf, 4.3 / 3.3 grouped, 3.2 / 4.9
+  # chained (muon / muonq).
+  layers, d = 6, 256
+  params = {f"w{i}": jax.ShapeDtypeStruct((d, d), jnp.float32)
+            for i in range(layers)}
+  x = jax.ShapeDtypeStruct((8, d), jnp.float32)
+
+  def loss(params, x):
+    for i in range(layers):
+      x = jnp.tanh(x @ params[f"w{i}"])
+    return jnp.sum(x ** 2)
+
+  def temporaries(pipeline):
+    tx = PRESETS[name](1e-3, pipeline=pipeline, min_size=0)
+
+    def step(params, state, x):
+      updates, state = tx.update(jax.grad(loss)(params, x), state, params)
+      return optax.apply_updates(params, updates), state
+
+    state = jax.eval_shape(tx.init, params)
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+        params, state, x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes / (
+        layers * d * d * 4)
+
+  leafwise = temporaries("leafwise")
+  assert leafwise < 2.0
+  assert leafwise < 0.6 * min(temporaries("grouped"), temporaries("chain"))
