@@ -75,6 +75,12 @@ class TileIO(abc.ABC):
     """The scales found for the tile (nothing when they are given)."""
 
   @abc.abstractmethod
+  def group_elements(self) -> Array:
+    """float32 elements inside the matrix of each of the tile's scale
+    groups, broadcastable to its scales (``KernelLayout.group_elements``
+    at their indices)."""
+
+  @abc.abstractmethod
   def store_stats(self, magnitude: Array) -> None:
     """The partial absmax of a tile, for scales that span several."""
 
@@ -92,7 +98,7 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
     s = tile_lib.read_scalars(io.scalars)
     m = codec_lib.decode(codec, io.load_codes(), io.lookup) * io.load_scale()
     if codec.compand is not None:
-      m = codec_lib.expand(codec.compand, m, io.expm1)
+      m = codec.compand.kernel_expand(m, io.expm1)
     if low_rank is not None:
       m = m + low_rank
     x, g = momentum_op.accumulate(m, io.load("g"), s, step.cfg)
@@ -107,14 +113,16 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
     io.store("new", x)
     return
   if codec.compand is not None:
-    x = codec_lib.compand(codec.compand, x)
+    x = codec.compand.kernel_compand(x)
   if step.sink is tile_lib.Sink.STATS:
     io.store_stats(tile_lib.magnitude(x, io.mask))
     return
   given = io.given_scale() if io.reduction == "given" else None
+  count = (io.group_elements() if codec.statistic.counts and given is None
+           else None)
   noise = io.load("noise") if codec.stochastic else None
-  enc = tile_lib.encode(codec, io.reduction, x, io.mask, given, noise,
-                        io.lookup)
+  enc = tile_lib.encode(codec, io.reduction, x, io.mask, given, count,
+                        noise, io.lookup)
   io.store_codes(enc.codes)
   io.store_scales(enc)
 

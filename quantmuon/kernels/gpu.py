@@ -293,6 +293,9 @@ class TritonIO(body.TileIO):
                                      strict=True):
       store(ref, off, value, mask)
 
+  def group_elements(self):
+    return self.geo.group_elements(self._scale_offsets()[0])
+
   def store_stats(self, magnitude):
     geo = self.geo
     if geo.tiling.axis == "row":

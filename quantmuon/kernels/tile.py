@@ -7,8 +7,8 @@ A kernel is a *source* of the values to store and a *sink* for them:
   MuonQ's normalization, and emit the fresh momentum;
 - source ``input``: an input array minus an optional low-rank term (the
   residual of ``Subspace``);
-- sink ``encode``: absmax scales of the tile's groups (or given scales) and
-  the codes;
+- sink ``encode``: the scales of the tile's groups (their absmax or RMS,
+  as the layout's statistic says; or given scales) and the codes;
 - sink ``stats``: the tile's absmax, for scales that span several tiles;
 - sink ``store``: the values themselves (float32).
 
@@ -110,16 +110,18 @@ def magnitude(x: Array, mask: Array | None) -> Array:
 
 
 def encode(codec: KernelLayout, reduction: str, x: Array,
-           mask: Array | None, given: Array | None, noise: Array | None,
-           lookup: codec_lib.Lookup) -> Encoded:
+           mask: Array | None, given: Array | None, count: Array | None,
+           noise: Array | None, lookup: codec_lib.Lookup) -> Encoded:
   """Scales and codes of a tile, as the formats' ``_encode``.
 
   Args:
-    codec: the kernel layout (codebook, rounding, companding).
+    codec: the kernel layout (codebook, rounding, companding, statistic).
     reduction: one of ``REDUCTIONS``.
     x: the float32 tile.
     mask: where the tile lies inside the array, or None (all of it).
     given: the scale for ``given`` (broadcastable to ``x``), else None.
+    count: the elements inside the array of each scale group, for a
+      statistic that counts them (``ClipRms``), else None.
     noise: uniform noise for stochastic rounding, or None.
     lookup: how tables are read.
 
@@ -127,26 +129,26 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
     The int32 codes and the scales: ``row`` (per row, or the whole tile's as
     shape (1, 1)) and ``col`` (Grid's column scales).
   """
-  dtype = codec.scale_dtype
+  dtype, stat = codec.scale_dtype, codec.statistic
   if reduction == "given":
     out = Encoded(codes=None)
     divisor = layout.safe_scale(given)
   else:
-    mag = magnitude(x, mask)
+    inside = x if mask is None else jnp.where(mask, x, 0.0)
     if reduction == "all":
       out = Encoded(None, row=layout.round_scale(
-          jnp.max(mag, keepdims=True), dtype))
+          stat.of(inside, None, count, keepdims=True), dtype))
       divisor = layout.safe_scale(out.row)
     elif reduction == "row":
       out = Encoded(None, row=layout.round_scale(
-          jnp.max(mag, axis=1, keepdims=True), dtype))
+          stat.of(inside, 1, count, keepdims=True), dtype))
       divisor = layout.safe_scale(out.row)
     else:
       out = Encoded(None,
                     row=layout.round_scale(
-                        jnp.max(mag, axis=1, keepdims=True), dtype),
+                        stat.of(inside, 1, count, keepdims=True), dtype),
                     col=layout.round_scale(
-                        jnp.max(mag, axis=0, keepdims=True), dtype))
+                        stat.of(inside, 0, count, keepdims=True), dtype))
       divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
                                  out.col.astype(jnp.float32)))
   out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)
@@ -165,8 +167,8 @@ def read_scalars(ref: Any) -> momentum_op.Scalars:
   return momentum_op.Scalars(*(ref[i] for i in range(SCALE_IN)))
 
 
-def zero_code_byte(codec: KernelLayout) -> int:
-  """A byte of packed zero codes: padding that decodes to zero."""
-  z = codec.zero_code
+def pad_byte(codec: KernelLayout) -> int:
+  """A byte of packed padding codes (``KernelLayout.pad_code``)."""
+  z = codec.pad_code
   return int(sum(z << (codec.bits * s) for s in range(codec.per_byte)))
 
