@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quantmuon.formats import codebooks, layout, packing
+from quantmuon.formats import codebooks, kernel_math, layout, packing
 
 Array = jax.Array
 
@@ -65,7 +65,7 @@ class RowBlocks:
     """Elements inside the matrix of the groups at flat scale ``index``:
     the last block of a row is ragged."""
     del m
-    block = index % self.groups
+    block = jax.lax.rem(index, self.groups)  # index >= 0
     return jnp.minimum(self.width, n - block * self.width)
 
 
@@ -151,17 +151,20 @@ class ClipRms:
 
   clip: float
 
-  def of(self, x: Array, axis: Any, count: Any,
+  def of(self, x: Array, axis: tuple[int, ...], count: Any,
          keepdims: bool = False) -> Array:
     """``clip * sqrt(sum(x**2) * (1 / count))`` over ``axis``.
 
-    The mean is a product with the reciprocal, as XLA computes a division
-    by a constant count, so a kernel that counts at run time finds the same
-    scales bit for bit.
+    The sum is :func:`~quantmuon.formats.kernel_math.halving_sum` over the
+    last of the axes, then the one before (a group's columns, then its
+    rows), the order a kernel follows, of squares no multiply-add
+    contracts (``kernel_math.square``); the mean is a product with the
+    reciprocal, as XLA computes a division by a constant count. So a
+    kernel finds the same scales bit for bit.
 
     Args:
       x: float32 values, zero where they lie outside the matrix.
-      axis: the axes of a group.
+      axis: the axes of a group, rows before columns.
       count: float32 count of each group's elements inside the matrix
         (broadcastable to the result).
       keepdims: keep the reduced axes.
@@ -169,8 +172,16 @@ class ClipRms:
     Returns:
       The float32 statistic of each group.
     """
-    mean_square = jnp.sum(x * x, axis=axis, keepdims=keepdims) * (1 / count)
-    return np.float32(self.clip) * jnp.sqrt(mean_square)
+    total = kernel_math.square(x)
+    for a in sorted(axis, reverse=True):
+      total = kernel_math.halving_sum(total, a)
+    if not keepdims:
+      total = jnp.squeeze(total, axis)
+    return self.of_sum(total, count)
+
+  def of_sum(self, total: Array, count: Any) -> Array:
+    """The statistic of groups whose squares sum to ``total``."""
+    return np.float32(self.clip) * jnp.sqrt(total * (1 / count))
 
 
 ScaleStatistic = Absmax | ClipRms

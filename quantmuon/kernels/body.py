@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from quantmuon import momentum_op
+from quantmuon.formats import kernel_math
 from quantmuon.formats.kernel_layout import KernelLayout, Spanning
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
@@ -74,6 +75,15 @@ class TileIO(abc.ABC):
   def store_scales(self, enc: tile_lib.Encoded) -> None:
     """The scales found for the tile (nothing when they are given)."""
 
+  def group_sums(self, values: Array) -> Array:
+    """The sum of each of the tile's scale groups (``reduction`` "row":
+    each row; "all": the tile) of ``values``, zero outside the matrix, in
+    the order of the reference: ``kernel_math.halving_sum`` over the
+    columns, then the rows. Right for a tile of whole groups whose
+    columns and rows are the matrix's, zero-padded."""
+    out = kernel_math.halving_sum(values, 1)
+    return out if self.reduction == "row" else kernel_math.halving_sum(out, 0)
+
   @abc.abstractmethod
   def group_elements(self) -> Array:
     """float32 elements inside the matrix of each of the tile's scale
@@ -122,7 +132,7 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
            else None)
   noise = io.load("noise") if codec.stochastic else None
   enc = tile_lib.encode(codec, io.reduction, x, io.mask, given, count,
-                        noise, io.lookup)
+                        io.group_sums, noise, io.lookup)
   io.store_codes(enc.codes)
   io.store_scales(enc)
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from quantmuon import momentum_op
-from quantmuon.formats import layout
+from quantmuon.formats import kernel_math, layout
 from quantmuon.formats.kernel_layout import KernelLayout
 from quantmuon.kernels import codec as codec_lib
 
@@ -111,7 +112,8 @@ def magnitude(x: Array, mask: Array | None) -> Array:
 
 def encode(codec: KernelLayout, reduction: str, x: Array,
            mask: Array | None, given: Array | None, count: Array | None,
-           noise: Array | None, lookup: codec_lib.Lookup) -> Encoded:
+           sums: Callable[[Array], Array], noise: Array | None,
+           lookup: codec_lib.Lookup) -> Encoded:
   """Scales and codes of a tile, as the formats' ``_encode``.
 
   Args:
@@ -122,6 +124,8 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
     given: the scale for ``given`` (broadcastable to ``x``), else None.
     count: the elements inside the array of each scale group, for a
       statistic that counts them (``ClipRms``), else None.
+    sums: the sum of each of the tile's scale groups (``reduction`` "row"
+      or "all"), in the reference's order (``TileIO.group_sums``).
     noise: uniform noise for stochastic rounding, or None.
     lookup: how tables are read.
 
@@ -135,20 +139,20 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
     divisor = layout.safe_scale(given)
   else:
     inside = x if mask is None else jnp.where(mask, x, 0.0)
-    if reduction == "all":
-      out = Encoded(None, row=layout.round_scale(
-          stat.of(inside, None, count, keepdims=True), dtype))
-      divisor = layout.safe_scale(out.row)
-    elif reduction == "row":
-      out = Encoded(None, row=layout.round_scale(
-          stat.of(inside, 1, count, keepdims=True), dtype))
+    if reduction in ("row", "all"):
+      if stat.counts:
+        found = stat.of_sum(sums(kernel_math.square(inside)), count)
+      else:
+        found = stat.of(inside, 1 if reduction == "row" else None,
+                        keepdims=True)
+      out = Encoded(None, row=layout.round_scale(found, dtype))
       divisor = layout.safe_scale(out.row)
     else:
       out = Encoded(None,
                     row=layout.round_scale(
-                        stat.of(inside, 1, count, keepdims=True), dtype),
+                        stat.of(inside, 1, keepdims=True), dtype),
                     col=layout.round_scale(
-                        stat.of(inside, 0, count, keepdims=True), dtype))
+                        stat.of(inside, 0, keepdims=True), dtype))
       divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
                                  out.col.astype(jnp.float32)))
   out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)

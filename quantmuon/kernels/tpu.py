@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from quantmuon.formats import layout, packing
+from quantmuon.formats import kernel_math, layout, packing
 from quantmuon.formats.kernel_layout import (
     KernelLayout,
     RowBlocks,
@@ -397,6 +397,27 @@ class MosaicIO(body.TileIO):
 
   def group_elements(self):
     return self.geo.group_elements(self._group_index())
+
+  def group_sums(self, values):
+    """A view row is one scale group: a block, or ``height`` matrix rows
+    of ``n`` laid end to end. The halving sums of the reference run on
+    each matrix row's segment (lane rolls, with the segment's padding
+    read as zero), then across the segments' first lanes; lane 0 ends
+    with the group's sum, which a sum of one nonzero lane returns exactly.
+    """
+    t, lanes = self.geo.tiling, values.shape[1]
+    seg, rows = ((t.width, 1) if isinstance(t, RowBlocks)
+                 else (self.geo.n, t.height))
+    lane = jax.lax.broadcasted_iota(jnp.int32, (1, lanes), 1)
+    col, row = jax.lax.rem(lane, seg), jax.lax.div(lane, seg)
+    for index, size, stride in ((col, seg, 1), (row, rows, seg)):
+      h = kernel_math.next_pow2(size) // 2
+      while h:
+        # ahead[i] = values[i + h * stride]; past the segment it is zero.
+        ahead = pltpu.roll(values, lanes - h * stride, 1)
+        values = values + jnp.where(index + h < size, ahead, 0.0)
+        h //= 2
+    return jnp.sum(jnp.where(lane == 0, values, 0.0), axis=1, keepdims=True)
 
   def store_stats(self, magnitude):
     axis = 1 if self.geo.tiling.axis == "row" else 0

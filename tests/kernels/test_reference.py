@@ -8,6 +8,8 @@ padding.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,38 +168,29 @@ def test_expm1_from_exp_is_within_a_few_ulps():
   assert np.max(np.abs(out - ref) / np.maximum(ulp, 1e-45)) <= 4
 
 
-def _ulps(a: np.ndarray, b: np.ndarray) -> int:
-  """The largest distance of two float32 arrays in units of the last place
-  (both nonnegative)."""
-  a, b = a.view(np.int32).astype(np.int64), b.view(np.int32).astype(np.int64)
-  return int(np.max(np.abs(a - b)))
-
-
 @pytest.mark.parametrize("backend", ["gpu", "tpu"])
-def test_rms_scales_within_two_ulps(backend):
-  """Encoding alone (``fmt.encode(x - low_rank)``), float32 RMS scales.
-
-  Codes are equal, scales within 2 float32 ulps rather than equal. The
-  mean is computed as the reference computes it (a product with the
-  reciprocal of the count; the reference is otherwise unchanged), but the
-  sum of squares is a float sum whose order XLA picks per reduction shape:
-  the same blocks sum to different last bits in the reference's ``(m, 1,
-  blocks, 128)`` tiles and in a kernel's ``(8, 128)`` tile. Fixing an order
-  in both would take a written-out summation tree over the TPU's padded
-  lanes; one ulp of the sum is at most 2 of ``clip * sqrt(mean)``.
-  """
-  fmt = F.Blockwise(bits=2, codebook="midrise", clip_rms=1.5, block_size=128)
+def test_rms_scales_are_bit_exact(backend):
+  """Encoding alone (``fmt.encode(x - low_rank)``) with float32 RMS scales,
+  which no float16 rounding hides: ragged blocks, groups of rows (tall and
+  short), blocks wider than a row's padded lanes."""
   rng = np.random.default_rng(2)
-  for shape in [(9, 1000), (24, 60), (17, 31), (40, 130)]:
+  for fmt, shape in [(MIDRISE_RMS, (9, 1000)), (MIDRISE_RMS, (24, 60)),
+                     (MIDRISE_RMS, (7, 3)), (MIDRISE_RMS, (40, 130)),
+                     (F.Blockwise(bits=4, clip_rms=2.5, block_size=256),
+                      (96, 96)),
+                     (F.Blockwise(bits=4, clip_rms=2.5, block_size=256),
+                      (64, 1000))]:
+    fmt = dataclasses.replace(fmt, scale_dtype=jnp.float32)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     low = jnp.asarray(0.1 * rng.standard_normal(shape), jnp.float32)
-    ref = jax.jit(lambda x, low: fmt.encode(x - low))(x, low)
-    out = jax.jit(lambda x, low, s=shape: absmax.encode(
-        fmt, x, low_rank=low, shape=s, key=None, backend=backend,
+    ref = jax.jit(lambda x, low, f=fmt: f.encode(x - low))(x, low)
+    out = jax.jit(lambda x, low, f=fmt, s=shape: absmax.encode(
+        f, x, low_rank=low, shape=s, key=None, backend=backend,
         interpret=True))(x, low)
-    np.testing.assert_array_equal(np.asarray(out["codes"]),
-                                  np.asarray(ref["codes"]), err_msg=shape)
-    assert _ulps(np.asarray(ref["scales"]), np.asarray(out["scales"])) <= 2
+    for part in ("codes", "scales"):
+      np.testing.assert_array_equal(np.asarray(out[part]),
+                                    np.asarray(ref[part]),
+                                    err_msg=f"{fmt} {shape} {part}")
 
 
 @pytest.mark.parametrize("book", [
