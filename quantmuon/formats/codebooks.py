@@ -316,8 +316,6 @@ class Codebook:
   name: ClassVar[str]
   # Whether the levels cover [-1, 1] (else [0, 1]).
   signed: ClassVar[bool] = True
-  # Whether the momentum kernels compute these codes.
-  has_kernel: ClassVar[bool] = True
 
   bits: int
 
