@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon.formats import placement
-from quantmuon.formats.kernel_layout import KernelLayout
+from quantmuon.formats.kernel_layout import Factored, KernelLayout
 from quantmuon.formats.stored import Stored
 
 Array = jax.Array
@@ -157,12 +157,15 @@ class Format(abc.ABC):
     """
     return self.encode(placement.zeros_like(like), key=jax.random.key(0))
 
-  def kernel_layout(self, shape: tuple[int, ...]) -> KernelLayout | None:
+  def kernel_layout(self, shape: tuple[int, ...]
+                    ) -> KernelLayout | Factored | None:
     """How the fused kernels lay this format out on an array of ``shape``.
 
     None (the default) when no kernel stores the format. A format that
-    returns a layout also implements ``kernel_noise``, ``kernel_parts``
-    and ``kernel_assemble`` (see :mod:`quantmuon.formats.kernel_layout`).
+    returns a ``KernelLayout`` also implements ``kernel_noise``,
+    ``kernel_parts`` and ``kernel_assemble``; one that returns a
+    ``Factored`` layout the methods it names (see
+    :mod:`quantmuon.formats.kernel_layout`).
     """
     del shape
     return None

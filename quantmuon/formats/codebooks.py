@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from quantmuon.formats import kernel_math
 
 Array = jax.Array
 
@@ -59,6 +62,11 @@ def check_codebook(codebook: str) -> str:
 def qmax(bits: int) -> int:
   """Largest linear code magnitude: 127 at 8 bits, 7 at 4, 1 at 2."""
   return 2 ** (bits - 1) - 1
+
+
+def _midrise_half(bits: int) -> np.float32:
+  """Half the span of the midrise codes: level ``(c - half) / half``."""
+  return np.float32((2 ** bits - 1) / 2)
 
 
 @functools.cache
@@ -113,13 +121,18 @@ def levels(codebook: str, bits: int) -> np.ndarray:
   if codebook == "dynamic":
     return dynamic_codebook(bits, signed=True)
   if codebook == "midrise":
-    half = np.float32((2 ** bits - 1) / 2)
+    half = _midrise_half(bits)
     return (np.arange(2 ** bits, dtype=np.float32) - half) * (1 / half)
   if codebook == "unsigned_linear":
     return np.linspace(0, 1, 2 ** bits + 1, dtype=np.float32)[1:]
   table = dynamic_codebook(bits, signed=False).copy()
   table[0] = table[1] / np.float32(2.0)  # no zero level
   return table
+
+
+def _midrise_decode(codes: Array, bits: int) -> Array:
+  half = _midrise_half(bits)
+  return (codes.astype(jnp.float32) - half) * (1 / half)
 
 
 def compand(y: Array, mu: float) -> Array:
@@ -150,7 +163,7 @@ def encode(y: Array, codebook: str, bits: int, mu: float = 255.0,
   """
   y = jnp.nan_to_num(y.astype(jnp.float32), nan=0.0)
   if codebook == "midrise":
-    half = np.float32((2 ** bits - 1) / 2)  # y = (c - half) / half
+    half = _midrise_half(bits)  # y = (c - half) / half
     v = jnp.clip(y, -1.0, 1.0) * half + half
     if noise is None:
       q = jnp.round(v)
@@ -246,23 +259,55 @@ def nearest_level(y: Array, codebook: str, bits: int) -> Array:
   return index.astype(jnp.uint8)
 
 
+def _linear_decode(codes: Array, bits: int) -> Array:
+  q = codes.astype(jnp.float32) - np.float32(2 ** (bits - 1))
+  return jnp.maximum(q, -float(qmax(bits))) / np.float32(qmax(bits))
+
+
 def decode(codes: Array, codebook: str, bits: int,
            mu: float = 255.0) -> Array:
   """uint8 codes (not packed) to normalized float32 values."""
   if codebook == "midrise":
-    half = np.float32((2 ** bits - 1) / 2)
-    return (codes.astype(jnp.float32) - half) * (1 / half)
+    return _midrise_decode(codes, bits)
   if codebook in ("linear", "mulaw"):
-    q = codes.astype(jnp.float32) - np.float32(2 ** (bits - 1))
-    y = jnp.maximum(q, -qmax(bits)) / np.float32(qmax(bits))
+    y = _linear_decode(codes, bits)
     return expand(y, mu) if codebook == "mulaw" else y
   return jnp.asarray(levels(codebook, bits))[codes.astype(jnp.int32)]
+
+
+class TableLookup(Protocol):
+  """How a kernel reads a codebook's constant tables (see
+  ``quantmuon.kernels.codec``): by name, with the table's values."""
+
+  def take(self, name: str, table: np.ndarray, index: Array) -> Array:
+    """``table[index]`` for an int32 ``index`` array."""
+
+  def count_below(self, name: str, table: np.ndarray, y: Array) -> Array:
+    """How many entries of the sorted ``table`` are below ``y`` (int32)."""
+
+
+def _signed_codes(q: Array, bits: int) -> Array:
+  """Rounded linear values ``q`` to int32 codes ``q + 2**(bits-1)``."""
+  m = float(qmax(bits))
+  q = jnp.minimum(jnp.maximum(q, -m), m)
+  return q.astype(jnp.int32) + 2 ** (bits - 1)
+
+
+def _up(v: Array, noise: Array) -> Array:
+  """Stochastic rounding of ``v``: up with probability ``v - floor(v)``
+  (``v - floor(v)`` is exact, ``v + noise`` would be rounded)."""
+  lo = jnp.floor(v)
+  return lo + (noise < v - lo).astype(jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
 class Codebook:
   """A codebook of ``bits``-bit codes: its levels, encode and decode, and
-  the constant tables a kernel reads them from.
+  how a kernel computes them.
+
+  The base class codes by a level table (``dynamic``, the unsigned maps):
+  its kernel counts the midpoints below a value; subclasses that code by
+  arithmetic override :meth:`kernel_encode` and :meth:`kernel_decode`.
 
   Attributes:
     bits: 2, 4 or 8.
@@ -271,8 +316,6 @@ class Codebook:
   name: ClassVar[str]
   # Whether the levels cover [-1, 1] (else [0, 1]).
   signed: ClassVar[bool] = True
-  # Whether the momentum kernels compute these codes.
-  has_kernel: ClassVar[bool] = True
 
   bits: int
 
@@ -289,9 +332,11 @@ class Codebook:
     return levels(self.name, self.bits)
 
   @property
-  def zero_code(self) -> int:
-    """The code whose level is exactly zero (signed codebooks but midrise)."""
-    return int(np.flatnonzero(self.levels() == 0)[0])
+  def zero_code(self) -> int | None:
+    """The code whose level is exactly zero (signed codebooks but
+    midrise), or None."""
+    zeros = np.flatnonzero(self.levels() == 0)
+    return int(zeros[0]) if zeros.size else None
 
   def encode(self, y: Array, noise: Array | None = None) -> Array:
     """Normalized values to uint8 codes (see :func:`encode`)."""
@@ -302,12 +347,15 @@ class Codebook:
     return decode(codes, self.name, self.bits)
 
   def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
-    """The float32 tables a kernel looks codes up in, by name.
+    """The float32 tables a kernel looks codes up in, by name (cached).
 
     ``levels``: what each code decodes to. ``mids``: the midpoints between
     levels (nearest rounding counts those below y). ``above``: the levels
     but the last (stochastic rounding counts those below y).
     """
+    return _tables(self, stochastic)
+
+  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
     table = self.levels()
     out = {"levels": table.astype(np.float32)}
     if stochastic:
@@ -317,6 +365,30 @@ class Codebook:
           np.float32)
     return out
 
+  def kernel_decode(self, codes: Array, lookup: TableLookup) -> Array:
+    """int32 codes to normalized float32 levels inside a kernel, as
+    :meth:`decode`."""
+    return lookup.take("levels", self.tables(False)["levels"], codes)
+
+  def kernel_encode(self, y: Array, noise: Array | None,
+                    lookup: TableLookup) -> Array:
+    """Finite normalized float32 values to int32 codes inside a kernel, as
+    :meth:`encode` (nearest level, or stochastic between the two
+    neighbours with ``noise``)."""
+    if noise is None:
+      return lookup.count_below("mids", self.tables(False)["mids"], y)
+    tables = self.tables(True)
+    upper = jnp.maximum(lookup.count_below("above", tables["above"], y), 1)
+    lo = lookup.take("levels", tables["levels"], upper - 1)
+    hi = lookup.take("levels", tables["levels"], upper)
+    p_up = jnp.minimum(jnp.maximum((y - lo) / (hi - lo), 0.0), 1.0)
+    return upper - 1 + (noise < p_up).astype(jnp.int32)
+
+
+@functools.cache
+def _tables(book: Codebook, stochastic: bool) -> dict[str, np.ndarray]:
+  return book._make_tables(stochastic)
+
 
 @dataclasses.dataclass(frozen=True)
 class Linear(Codebook):
@@ -324,9 +396,19 @@ class Linear(Codebook):
 
   name: ClassVar[str] = "linear"
 
-  def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
     del stochastic
     return {}
+
+  def kernel_decode(self, codes, lookup):
+    del lookup
+    return _linear_decode(codes, self.bits)
+
+  def kernel_encode(self, y, noise, lookup):
+    del lookup
+    v = y * np.float32(self.qmax)
+    q = kernel_math.round_half_even(v) if noise is None else _up(v, noise)
+    return _signed_codes(q, self.bits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +442,20 @@ class MuLaw(Codebook):
   def expand(self, y: Array) -> Array:
     return expand(y, self.mu)
 
-  def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+  def kernel_compand(self, y: Array) -> Array:
+    """``compand(clip(y, -1, 1))`` inside a kernel, as
+    ``companding="before_scale"`` encodes."""
+    y = kernel_math.clip_unit(y)
+    return kernel_math.sign(y) * jnp.log1p(self.mu * jnp.abs(y)) / (
+        np.float32(np.log1p(self.mu)))
+
+  def kernel_expand(self, y: Array,
+                    expm1: Callable[[Array], Array] = jnp.expm1) -> Array:
+    """:meth:`expand` inside a kernel, with the backend's ``expm1``."""
+    return kernel_math.sign(y) * expm1(
+        jnp.abs(y) * np.float32(np.log1p(self.mu))) / self.mu
+
+  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
     """``levels`` (the expanded linear levels) and, for stochastic
     rounding, ``expanded``: ``expand(q / qmax)`` for ``q = -qmax .. qmax +
     1``, the two neighbours it chooses between."""
@@ -374,14 +469,48 @@ class MuLaw(Codebook):
             self.expand(jnp.asarray(q))).astype(np.float32)
     return out
 
+  def kernel_encode(self, y, noise, lookup):
+    """Linear codes of the companded value; stochastic rounding is
+    unbiased in ``y``, as :func:`encode`'s."""
+    m = self.qmax
+    y = kernel_math.clip_unit(y)
+    v = self.kernel_compand(y) * np.float32(m)
+    if noise is None:
+      q = kernel_math.round_half_even(v)
+    else:
+      lo = jnp.floor(v)
+      index = lo.astype(jnp.int32) + m
+      table = self.tables(True)["expanded"]
+      y_lo = lookup.take("expanded", table, index)
+      y_hi = lookup.take("expanded", table, index + 1)
+      p_up = (y - y_lo) / (y_hi - y_lo)
+      p_up = jnp.minimum(jnp.maximum(p_up, 0.0), 1.0)
+      q = lo + (noise < p_up).astype(jnp.float32)
+    return _signed_codes(q, self.bits)
+
 
 @dataclasses.dataclass(frozen=True)
 class MidRise(Codebook):
-  """``2**bits`` evenly spaced levels on [-1, 1] without a zero; decoded by
-  arithmetic. No kernel computes it yet."""
+  """``2**bits`` evenly spaced levels on [-1, 1] without a zero; coded and
+  decoded by arithmetic."""
 
   name: ClassVar[str] = "midrise"
-  has_kernel: ClassVar[bool] = False
+
+  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+    del stochastic
+    return {}
+
+  def kernel_decode(self, codes, lookup):
+    del lookup
+    return _midrise_decode(codes, self.bits)
+
+  def kernel_encode(self, y, noise, lookup):
+    del lookup
+    half = _midrise_half(self.bits)
+    v = kernel_math.clip_unit(y) * half + half
+    q = kernel_math.round_half_even(v) if noise is None else _up(v, noise)
+    q = jnp.minimum(jnp.maximum(q, 0.0), float(2 ** self.bits - 1))
+    return q.astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)

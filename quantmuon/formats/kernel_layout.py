@@ -9,6 +9,10 @@ arrays to a kernel (``kernel_parts``) and assembles its ``Stored`` from a
 kernel's results (``kernel_assemble``). The kernels read nothing else of a
 format, so a new format gets its kernel by implementing these four methods.
 
+A format stored as low-rank factors plus a residual (``Subspace``) returns
+a :class:`Factored` layout instead: the kernels run its residual's layout,
+and the factors stay XLA's (see :class:`Factored` for its methods).
+
 The scale tilings, one dataclass a kind:
 
 - :class:`RowBlocks`: blocks of ``width`` elements along each row (the last
@@ -20,17 +24,26 @@ The scale tilings, one dataclass a kind:
 - :class:`Spanning`: one scale for the tensor, each row or each column;
   scales ``(1, 1)``, ``(m, 1)`` or ``(1, n)``. They span more than one
   kernel tile, so a kernel finds them in a pass of its own.
+
+The statistic a scale is found from, one dataclass a kind:
+
+- :class:`Absmax`: the largest magnitude of the group;
+- :class:`ClipRms`: ``clip`` times the RMS over the group's real elements
+  (a sum of squares and a count of elements inside the matrix).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, ClassVar
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from quantmuon.formats import codebooks, layout, packing
+from quantmuon.formats import codebooks, kernel_math, layout, packing
+
+Array = jax.Array
 
 Shape = tuple[int, int]
 
@@ -48,6 +61,13 @@ class RowBlocks:
     del n
     return ((m, self.groups),)
 
+  def group_elements(self, m: int, n: int, index: Array) -> Array:
+    """Elements inside the matrix of the groups at flat scale ``index``:
+    the last block of a row is ragged."""
+    del m
+    block = jax.lax.rem(index, self.groups)  # index >= 0
+    return jnp.minimum(self.width, n - block * self.width)
+
 
 @dataclasses.dataclass(frozen=True)
 class RowGroups:
@@ -60,6 +80,11 @@ class RowGroups:
   def scale_shapes(self, m: int, n: int) -> tuple[Shape, ...]:
     del n
     return ((layout.ceil_div(m, self.height), 1),)
+
+  def group_elements(self, m: int, n: int, index: Array) -> Array:
+    """Elements inside the matrix of the groups ``index``: the last group
+    holds the rows left."""
+    return jnp.minimum(self.height, m - index * self.height) * n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +116,78 @@ ScaleTiling = RowBlocks | RowGroups | TwoSided | Spanning
 
 
 @dataclasses.dataclass(frozen=True)
+class Absmax:
+  """A group's scale is its largest magnitude."""
+
+  # Whether :meth:`of` needs the count of a group's elements.
+  counts: ClassVar[bool] = False
+
+  def of(self, x: Array, axis: Any, count: Any = None,
+         keepdims: bool = False) -> Array:
+    """The statistic of ``x`` (zero outside the matrix) over ``axis``.
+
+    Args:
+      x: float32 values, zero where they lie outside the matrix.
+      axis: the axes of a group.
+      count: unused (the absmax needs no count).
+      keepdims: keep the reduced axes.
+
+    Returns:
+      The float32 absmax of each group.
+    """
+    del count
+    return jnp.max(jnp.abs(x), axis=axis, keepdims=keepdims)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRms:
+  """A group's scale is ``clip`` times its RMS over its real elements.
+
+  Attributes:
+    clip: RMS a scale spans (values beyond it clip).
+  """
+
+  counts: ClassVar[bool] = True
+
+  clip: float
+
+  def of(self, x: Array, axis: tuple[int, ...], count: Any,
+         keepdims: bool = False) -> Array:
+    """``clip * sqrt(sum(x**2) * (1 / count))`` over ``axis``.
+
+    The sum is :func:`~quantmuon.formats.kernel_math.halving_sum` over the
+    last of the axes, then the one before (a group's columns, then its
+    rows), the order a kernel follows, of squares no multiply-add
+    contracts (``kernel_math.square``); the mean is a product with the
+    reciprocal, as XLA computes a division by a constant count. So a
+    kernel finds the same scales bit for bit.
+
+    Args:
+      x: float32 values, zero where they lie outside the matrix.
+      axis: the axes of a group, rows before columns.
+      count: float32 count of each group's elements inside the matrix
+        (broadcastable to the result).
+      keepdims: keep the reduced axes.
+
+    Returns:
+      The float32 statistic of each group.
+    """
+    total = kernel_math.square(x)
+    for a in sorted(axis, reverse=True):
+      total = kernel_math.halving_sum(total, a)
+    if not keepdims:
+      total = jnp.squeeze(total, axis)
+    return self.of_sum(total, count)
+
+  def of_sum(self, total: Array, count: Any) -> Array:
+    """The statistic of groups whose squares sum to ``total``."""
+    return np.float32(self.clip) * jnp.sqrt(total * (1 / count))
+
+
+ScaleStatistic = Absmax | ClipRms
+
+
+@dataclasses.dataclass(frozen=True)
 class KernelLayout:
   """A scaled format on one matrix view, as a kernel sees it.
 
@@ -104,6 +201,7 @@ class KernelLayout:
     compand: the mu-law companding applied before the scale is taken
       (values are clipped to [-1, 1], companded, scaled, coded with
       ``codebook``; decoding expands), or None.
+    statistic: what a scale is found from.
   """
 
   m: int
@@ -113,6 +211,7 @@ class KernelLayout:
   stochastic: bool
   scale_dtype: Any
   compand: codebooks.MuLaw | None = None
+  statistic: ScaleStatistic = Absmax()
 
   @property
   def bits(self) -> int:
@@ -123,9 +222,12 @@ class KernelLayout:
     return self.codebook.per_byte
 
   @property
-  def zero_code(self) -> int:
-    """The code whose level is exactly zero (padding decodes to zero)."""
-    return self.codebook.zero_code
+  def pad_code(self) -> int:
+    """The code padding holds: the one whose level is exactly zero, so
+    padding decodes to zero, or 0 for a codebook without a zero level
+    (kernels then mask the padding)."""
+    zero = self.codebook.zero_code
+    return 0 if zero is None else zero
 
   @property
   def kind(self) -> str:
@@ -157,12 +259,33 @@ class KernelLayout:
     """Shapes of the scales, in the order the format hands them over."""
     return self.tiling.scale_shapes(self.m, self.n)
 
+  def group_elements(self, index: Array) -> Array:
+    """float32 elements inside the matrix of the scale groups at flat
+    ``index`` into the scales (row-major), at least one."""
+    count = self.tiling.group_elements(self.m, self.n, index)
+    return jnp.maximum(count, 1).astype(jnp.float32)
+
   def tables(self) -> dict[str, np.ndarray]:
     """The codebook's constant float32 tables a kernel reads."""
-    return _tables(self.codebook, self.stochastic)
+    return self.codebook.tables(self.stochastic)
 
 
-@functools.cache
-def _tables(book: codebooks.Codebook, stochastic: bool
-            ) -> dict[str, np.ndarray]:
-  return book.tables(stochastic)
+@dataclasses.dataclass(frozen=True)
+class Factored:
+  """A format stored as ``P @ R.T + residual``, as a kernel sees it.
+
+  The kernels decode and encode the residual with its own layout, around
+  the factors, which XLA finds and encodes (a power iteration of matrix
+  products). Such a format implements:
+
+  - ``kernel_parts(stored) -> (residual, (P, R))``: the stored residual and
+    the decoded float32 factors;
+  - ``factorize(mat, stored) -> (P, R)``: the new factors of the momentum;
+  - ``residual_key(key)``: the key the residual is encoded with;
+  - ``kernel_assemble(residual, (P, R), shape, key) -> Stored``.
+
+  Attributes:
+    residual: the kernel layout of the residual.
+  """
+
+  residual: KernelLayout

@@ -28,6 +28,7 @@ import numpy as np
 from quantmuon.formats import layout, placement
 from quantmuon.formats.base import Format, Stored, positive_int
 from quantmuon.formats.grid import Grid
+from quantmuon.formats.kernel_layout import Factored
 from quantmuon.formats.tiled import Blockwise
 
 Array = jax.Array
@@ -270,6 +271,44 @@ class Subspace(Format):
         "residual": self.residual.encode(residual, key=keys[2]),
     }
     return Stored(parts, self, x.shape, x.dtype)
+
+  def kernel_layout(self, shape) -> Factored | None:
+    """The residual's kernel layout, around factors left to XLA; None
+    when the residual has no kernel."""
+    inner = self.residual.kernel_layout(shape)
+    return None if inner is None else Factored(inner)
+
+  def kernel_parts(self, stored: Stored
+                   ) -> tuple[Stored, tuple[Array, Array]]:
+    """``(stored residual, (P, R))`` of a stored value, for the kernels;
+    the factors decoded to float32."""
+    return stored["residual"], (stored["P"].decode(), stored["R"].decode())
+
+  def residual_key(self, key: Array | None) -> Array | None:
+    """The key :meth:`encode` encodes the residual with."""
+    return None if key is None else jax.random.split(key, 3)[2]
+
+  def kernel_assemble(self, residual: Stored, factors: tuple[Array, Array],
+                      shape: tuple[int, ...], key: Array | None) -> Stored:
+    """The stored value of a kernel's residual and XLA's new factors.
+
+    Args:
+      residual: the encoded residual (keyed by :meth:`residual_key`).
+      factors: ``(P, R)`` from :meth:`factorize`, float32.
+      shape: the array's shape.
+      key: the step's key, split as :meth:`encode` splits it.
+
+    Returns:
+      The ``Stored`` value, float32.
+    """
+    p, r = factors
+    keys = [None] * 2 if key is None else list(jax.random.split(key, 3))
+    parts = {
+        "P": self.factors.encode(p, key=keys[0]),
+        "R": self.factors.encode(r, key=keys[1]),
+        "residual": residual,
+    }
+    return Stored(parts, self, shape, jnp.float32)
 
   def _decode(self, stored: Stored) -> Array:
     m, n = layout.matrix_shape(stored.shape)

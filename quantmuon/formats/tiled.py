@@ -35,9 +35,12 @@ from quantmuon.formats.base import (
   set_field,
 )
 from quantmuon.formats.kernel_layout import (
+  Absmax,
+  ClipRms,
   KernelLayout,
   RowBlocks,
   RowGroups,
+  ScaleStatistic,
   ScaleTiling,
   Spanning,
 )
@@ -131,6 +134,12 @@ class _AbsmaxTiled(Format):
             f"{self.clip_rms!r}.")
       set_field(self, "clip_rms", float(self.clip_rms))
 
+  @property
+  def scale_statistic(self) -> ScaleStatistic:
+    """What a tile's scale is found from: its absmax, or ``clip_rms``
+    times its RMS."""
+    return Absmax() if self.clip_rms is None else ClipRms(self.clip_rms)
+
   def _statistic(self, tiles: Array, m: int, n: int) -> Array:
     """Per tile of raw values, the statistic of the values as coded: the
     absmax, or ``clip_rms`` times the RMS over the tile's real elements
@@ -141,10 +150,11 @@ class _AbsmaxTiled(Format):
     backend, for every float32 input of mu = 255 but one adjacent pair
     near 0.0016, where float32 ``log1p`` steps 2 ulps down). So the
     reduction reads the raw values, and the encode keeps no companded
-    copy of the matrix between its reduction and its codes.
+    copy of the matrix between its reduction and its codes. The kernels
+    take the absmax of the companded tile, equal but at that pair.
     """
     if self.clip_rms is None:
-      absmax = jnp.max(jnp.abs(tiles), axis=(1, 3))
+      absmax = self.scale_statistic.of(tiles, (1, 3), None)
       if self.compands_first:
         absmax = self._compander.compand(jnp.minimum(absmax, 1.0))
       return absmax
@@ -154,8 +164,7 @@ class _AbsmaxTiled(Format):
     rows = np.minimum(tr, m - tr * np.arange(rt))
     cols = np.minimum(tc, n - tc * np.arange(ct))
     count = np.outer(rows, cols).astype(np.float32)
-    mean_square = jnp.sum(tiles * tiles, axis=(1, 3)) / count
-    return np.float32(self.clip_rms) * jnp.sqrt(mean_square)
+    return self.scale_statistic.of(tiles, (1, 3), count)
 
   @property
   def compands_first(self) -> bool:
@@ -187,13 +196,12 @@ class _AbsmaxTiled(Format):
   def _scale_tiling(self, m: int, n: int) -> ScaleTiling:
     """The kernels' description of :meth:`tile_shape`."""
 
-  def kernel_layout(self, shape) -> KernelLayout | None:
-    if self.clip_rms is not None:
-      return None  # no kernel computes RMS-fitted scales yet
+  def kernel_layout(self, shape) -> KernelLayout:
     m, n = layout.matrix_shape(shape)
     return KernelLayout(
         m, n, self._scale_tiling(m, n), self.code_map,
-        self.rounding == "stochastic", self.scale_dtype, self._compander)
+        self.rounding == "stochastic", self.scale_dtype, self._compander,
+        self.scale_statistic)
 
   def kernel_noise(self, key: Array | None, shape: tuple[int, ...]
                    ) -> Array | None:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from quantmuon import momentum_op
+from quantmuon.formats import kernel_math
 from quantmuon.formats.kernel_layout import KernelLayout, Spanning
 from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
@@ -74,6 +75,21 @@ class TileIO(abc.ABC):
   def store_scales(self, enc: tile_lib.Encoded) -> None:
     """The scales found for the tile (nothing when they are given)."""
 
+  def group_sums(self, values: Array) -> Array:
+    """The sum of each of the tile's scale groups (``reduction`` "row":
+    each row; "all": the tile) of ``values``, zero outside the matrix, in
+    the order of the reference: ``kernel_math.halving_sum`` over the
+    columns, then the rows. Right for a tile of whole groups whose
+    columns and rows are the matrix's, zero-padded."""
+    out = kernel_math.halving_sum(values, 1)
+    return out if self.reduction == "row" else kernel_math.halving_sum(out, 0)
+
+  @abc.abstractmethod
+  def group_elements(self) -> Array:
+    """float32 elements inside the matrix of each of the tile's scale
+    groups, broadcastable to its scales (``KernelLayout.group_elements``
+    at their indices)."""
+
   @abc.abstractmethod
   def store_stats(self, magnitude: Array) -> None:
     """The partial absmax of a tile, for scales that span several."""
@@ -92,7 +108,7 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
     s = tile_lib.read_scalars(io.scalars)
     m = codec_lib.decode(codec, io.load_codes(), io.lookup) * io.load_scale()
     if codec.compand is not None:
-      m = codec_lib.expand(codec.compand, m, io.expm1)
+      m = codec.compand.kernel_expand(m, io.expm1)
     if low_rank is not None:
       m = m + low_rank
     x, g = momentum_op.accumulate(m, io.load("g"), s, step.cfg)
@@ -107,14 +123,16 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
     io.store("new", x)
     return
   if codec.compand is not None:
-    x = codec_lib.compand(codec.compand, x)
+    x = codec.compand.kernel_compand(x)
   if step.sink is tile_lib.Sink.STATS:
     io.store_stats(tile_lib.magnitude(x, io.mask))
     return
   given = io.given_scale() if io.reduction == "given" else None
+  count = (io.group_elements() if codec.statistic.counts and given is None
+           else None)
   noise = io.load("noise") if codec.stochastic else None
-  enc = tile_lib.encode(codec, io.reduction, x, io.mask, given, noise,
-                        io.lookup)
+  enc = tile_lib.encode(codec, io.reduction, x, io.mask, given, count,
+                        io.group_sums, noise, io.lookup)
   io.store_codes(enc.codes)
   io.store_scales(enc)
 

@@ -34,6 +34,7 @@ gradient whose type carries a mesh of several devices (sharded under
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ from jax.interpreters import batching, mlir
 
 from quantmuon import formats, momentum_op
 from quantmuon.formats.base import check_choice
+from quantmuon.formats.kernel_layout import Factored
 from quantmuon.kernels import absmax, geometry, subspace
 from quantmuon.kernels.gpu import TRITON_CALL
 
@@ -52,12 +54,10 @@ IMPLS = ("auto", "xla", "pallas", "pallas_interpret")
 def has_kernel_family(fmt: formats.Format, shape: tuple[int, ...]) -> bool:
   """Whether ``fmt`` belongs to a family with fused kernels.
 
-  A format with a kernel layout (``Format.kernel_layout``) does, and so
-  does a ``Subspace`` whose residual has one; ``Float`` and
+  A format with a kernel layout (``Format.kernel_layout``) does, a
+  factored one when its residual has a layout; ``Float`` and
   ``FloatingPoint`` do not, and always take the XLA path.
   """
-  if isinstance(fmt, formats.Subspace):
-    return has_kernel_family(fmt.residual, shape)
   return fmt.kernel_layout(shape) is not None
 
 
@@ -65,13 +65,17 @@ def unsupported_reason(fmt: formats.Format, shape: tuple[int, ...]
                        ) -> str | None:
   """Why a kernel family has no kernel for ``fmt`` at ``shape``, or None."""
   try:
-    if isinstance(fmt, formats.Subspace):
-      subspace.check(fmt, shape)
-    else:
-      geometry.of(fmt, shape)
+    geometry.of(fmt, shape)
   except geometry.Unsupported as err:
     return str(err)
   return None
+
+
+def family(fmt: formats.Format, shape: tuple[int, ...]) -> Callable[..., Any]:
+  """The fused step of ``fmt``'s layout: :func:`subspace.step` for a
+  ``Factored`` layout, else :func:`absmax.step` (same arguments)."""
+  factored = isinstance(fmt.kernel_layout(shape), Factored)
+  return subspace.step if factored else absmax.step
 
 
 def export_disabled_checks() -> list[Any]:
@@ -155,10 +159,9 @@ def momentum_step(stored: formats.Stored, g: Array, *, beta: Any,
     def run():
       g_ = _accelerator_p.bind(g) if guard else g
       scalars = absmax.scalars(stored, g_, beta=beta, cfg=cfg, count=count)
-      family = (subspace.step if isinstance(stored.format, formats.Subspace)
-                else absmax.step)
-      return family(stored, g_, cfg=cfg, step_scalars=scalars, key=key,
-                    backend=backend, interpret=interpret)
+      fused = family(stored.format, stored.shape)
+      return fused(stored, g_, cfg=cfg, step_scalars=scalars, key=key,
+                   backend=backend, interpret=interpret)
     return run
 
   if impl == "pallas_interpret":

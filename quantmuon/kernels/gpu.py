@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
-from quantmuon.formats import layout
+from quantmuon.formats import kernel_math, layout
 from quantmuon.formats.kernel_layout import (
     KernelLayout,
     RowBlocks,
@@ -55,10 +55,6 @@ Array = jax.Array
 TRITON_CALL = "__gpu$xla.gpu.triton"
 # Elements a program works on: enough to hide latency with four warps.
 TILE_ELEMENTS = 4096
-
-
-def next_pow2(x: int) -> int:
-  return 1 << max(0, int(x) - 1).bit_length()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,21 +79,21 @@ def tiling(geo: KernelLayout) -> Tiling:
   """How ``geo`` is cut into program tiles."""
   m, n, k, t = geo.m, geo.n, geo.per_byte, geo.tiling
   if isinstance(t, RowBlocks):
-    cols = max(k, next_pow2(t.width))
-    rows = min(next_pow2(m), max(1, TILE_ELEMENTS // cols))
+    cols = max(k, kernel_math.next_pow2(t.width))
+    rows = min(kernel_math.next_pow2(m), max(1, TILE_ELEMENTS // cols))
     masked = bool(m % rows or cols != t.width or n % t.width)
     return Tiling((layout.ceil_div(m, rows), t.groups), rows, cols, masked)
   if isinstance(t, RowGroups):
-    cols = next_pow2(geo.packed) * k
-    rows = next_pow2(t.height)
+    cols = kernel_math.next_pow2(geo.packed) * k
+    rows = kernel_math.next_pow2(t.height)
     masked = bool(rows != t.height or m % t.height or cols != n)
     return Tiling((geo.row_tiles,), rows, cols, masked)
   if isinstance(t, TwoSided):
-    side = max(k, next_pow2(t.side))
+    side = max(k, kernel_math.next_pow2(t.side))
     masked = bool(side != t.side or m % t.side or n % t.side)
     return Tiling((geo.row_tiles, geo.col_tiles), side, side, masked)
-  cols = max(k, min(next_pow2(n), 1024))
-  rows = min(next_pow2(m), max(1, TILE_ELEMENTS // cols))
+  cols = max(k, min(kernel_math.next_pow2(n), 1024))
+  rows = min(kernel_math.next_pow2(m), max(1, TILE_ELEMENTS // cols))
   masked = bool(m % rows or n % cols)
   return Tiling((layout.ceil_div(m, rows), layout.ceil_div(n, cols)), rows,
                 cols, masked)
@@ -292,6 +288,9 @@ class TritonIO(body.TileIO):
                                      self._scale_masks(), values,
                                      strict=True):
       store(ref, off, value, mask)
+
+  def group_elements(self):
+    return self.geo.group_elements(self._scale_offsets()[0])
 
   def store_stats(self, magnitude):
     geo = self.geo

@@ -22,23 +22,17 @@ encoded by XLA: they are a sixteenth of the data.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
-from quantmuon import formats
-from quantmuon.kernels import absmax, geometry
+from quantmuon import formats, momentum_op
+from quantmuon.kernels import absmax
 
 Array = jax.Array
 
 
-def check(fmt: formats.Subspace, shape: tuple[int, ...]) -> None:
-  """Raises ``geometry.Unsupported`` unless the residual has a kernel."""
-  geometry.of(fmt.residual, shape)
-
-
-def step(stored: formats.Stored, g: Array, *, cfg: absmax.Config,
+def step(stored: formats.Stored, g: Array, *, cfg: momentum_op.Config,
          step_scalars: Array, key: Array | None, backend: str,
          interpret: bool) -> tuple[Array, formats.Stored]:
-  """The fused momentum step of a ``Subspace`` leaf.
+  """The fused momentum step of a format with a ``Factored`` layout.
 
   Args:
     stored: the stored momentum (a ``Subspace`` value).
@@ -54,21 +48,15 @@ def step(stored: formats.Stored, g: Array, *, cfg: absmax.Config,
     ``(fresh momentum in g's dtype, new stored momentum)``.
   """
   fmt = stored.format
-  low_old = stored["P"].decode() @ stored["R"].decode().T
+  residual, (p_old, r_old) = fmt.kernel_parts(stored)
   new, fresh = absmax.accumulate(
-      stored["residual"], g, low_rank=low_old, cfg=cfg,
+      residual, g, low_rank=p_old @ r_old.T, cfg=cfg,
       step_scalars=step_scalars, backend=backend, interpret=interpret)
   p, r = fmt.factorize(new, stored)
-  keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
-  residual = absmax.encode(fmt.residual, new, low_rank=p @ r.T,
-                           shape=stored.shape, key=keys[2], backend=backend,
-                           interpret=interpret)
-  parts = {
-      "P": fmt.factors.encode(p, key=keys[0]),
-      "R": fmt.factors.encode(r, key=keys[1]),
-      "residual": residual,
-  }
+  residual = absmax.encode(residual.format, new, low_rank=p @ r.T,
+                           shape=stored.shape, key=fmt.residual_key(key),
+                           backend=backend, interpret=interpret)
   if fresh is None:
     fresh = new
   fresh = fresh.reshape(g.shape).astype(g.dtype)
-  return fresh, formats.Stored(parts, fmt, stored.shape, jnp.float32)
+  return fresh, fmt.kernel_assemble(residual, (p, r), stored.shape, key)

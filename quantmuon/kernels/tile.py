@@ -7,8 +7,8 @@ A kernel is a *source* of the values to store and a *sink* for them:
   MuonQ's normalization, and emit the fresh momentum;
 - source ``input``: an input array minus an optional low-rank term (the
   residual of ``Subspace``);
-- sink ``encode``: absmax scales of the tile's groups (or given scales) and
-  the codes;
+- sink ``encode``: the scales of the tile's groups (their absmax or RMS,
+  as the layout's statistic says; or given scales) and the codes;
 - sink ``stats``: the tile's absmax, for scales that span several tiles;
 - sink ``store``: the values themselves (float32).
 
@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from quantmuon import momentum_op
-from quantmuon.formats import layout
+from quantmuon.formats import kernel_math, layout
 from quantmuon.formats.kernel_layout import KernelLayout
 from quantmuon.kernels import codec as codec_lib
 
@@ -110,16 +111,21 @@ def magnitude(x: Array, mask: Array | None) -> Array:
 
 
 def encode(codec: KernelLayout, reduction: str, x: Array,
-           mask: Array | None, given: Array | None, noise: Array | None,
+           mask: Array | None, given: Array | None, count: Array | None,
+           sums: Callable[[Array], Array], noise: Array | None,
            lookup: codec_lib.Lookup) -> Encoded:
   """Scales and codes of a tile, as the formats' ``_encode``.
 
   Args:
-    codec: the kernel layout (codebook, rounding, companding).
+    codec: the kernel layout (codebook, rounding, companding, statistic).
     reduction: one of ``REDUCTIONS``.
     x: the float32 tile.
     mask: where the tile lies inside the array, or None (all of it).
     given: the scale for ``given`` (broadcastable to ``x``), else None.
+    count: the elements inside the array of each scale group, for a
+      statistic that counts them (``ClipRms``), else None.
+    sums: the sum of each of the tile's scale groups (``reduction`` "row"
+      or "all"), in the reference's order (``TileIO.group_sums``).
     noise: uniform noise for stochastic rounding, or None.
     lookup: how tables are read.
 
@@ -127,26 +133,26 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
     The int32 codes and the scales: ``row`` (per row, or the whole tile's as
     shape (1, 1)) and ``col`` (Grid's column scales).
   """
-  dtype = codec.scale_dtype
+  dtype, stat = codec.scale_dtype, codec.statistic
   if reduction == "given":
     out = Encoded(codes=None)
     divisor = layout.safe_scale(given)
   else:
-    mag = magnitude(x, mask)
-    if reduction == "all":
-      out = Encoded(None, row=layout.round_scale(
-          jnp.max(mag, keepdims=True), dtype))
-      divisor = layout.safe_scale(out.row)
-    elif reduction == "row":
-      out = Encoded(None, row=layout.round_scale(
-          jnp.max(mag, axis=1, keepdims=True), dtype))
+    inside = x if mask is None else jnp.where(mask, x, 0.0)
+    if reduction in ("row", "all"):
+      if stat.counts:
+        found = stat.of_sum(sums(kernel_math.square(inside)), count)
+      else:
+        found = stat.of(inside, 1 if reduction == "row" else None,
+                        keepdims=True)
+      out = Encoded(None, row=layout.round_scale(found, dtype))
       divisor = layout.safe_scale(out.row)
     else:
       out = Encoded(None,
                     row=layout.round_scale(
-                        jnp.max(mag, axis=1, keepdims=True), dtype),
+                        stat.of(inside, 1, keepdims=True), dtype),
                     col=layout.round_scale(
-                        jnp.max(mag, axis=0, keepdims=True), dtype))
+                        stat.of(inside, 0, keepdims=True), dtype))
       divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
                                  out.col.astype(jnp.float32)))
   out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)
@@ -165,8 +171,8 @@ def read_scalars(ref: Any) -> momentum_op.Scalars:
   return momentum_op.Scalars(*(ref[i] for i in range(SCALE_IN)))
 
 
-def zero_code_byte(codec: KernelLayout) -> int:
-  """A byte of packed zero codes: padding that decodes to zero."""
-  z = codec.zero_code
+def pad_byte(codec: KernelLayout) -> int:
+  """A byte of packed padding codes (``KernelLayout.pad_code``)."""
+  z = codec.pad_code
   return int(sum(z << (codec.bits * s) for s in range(codec.per_byte)))
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from quantmuon.formats import layout, packing
+from quantmuon.formats import kernel_math, layout, packing
 from quantmuon.formats.kernel_layout import (
     KernelLayout,
     RowBlocks,
@@ -164,13 +164,13 @@ def from_view(geo: KernelLayout, x: Array, cols: int, k: int = 1) -> Array:
 
 
 def codes_to_view(geo: KernelLayout, v: View, codes: Array) -> Array:
-  """Packed codes ``(m, packed)`` into the view, padded with zero codes."""
+  """Packed codes ``(m, packed)`` into the view, padded with pad codes."""
   codec = geo
   if v.packed_fast:
-    return to_view(geo, v, codes, tile_lib.zero_code_byte(codec),
+    return to_view(geo, v, codes, tile_lib.pad_byte(codec),
                    codec.per_byte)
   unpacked = packing.unpack(codes, codec.bits, geo.n)
-  out = to_view(geo, v, unpacked, codec.zero_code)
+  out = to_view(geo, v, unpacked, codec.pad_code)
   return packing.pack(out, codec.bits)
 
 
@@ -327,12 +327,19 @@ class MosaicIO(body.TileIO):
   to a few ulps; in interpret mode ``jnp.expm1`` keeps them bit-exact.
   """
 
-  def __init__(self, geo: KernelLayout, ins: dict[str, Any],
+  def __init__(self, geo: KernelLayout, v: View, ins: dict[str, Any],
                outs: dict[str, Any], interpret: bool):
-    self.geo, self.ins, self.outs = geo, ins, outs
+    self.geo, self.v, self.ins, self.outs = geo, v, ins, outs
     if not interpret:  # Mosaic has no expm1 (companding="before_scale")
       self.expm1 = codec_lib.expm1_from_exp
+    # Padding decodes to zero, unless the codebook has no zero level; then
+    # the first group_elements columns of a view row (one group) are real.
     self.mask = None
+    if geo.codebook.zero_code is None:
+      cols = pl.program_id(1) * v.block_cols + jax.lax.broadcasted_iota(
+          jnp.int32, (1, v.block_cols), 1)
+      self.mask = cols < geo.tiling.group_elements(geo.m, geo.n,
+                                                   self._group_index())
     self.reduction = {RowBlocks: "row", RowGroups: "row", TwoSided: "grid",
                       Spanning: "given"}[type(geo.tiling)]
     self.lookup = codec_lib.ConstantLookup()
@@ -381,6 +388,36 @@ class MosaicIO(body.TileIO):
       refs[1][0] = enc.col
     elif not isinstance(t, Spanning):
       refs[0][...] = enc.row
+
+  def _group_index(self) -> Array:
+    """The scale group of each block row (RowBlocks, RowGroups views)."""
+    rows = self.v.block_rows
+    return pl.program_id(0) * rows + jax.lax.broadcasted_iota(
+        jnp.int32, (rows, 1), 0)
+
+  def group_elements(self):
+    return self.geo.group_elements(self._group_index())
+
+  def group_sums(self, values):
+    """A view row is one scale group: a block, or ``height`` matrix rows
+    of ``n`` laid end to end. The halving sums of the reference run on
+    each matrix row's segment (lane rolls, with the segment's padding
+    read as zero), then across the segments' first lanes; lane 0 ends
+    with the group's sum, which a sum of one nonzero lane returns exactly.
+    """
+    t, lanes = self.geo.tiling, values.shape[1]
+    seg, rows = ((t.width, 1) if isinstance(t, RowBlocks)
+                 else (self.geo.n, t.height))
+    lane = jax.lax.broadcasted_iota(jnp.int32, (1, lanes), 1)
+    col, row = jax.lax.rem(lane, seg), jax.lax.div(lane, seg)
+    for index, size, stride in ((col, seg, 1), (row, rows, seg)):
+      h = kernel_math.next_pow2(size) // 2
+      while h:
+        # ahead[i] = values[i + h * stride]; past the segment it is zero.
+        ahead = pltpu.roll(values, lanes - h * stride, 1)
+        values = values + jnp.where(index + h < size, ahead, 0.0)
+        h //= 2
+    return jnp.sum(jnp.where(lane == 0, values, 0.0), axis=1, keepdims=True)
 
   def store_stats(self, magnitude):
     axis = 1 if self.geo.tiling.axis == "row" else 0
@@ -448,7 +485,7 @@ class Mosaic(body.Backend):
                 dimension_semantics=("parallel", "parallel"))}
 
   def io(self, ins, outs, interpret):
-    return MosaicIO(self.geo, ins, outs, interpret)
+    return MosaicIO(self.geo, self.v, ins, outs, interpret)
 
   def natural(self, name, value):
     geo = self.geo

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import quantmuon as qm
 from quantmuon import formats, kernels
 
 
@@ -91,7 +92,21 @@ def test_clip_rms_must_be_positive(bad):
     formats.Axiswise(bits=2, clip_rms=bad)
 
 
-def test_rms_scales_take_the_xla_path():
-  for fmt in (formats.Blockwise(bits=4, clip_rms=2.0),
-              formats.Blockwise(bits=2, codebook="midrise")):
-    assert "no kernel" in kernels.unsupported_reason(fmt, (64, 128))
+def test_rms_scales_have_kernels_on_blocks_and_row_groups():
+  """The 2-bit residual of muon_lowbit (row blocks of 128, and groups of
+  rows shorter than that) has a kernel; RMS scales that span the tensor,
+  and midrise codes in padded views of Grid or spanning tiles, do not."""
+  lowbit = qm.muon_lowbit(0.02, bits=2, min_size=0)
+  state = lowbit.init({"w": jnp.zeros((96, 300))})
+  (stored,) = [x for x in jax.tree.leaves(state, is_leaf=formats.is_stored)
+               if formats.is_stored(x)]
+  assert kernels.has_kernel_family(stored.format, (96, 300))
+  for fmt in (stored.format.residual,
+              formats.Blockwise(bits=4, clip_rms=2.0, block_size=64)):
+    for shape in [(96, 300), (33, 60)]:
+      assert kernels.unsupported_reason(fmt, shape) is None, (fmt, shape)
+  assert kernels.unsupported_reason(stored.format, (96, 300)) is None
+  assert "ClipRms" in kernels.unsupported_reason(
+      formats.Axiswise(bits=2, clip_rms=1.5), (64, 128))
+  assert "zero level" in kernels.unsupported_reason(
+      formats.Grid(bits=2, codebook="midrise"), (64, 128))

@@ -20,6 +20,8 @@ from quantmuon import kernels
 
 CUSTOM_CALLS = {"tpu": "tpu_custom_call", "cuda": kernels.TRITON_CALL}
 F16 = jnp.float16
+MIDRISE_RMS = F.Blockwise(bits=2, codebook="midrise", clip_rms=1.5,
+                          block_size=128, scale_dtype=F16)
 
 # Each kernel (family, source, sink) with the codebooks and widths.
 CASES = {
@@ -70,6 +72,18 @@ CASES = {
                            "given_input_encode"]),
     "subspace_blockwise": (F.Subspace(residual=F.Blockwise(
         bits=4, block_size=128)), (256, 200), False,
+        ["rows_momentum_store", "rows_input_encode"]),
+    # RMS scales, midrise codes: muon_lowbit(bits=2)'s residual.
+    "blockwise_midrise_rms": (MIDRISE_RMS, (64, 201), True,
+                              ["rows_momentum_encode"]),
+    "blockwise_midrise_rms_group": (MIDRISE_RMS, (33, 60), False,
+                                    ["group_momentum_encode"]),
+    "blockwise_midrise_rms_stochastic": (F.Blockwise(
+        bits=2, codebook="midrise", clip_rms=1.5, block_size=128,
+        rounding="stochastic"), (40, 300), False, ["rows_momentum_encode"]),
+    "subspace_lowbit_2bit": (F.Subspace(
+        rank_divisor=20, factors=F.Blockwise(bits=8, block_size=128),
+        residual=MIDRISE_RMS), (256, 200), True,
         ["rows_momentum_store", "rows_input_encode"]),
 }
 

@@ -8,13 +8,16 @@ padding.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from quantmuon import formats as F
-from quantmuon.kernels import codec
+from quantmuon.formats import codebooks
+from quantmuon.kernels import absmax, codec
 from quantmuon.momentum_op import Config
 
 from . import util
@@ -25,6 +28,8 @@ SUM = Config("sum", False, False)
 EMA_NESTEROV = Config("ema", False, True)
 EMA = Config("ema", False, False)
 MUONQ = Config("sum", True, False)
+MIDRISE_RMS = F.Blockwise(bits=2, codebook="midrise", clip_rms=1.5,
+                          block_size=128, scale_dtype=F16)
 
 CASES = {
     # Blockwise, short rows grouped block_size // n to a block.
@@ -94,12 +99,25 @@ CASES = {
     "subspace_blockwise_ema": (F.Subspace(
         rank=5, residual=F.Blockwise(bits=4, block_size=128)), (96, 130),
         EMA_NESTEROV),
+    # RMS-fitted scales and midrise codes (muon_lowbit's 2-bit residual):
+    # a ragged last block; groups of 2 rows with a ragged last group.
+    "b2_midrise_rms_40x300": (MIDRISE_RMS, (40, 300), MUONQ),
+    "b2_midrise_rms_grouped_33x60": (MIDRISE_RMS, (33, 60), SUM_NESTEROV),
+    "b2_midrise_rms_stochastic": (F.Blockwise(
+        bits=2, codebook="midrise", clip_rms=1.5, block_size=128,
+        rounding="stochastic"), (64, 300), EMA),
+    "b4_linear_rms_f32_24x200": (F.Blockwise(bits=4, clip_rms=2.5,
+                                             block_size=128), (24, 200), SUM),
+    "lowbit_2bit": (F.Subspace(
+        rank_divisor=20, factors=F.Blockwise(bits=8, block_size=128),
+        residual=MIDRISE_RMS), (96, 300), MUONQ),
 }
 # The TPU driver on the cases that reach each of its views.
 TPU_CASES = ("b8_grouped_384x200", "b4_dynamic_odd_64x201",
              "b4_mulaw_muonq_96x300", "b4_mulaw_stochastic", "a4_tensor_muonq",
              "a2_row_odd", "g4_384x200", "grasp", "b4_before_scale_muonq",
-             "a4_tensor_before_scale")
+             "a4_tensor_before_scale", "b2_midrise_rms_40x300",
+             "b2_midrise_rms_grouped_33x60", "lowbit_2bit")
 
 
 def _check(name: str, backend: str, g_dtype=jnp.float32) -> None:
@@ -148,3 +166,61 @@ def test_expm1_from_exp_is_within_a_few_ulps():
   out = np.asarray(jax.jit(codec.expm1_from_exp)(jnp.asarray(x)), np.float64)
   ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
   assert np.max(np.abs(out - ref) / np.maximum(ulp, 1e-45)) <= 4
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_rms_scales_are_bit_exact(backend):
+  """Encoding alone (``fmt.encode(x - low_rank)``) with float32 RMS scales,
+  which no float16 rounding hides: ragged blocks, groups of rows (tall and
+  short), blocks wider than a row's padded lanes."""
+  rng = np.random.default_rng(2)
+  for fmt, shape in [(MIDRISE_RMS, (9, 1000)), (MIDRISE_RMS, (24, 60)),
+                     (MIDRISE_RMS, (7, 3)), (MIDRISE_RMS, (40, 130)),
+                     (F.Blockwise(bits=4, clip_rms=2.5, block_size=256),
+                      (96, 96)),
+                     (F.Blockwise(bits=4, clip_rms=2.5, block_size=256),
+                      (64, 1000))]:
+    fmt = dataclasses.replace(fmt, scale_dtype=jnp.float32)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    low = jnp.asarray(0.1 * rng.standard_normal(shape), jnp.float32)
+    ref = jax.jit(lambda x, low, f=fmt: f.encode(x - low))(x, low)
+    out = jax.jit(lambda x, low, f=fmt, s=shape: absmax.encode(
+        f, x, low_rank=low, shape=s, key=None, backend=backend,
+        interpret=True))(x, low)
+    for part in ("codes", "scales"):
+      np.testing.assert_array_equal(np.asarray(out[part]),
+                                    np.asarray(ref[part]),
+                                    err_msg=f"{fmt} {shape} {part}")
+
+
+@pytest.mark.parametrize("book", [
+    codebooks.Linear(8), codebooks.Linear(2), codebooks.Dynamic(8),
+    codebooks.Dynamic(4), codebooks.MuLaw(4, 255.0), codebooks.MuLaw(8, 50.0),
+    codebooks.MidRise(2), codebooks.MidRise(4)], ids=repr)
+def test_codebook_kernel_arithmetic_matches_encode(book):
+  """A codebook's kernel encode and decode, with both lookups, against its
+  jnp encode and decode: random values, levels, midpoints (ties), values
+  outside [-1, 1]."""
+  levels = book.levels()
+  y = np.concatenate([
+      np.random.default_rng(0).uniform(-1.2, 1.2, 2000), levels,
+      (levels[1:] + levels[:-1]) / 2, [-3.0, 3.0, 0.0]]).astype(np.float32)
+  y = jnp.asarray(y)
+  noise = jax.random.uniform(jax.random.key(0), y.shape)
+  codes = jnp.arange(2 ** book.bits, dtype=jnp.int32)
+  for stochastic in (False, True):
+    tables = book.tables(stochastic)
+    refs = {name: jnp.asarray(codec.padded_table(t))
+            for name, t in tables.items()}
+    n = noise if stochastic else None
+    # Jitted as the reference runs: XLA contracts midrise's ``y * half +
+    # half`` into a fused multiply-add under jit, not eagerly, which moves
+    # a value on a midpoint to the other level.
+    expected = np.asarray(jax.jit(book.encode)(y, n))
+    for lookup in (codec.ConstantLookup(), codec.GatherLookup(refs)):
+      got = jax.jit(lambda y, n, lk=lookup: book.kernel_encode(y, n, lk))(
+          y, n)
+      np.testing.assert_array_equal(np.asarray(got), expected)
+      np.testing.assert_array_equal(
+          np.asarray(book.kernel_decode(codes, lookup)),
+          np.asarray(book.decode(codes.astype(jnp.uint8))))

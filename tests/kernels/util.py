@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon import formats, momentum_op
-from quantmuon.kernels import absmax, subspace
+from quantmuon.kernels import absmax, dispatch
 
 BETA = 0.9
 RTOL = 1e-6
@@ -31,10 +31,9 @@ def stepper(cfg: momentum_op.Config, impl: str) -> Callable[..., Any]:
       return momentum_op.reference(stored, g, beta=BETA, cfg=cfg,
                                    count=count, key=key)
     scalars = absmax.scalars(stored, g, beta=BETA, cfg=cfg, count=count)
-    family = (subspace.step if isinstance(stored.format, formats.Subspace)
-              else absmax.step)
-    return family(stored, g, cfg=cfg, step_scalars=scalars, key=key,
-                  backend=impl, interpret=True)
+    fused = dispatch.family(stored.format, stored.shape)
+    return fused(stored, g, cfg=cfg, step_scalars=scalars, key=key,
+                 backend=impl, interpret=True)
   return jax.jit(run)
 
 
