@@ -30,6 +30,7 @@ import optax
 
 import quantmuon as qm
 from benchmarks import common
+from quantmuon.experiments import timing
 
 PRESETS = {
     "muon": lambda: qm.muon(1e-3),
@@ -120,19 +121,19 @@ def run(widths: list[int], repeats: int, rounds: int) -> list[dict]:
     steps.update({name: compile_step(make(), params, grads)
                   for name, make in PRESETS.items()})
     times = interleaved_times(steps, params, grads, repeats, rounds)
-    reference = np.asarray(times["optax_muon"])
+    reference = times["optax_muon"]
     full = muon_state_bytes(steps["muon"].state, labels)
     for name in PRESETS:
       state_bytes = muon_state_bytes(steps[name].state, labels)
-      ratios = np.asarray(times[name]) / reference
+      ratio = timing.paired_ratios(times[name], reference)
       rows.append({
           "width": width,
           "optimizer": name,
           "state_bytes_per_matrix_param": state_bytes / n_matrix,
           "state_reduction_vs_muon": full / state_bytes,
-          "step_time_ratio": float(np.median(ratios)),
-          "step_time_ratio_min": float(ratios.min()),
-          "step_time_ratio_max": float(ratios.max()),
+          "step_time_ratio": ratio["median"],
+          "step_time_ratio_min": ratio["min"],
+          "step_time_ratio_max": ratio["max"],
           "step_memory_ratio": steps[name].memory_bytes
           / steps["optax_muon"].memory_bytes,
           "step_s": float(np.median(times[name])),
