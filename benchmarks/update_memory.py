@@ -89,6 +89,7 @@ STEP_FORMATS = {
     "lowbit_subspace4": ("muon_lowbit", "sum", True, True),
 }
 MiB = 2 ** 20
+MEMORY_KEYS = ("arguments", "outputs", "temporaries", "aliased", "total")
 
 
 def _sds(shape: tuple[int, ...], dtype: Any = jnp.float32
@@ -159,6 +160,26 @@ def memory(compiled: Any) -> dict[str, int]:
   return out
 
 
+def ratios_to(rows: list[dict[str, Any]], preset: str,
+              fields: dict[str, str]) -> None:
+  """Adds ``row[name] = row[field] / reference[field]`` to every row, for
+  ``fields`` (field -> name) and the reference row of ``preset``, when
+  that preset ran."""
+  reference = next((r for r in rows if r["preset"] == preset), None)
+  if reference is None:
+    return
+  for row in rows:
+    for field, name in fields.items():
+      row[name] = row[field] / reference[field]
+
+
+def in_mib(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+  """Adds ``row[key + "_mib"]``, the byte counts ``keys`` in MiB."""
+  for row in rows:
+    for key in keys:
+      row[f"{key}_mib"] = row[key] / MiB
+
+
 def compile_update(tx: optax.GradientTransformation, params: Any
                    ) -> tuple[Any, float, Any]:
   """Compiles ``tx.update`` with the state donated.
@@ -189,19 +210,11 @@ def update_rows(scale: str, presets: list[str]) -> list[dict[str, Any]]:
     _, seconds, _ = compile_update(PRESETS[name](LR), params)
     rows.append({"scale": scale, "preset": name, "state_bytes":
                  nbytes(state), **seconds, **memory(compiled)})
-  base = next((r for r in rows if r["preset"] == "muon"), None)
-  chain = next((r for r in rows if r["preset"] == "muon_chain"), None)
-  for row in rows:
-    if chain is not None:
-      row["total_vs_muon_chain"] = row["total"] / chain["total"]
-    if base is not None:
-      row["total_vs_muon"] = row["total"] / base["total"]
-      row["compile_vs_muon"] = row["compile_s"] / base["compile_s"]
-      row["compile_cpu_vs_muon"] = (row["compile_cpu_s"]
-                                    / base["compile_cpu_s"])
-    for key in ("state_bytes", "arguments", "outputs", "temporaries",
-                "aliased", "total"):
-      row[f"{key}_mib"] = row[key] / MiB
+  ratios_to(rows, "muon", {"total": "total_vs_muon",
+                           "compile_s": "compile_vs_muon",
+                           "compile_cpu_s": "compile_cpu_vs_muon"})
+  ratios_to(rows, "muon_chain", {"total": "total_vs_muon_chain"})
+  in_mib(rows, ("state_bytes", *MEMORY_KEYS))
   return rows
 
 
@@ -259,15 +272,9 @@ def train_rows(presets: list[str]) -> list[dict[str, Any]]:
     step = train.make_step(graphdef, tasks.lm_loss, tx)
     compiled = step.lower(params, state, batch).compile()
     rows.append({"preset": name, **memory(compiled)})
-  base = next((r for r in rows if r["preset"] == "muon"), None)
-  chain = next((r for r in rows if r["preset"] == "muon_chain"), None)
-  for row in rows:
-    if base is not None:
-      row["total_vs_muon"] = row["total"] / base["total"]
-    if chain is not None:
-      row["total_vs_muon_chain"] = row["total"] / chain["total"]
-    for key in ("arguments", "outputs", "temporaries", "aliased", "total"):
-      row[f"{key}_mib"] = row[key] / MiB
+  ratios_to(rows, "muon", {"total": "total_vs_muon"})
+  ratios_to(rows, "muon_chain", {"total": "total_vs_muon_chain"})
+  in_mib(rows, MEMORY_KEYS)
   return rows
 
 
