@@ -2,8 +2,8 @@
 
 Each benchmark calls :func:`report` with its rows; the rows land in
 ``benchmarks/results/<name>.json`` together with the environment record of
-``quantmuon.tables`` (the date, the machine and the JAX version), so a
-recorded number always says where it came from.
+``quantmuon_experiments.tables`` (the date, the machine and the JAX
+version), so a recorded number always says where it came from.
 Run benchmarks from the repository root as modules, e.g.
 ``python -m benchmarks.formats``.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from quantmuon import tables
+from quantmuon_experiments import tables
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -30,7 +30,7 @@ from flax import nnx
 import quantmuon as qm
 from benchmarks import common
 from configs import compare as compare_config
-from quantmuon.experiments import tasks
+from quantmuon_experiments import tasks
 
 LR = 1e-2
 PRESETS: dict[str, Callable[..., Any]] = {

@@ -73,7 +73,8 @@ import numpy as np
 import optax
 
 import quantmuon as qm
-from quantmuon import formats, tables
+from quantmuon import formats
+from quantmuon_experiments import tables
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPONENT_BITS = 8

@@ -35,7 +35,7 @@ import ml_collections
 from flax import nnx
 
 from benchmarks import common
-from quantmuon.experiments import model, optimizers, state_memory, tasks, train
+from quantmuon_experiments import model, optimizers, state_memory, tasks, train
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = ("configs/gpt2_small.py", "configs/compare.py")

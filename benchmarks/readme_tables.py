@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from benchmarks.common import RESULTS
-from quantmuon import tables
+from quantmuon_experiments import tables
 
 FORMAT_ROWS = (
     "fp32", "bf16", "block2048-linear8", "block2048-dynamic8",

@@ -49,8 +49,8 @@ from flax import nnx
 import quantmuon as qm
 from benchmarks import common
 from configs import gpt2_small
-from quantmuon.experiments import model, tasks, train
 from quantmuon.kernels import dispatch
+from quantmuon_experiments import model, tasks, train
 
 PRESETS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "muon": qm.muon,

@@ -15,7 +15,7 @@ a 2-core x86_64 CPU shared with other jobs (jax 0.10.2, 2026-12-01). Add
 instead of trained again: an interrupted compare resumes, and seeds run by
 separate commands into one workdir are reported together."""
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def get_config():

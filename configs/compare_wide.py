@@ -10,7 +10,7 @@ Each quantized optimizer runs beside its exact full-precision twin. Add
 ``--config.optimizers=muon_lowbit`` for one preset and its twin.
 """
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def get_config():

@@ -10,7 +10,7 @@ optimizer run once, so the four rank variants share one twin. Add
 ``--config.train.steps=1500`` for the long horizon.
 """
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def get_config():

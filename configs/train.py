@@ -4,7 +4,7 @@ quantmuon-train --config configs/train.py --workdir /tmp/run \
     --config.optimizer.name=muonq
 """
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def get_config():

@@ -23,8 +23,9 @@ import quantmuon as qm
 from quantmuon import formats
 from quantmuon.formats.layout import matrix_shape
 from quantmuon.formats.packing import unpack
-from quantmuon.sharding import collectives, state_shardings
+from quantmuon.sharding import state_shardings
 from quantmuon.transforms import StoredLeaf
+from quantmuon_experiments.hlo import collectives
 
 PRESETS = ("muon", "muon_8bit", "muon_4bit", "muonq", "muon_grasp",
            "muon_lowbit")

@@ -17,8 +17,6 @@ import sys
 
 import pytest
 
-from quantmuon import sharding as qm_sharding
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "sharded_checks.py"
 # A code may move by one level where a sharded reduction rounds a tie the
@@ -146,11 +144,3 @@ def test_quantize_state_plain_jit_init_places_codes_like_params():
     assert rec["mismatch"] == [], layout
     assert rec["values_equal"], layout
 
-
-def test_collectives_read_long_tuple_types():
-  # Tuples of more than five arrays carry /*index=5*/ comments.
-  line = ("%all-to-all.2 = (f32[1,32]{1,0}, f32[1,32]{1,0}, f32[1,32]{1,0}, "
-          "f32[1,32]{1,0}, f32[1,32]{1,0}, /*index=5*/f32[1,32]{1,0}) "
-          "all-to-all(%a, %b), dimensions={0}")
-  assert qm_sharding.collectives(line) == [
-      qm_sharding.Collective("all-to-all", 192, 768)]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from quantmuon.experiments import compare, errors, optimizers
+from quantmuon_experiments import compare, errors, optimizers
 from tests.experiments.conftest import tiny_config
 
 FIELDS = ("final_val_loss", "best_val_loss", "state_bytes",

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import quantmuon
-from quantmuon.experiments import classifier, model
+from quantmuon_experiments import classifier, model
 
 
 def _labels(net: nnx.Module) -> dict[str, str]:

@@ -7,8 +7,7 @@ import json
 import os
 from typing import Any
 
-from quantmuon import tables
-from quantmuon.experiments import plots
+from quantmuon_experiments import plots, tables
 
 
 def _mb(n: float) -> str:

@@ -24,7 +24,7 @@ interrupted comparison resumes, and seeds trained by separate commands into
 one workdir are reported together.
 
 Run it as ``quantmuon-compare --config configs/compare.py --workdir DIR`` or
-``python -m quantmuon.experiments.compare ...``.
+``python -m quantmuon_experiments.compare ...``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ import ml_collections
 import numpy as np
 from absl import app
 
-from quantmuon.experiments import cli, errors, optimizers, report, timing
-from quantmuon.experiments.train import setup, train
+from quantmuon_experiments import cli, errors, optimizers, report, timing
+from quantmuon_experiments.train import setup, train
 
 REFERENCE = "muon"
 TWIN = "muon_rms"  # full precision with the quantized presets' scaling

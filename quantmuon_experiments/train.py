@@ -17,7 +17,7 @@ run stops as diverged after ``train.max_consecutive_skips`` skipped steps
 in a row, or at a non-finite loss of a step that was applied.
 
 Run it as ``quantmuon-train --config configs/train.py --workdir DIR`` or
-``python -m quantmuon.experiments.train ...``.
+``python -m quantmuon_experiments.train ...``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import optax
 from flax import nnx
 
 import quantmuon
-from quantmuon.experiments import (
+from quantmuon_experiments import (
     checkpoint,
     cli,
     errors,

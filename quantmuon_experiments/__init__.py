@@ -1,15 +1,24 @@
-"""The main job: train Flax models with every optimizer and compare them.
+"""The application: train Flax models with every optimizer and compare them.
+
+The optimizer library is ``quantmuon``; this package is built on it and is
+not part of it.
 
 - ``model``, ``classifier``: the GPT decoder and the digits MLP/CNN;
 - ``data``, ``tasks``: the byte corpus, the digits, and what a run trains;
 - ``optimizers``: optimizers by name and the learning-rate schedule;
 - ``train``, ``checkpoint``, ``metrics``: one run, its checkpoints and logs;
-- ``compare``, ``report``: every optimizer, results.json/.md and plots;
-- ``defaults``, ``cli``: the base config and the command-line entry points.
+- ``compare``, ``report``, ``plots``: every optimizer, results.json/.md and
+  plots;
+- ``defaults``, ``cli``: the base config and the command-line entry points;
+- ``demo``: every storage format on a momentum-like matrix
+  (``quantmuon-demo``);
+- ``tables``: the text and Markdown tables, the environment record;
+- ``hlo``: the collectives of compiled HLO text;
+- ``notebook_utils``: what the notebooks share.
 
-It needs the ``experiments`` extra (``pip install "quantmuon[experiments]"``);
-importing it without that extra raises an ``ImportError`` that names the
-missing packages and that command.
+It needs the ``experiments`` extra (from a checkout of the repository,
+``pip install -e ".[experiments]"``); importing it without that extra
+raises an ``ImportError`` that names the missing packages and that command.
 """
 
 from __future__ import annotations
@@ -46,7 +55,8 @@ def missing() -> list[str]:
 
 if missing():
   raise ImportError(
-      f"quantmuon.experiments (quantmuon-train, quantmuon-compare, the "
-      f"benchmarks and the notebooks) needs the 'experiments' extra; "
-      f"missing {', '.join(missing())}. Install it with: "
-      f"pip install \"quantmuon[experiments]\"")
+      f"quantmuon_experiments (quantmuon-train, quantmuon-compare, "
+      f"quantmuon-demo, the benchmarks and the notebooks) needs the "
+      f"'experiments' extra; missing {', '.join(missing())}. Install it "
+      f"from the repository's checkout with: "
+      f"pip install -e \".[experiments]\"")

@@ -29,22 +29,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quantmuon import tables
 from quantmuon.formats import (
-    Axiswise,
-    Blockwise,
-    Float,
-    FloatingPoint,
-    Format,
-    Grid,
-    Stored,
-    Subspace,
+  Axiswise,
+  Blockwise,
+  Float,
+  FloatingPoint,
+  Format,
+  Grid,
+  Stored,
+  Subspace,
 )
 from quantmuon.memory import nbytes
 from quantmuon.transforms.newton_schulz import (
-    newton_schulz,
-    newton_schulz_schedule,
+  newton_schulz,
+  newton_schulz_schedule,
 )
+from quantmuon_experiments import tables
 
 COLUMNS = ("format", "rel_err", "cosine", "ns_rel_err", "bytes_per_elem")
 

@@ -25,7 +25,7 @@ import ml_collections
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from quantmuon.experiments import errors
+from quantmuon_experiments import errors
 
 AXES = ("data", "fsdp")
 

@@ -20,7 +20,7 @@ import optax
 
 import quantmuon
 from quantmuon import presets
-from quantmuon.experiments import errors
+from quantmuon_experiments import errors
 
 TWIN_SUFFIX = "_fp32"
 # name -> (preset, fixed keyword arguments)

@@ -27,7 +27,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from quantmuon.experiments import errors
+from quantmuon_experiments import errors
 
 Command = Callable[[ml_collections.ConfigDict, str, bool], None]
 
@@ -78,7 +78,7 @@ def _unknown_field(error: str, argv: list[str]) -> str:
            if a.startswith("--config.") and name in a.split("=", 1)[0]]
   where = given[0] if given else name
   fix = (f'did you mean "{hint.group(1)}"?' if hint else
-         "see quantmuon/experiments/defaults.py for the fields.")
+         "see quantmuon_experiments/defaults.py for the fields.")
   return (f"{where}: no such field in the config of "
           f"{_config_file(argv)}; {fix}")
 

@@ -10,9 +10,9 @@
   (:func:`capture_momentum`);
 - output: figures as PNG of a modest size (:func:`show`) and Markdown text
   computed from the notebook's own numbers (:func:`say`; tables with
-  ``quantmuon.tables.markdown``);
-- the repository the notebook runs in (:func:`repo_root`), its configs
-  (:func:`load_config`) and its benchmarks (:func:`load_benchmark`).
+  ``quantmuon_experiments.tables.markdown``);
+- the repository's checkout (:func:`repo_root`) and its benchmarks
+  (:func:`load_benchmark`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import optax
 
 import quantmuon
 from quantmuon import formats
-from quantmuon.demo import store  # noqa: F401  (re-exported for the notebooks)
-from quantmuon.experiments import optimizers, train
+from quantmuon_experiments import defaults, optimizers, train
+from quantmuon_experiments.demo import store  # noqa: F401  (re-exported for the notebooks)
 
 FAST_ENV = "QUANTMUON_FAST"
 
@@ -52,26 +52,35 @@ def pick(full: Any, fast_value: Any) -> Any:
   return fast_value if fast() else full
 
 
-def repo_root(start: str | os.PathLike | None = None) -> pathlib.Path:
-  """The repository the notebook runs in, found from its working directory.
+def _checkout(path: pathlib.Path) -> bool:
+  return (path / "configs").is_dir() and (path / "benchmarks").is_dir()
 
-  The package may be installed anywhere (editable or not); the configs and
-  the benchmarks are only in a checkout of the repository.
+
+def repo_root(start: str | os.PathLike | None = None) -> pathlib.Path:
+  """The repository's checkout, for its benchmarks and recorded results.
+
+  Only :func:`load_benchmark` and the recorded results need it; the
+  configs come from :mod:`quantmuon_experiments.defaults`.
 
   Args:
-    start: where to look from; the working directory (a notebook's own
-      directory, ``notebooks/``) by default.
+    start: where to look from. By default, the checkout this package lies
+      in (an editable install or a run from the checkout, from any working
+      directory), else the working directory.
 
   Returns:
-    The nearest directory at or above ``start`` that holds ``configs/`` and
-    ``benchmarks/``.
+    The nearest directory at or above the starting point that holds
+    ``configs/`` and ``benchmarks/``.
 
   Raises:
     FileNotFoundError: no such directory, e.g. outside a checkout.
   """
+  if start is None:
+    here = pathlib.Path(__file__).resolve().parents[1]
+    if _checkout(here):
+      return here
   here = pathlib.Path(start or os.getcwd()).resolve()
   for path in (here, *here.parents):
-    if (path / "configs").is_dir() and (path / "benchmarks").is_dir():
+    if _checkout(path):
       return path
   raise FileNotFoundError(
       f"no quantmuon checkout (a directory with configs/ and benchmarks/) at "
@@ -79,32 +88,14 @@ def repo_root(start: str | os.PathLike | None = None) -> pathlib.Path:
       f"directory.")
 
 
-def load_config(name: str = "compare", *args: Any
-                ) -> ml_collections.ConfigDict:
-  """``get_config(*args)`` of ``configs/<name>.py``, as the CLI loads it.
-
-  Args:
-    name: the file's stem, e.g. ``compare``.
-    *args: passed to ``get_config``.
-
-  Returns:
-    The config.
-  """
-  path = repo_root() / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
-
-
 def experiment_config() -> ml_collections.ConfigDict:
-  """The config of ``quantmuon-compare`` (``configs/compare.py``).
+  """The config of the full comparison (``defaults.compare_config``).
 
   In fast mode the GPT shrinks to one block of width 64 (its matrices still
   reach the presets' 4096-element ``min_size``, so they are quantized) and
   trains 24 steps of 8 windows. Progress bars are off.
   """
-  config = ml_collections.ConfigDict(load_config("compare").to_dict())
+  config = defaults.compare_config()
   config.train.progress = False
   config.train.checkpoint_every = 0
   if fast():

@@ -18,8 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from quantmuon.experiments import errors
-from quantmuon.experiments.train import Setup
+from quantmuon_experiments import errors
+from quantmuon_experiments.train import Setup
 
 
 def stepper(run: Setup) -> Callable[[], None]:

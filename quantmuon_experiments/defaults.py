@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from quantmuon.experiments import optimizers
+from quantmuon_experiments import optimizers
 
 
 def lm_model(**overrides) -> ml_collections.ConfigDict:

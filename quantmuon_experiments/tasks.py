@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from quantmuon.experiments import classifier, data, errors, model
+from quantmuon_experiments import classifier, data, errors, model
 
 Batch = dict[str, np.ndarray]
 LossFn = Callable[[nnx.Module, Batch], tuple[jax.Array, dict[str, jax.Array]]]
