@@ -1,8 +1,11 @@
 """What the command lines share: absl flags and ml_collections config files.
 
-``--config configs/compare.py --config.train.steps=200`` loads a config file
-and overrides any field; ``--workdir`` is where outputs go; ``--resume``
-continues a single run from its newest checkpoint.
+``--config configs/compare_full.py --config.train.steps=200`` loads a config
+file and overrides any field; without ``--config`` a command runs its
+default config (``defaults.get_config``: ``quick`` for
+``quantmuon-compare``, ``train`` for ``quantmuon-train``), whose fields
+are overridden the same way. ``--workdir`` is where outputs go;
+``--resume`` continues a single run from its newest checkpoint.
 
 ``train.main`` (``quantmuon-train``) and ``compare.main``
 (``quantmuon-compare``) call :func:`run` with their command. The flags are
@@ -10,9 +13,12 @@ defined by :func:`run`, not on import, so a program with flags of its own can
 import the training loop.
 
 A configuration that cannot work (an unknown field or optimizer, a value of
-the wrong type, a missing config file or corpus, a missing flag) is one
-line on stderr, ``PROGRAM: error: ...`` naming the fix, and exit status 2;
-other errors keep their traceback.
+the wrong type or size, a missing config file or corpus, a missing flag)
+is one line on stderr, ``PROGRAM: error: ...`` naming the fix, and exit
+status 2, before anything trains; other errors keep their traceback.
+
+On a terminal, :func:`status` shows a line that the next output replaces
+(``scripts`` shows one while JAX loads).
 """
 
 from __future__ import annotations
@@ -30,6 +36,29 @@ from ml_collections import config_flags
 from quantmuon_experiments import errors
 
 Command = Callable[[ml_collections.ConfigDict, str, bool], None]
+DEFAULTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                             "defaults.py")
+_shown = [False]  # whether a status line is on the terminal
+
+
+def status(text: str) -> None:
+  """Shows ``text`` on stderr until the next output, on a terminal only.
+
+  Args:
+    text: one short line.
+  """
+  if sys.stderr.isatty():
+    sys.stderr.write(f"\r{text}\x1b[K")
+    sys.stderr.flush()
+    _shown[0] = True
+
+
+def clear_status() -> None:
+  """Removes the line of :func:`status`, if one is shown."""
+  if _shown[0]:
+    sys.stderr.write("\r\x1b[K")
+    sys.stderr.flush()
+    _shown[0] = False
 
 
 def fail(message: str) -> NoReturn:
@@ -39,6 +68,7 @@ def fail(message: str) -> NoReturn:
     message: what is wrong and how to fix it (newlines become spaces).
   """
   program = os.path.basename(sys.argv[0]) if sys.argv else "quantmuon"
+  clear_status()
   print(f"{program}: error: {' '.join(str(message).split())}",
         file=sys.stderr, flush=True)
   raise SystemExit(2)
@@ -50,7 +80,7 @@ def _config_file(argv: list[str]) -> str:
       return arg.split("=", 1)[1]
     if arg == "--config" and i + 1 < len(argv):
       return argv[i + 1]
-  return "?"
+  return "the default config"
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -91,20 +121,23 @@ def _check_loaded(config: ml_collections.ConfigDict, argv: list[str]
   except OSError as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     fail(f"cannot load --config {_config_file(argv)}: {lines[-1]}; pass a "
-         f"config file such as configs/compare.py.")
+         f"config file such as configs/compare_full.py.")
 
 
-def run(command: Command) -> None:
+def run(command: Command, default: str) -> None:
   """Defines and parses the flags and runs ``command(config, workdir,
   resume)``.
 
   Args:
     command: what the program does, e.g. ``train.command``.
+    default: the name of the config it runs without ``--config``
+      (``defaults.get_config``).
   """
   config = config_flags.DEFINE_config_file(
-      "config", None,
-      "An ml_collections config file, e.g. configs/compare.py; override its "
-      "fields with --config.FIELD=VALUE.", lock_config=True)
+      "config", f"{DEFAULTS_FILE}:{default}",
+      f"An ml_collections config file, e.g. configs/compare_full.py; by "
+      f"default the {default!r} config of quantmuon_experiments/defaults.py. "
+      f"Override its fields with --config.FIELD=VALUE.", lock_config=True)
   workdir = flags.DEFINE_string(
       "workdir", None, "Directory for metrics, checkpoints and reports.")
   resume = flags.DEFINE_bool(
@@ -114,13 +147,11 @@ def run(command: Command) -> None:
     try:
       if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-      if config.value is None:
-        raise app.UsageError(
-            "--config is required, e.g. --config configs/compare.py")
       if not workdir.value:
         raise app.UsageError("--workdir is required, e.g. --workdir runs/x")
       _check_loaded(config.value, sys.argv)
       logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+      clear_status()
       command(config.value, workdir.value, resume.value)
     except (app.UsageError, errors.ConfigError) as e:
       fail(str(e))

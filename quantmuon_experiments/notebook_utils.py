@@ -89,13 +89,13 @@ def repo_root(start: str | os.PathLike | None = None) -> pathlib.Path:
 
 
 def experiment_config() -> ml_collections.ConfigDict:
-  """The config of the full comparison (``defaults.compare_config``).
+  """The config of the full comparison (``defaults.full_config``).
 
   In fast mode the GPT shrinks to one block of width 64 (its matrices still
   reach the presets' 4096-element ``min_size``, so they are quantized) and
   trains 24 steps of 8 windows. Progress bars are off.
   """
-  config = defaults.compare_config()
+  config = defaults.full_config()
   config.train.progress = False
   config.train.checkpoint_every = 0
   if fast():

@@ -56,7 +56,8 @@ def markdown(results: dict[str, Any]) -> str:
       f"- task: {task.get('task')}, {task.get('params'):,} parameters, "
       f"{steps} steps, seeds {results['seeds']}",
       f"- wall time: {results['wall_time_s'] / 60:.1f} min",
-      f"- reference: `{ref}` (full precision)",
+      f"- reference: `{ref}` "
+      f"({results.get('reference_note') or 'full precision'})",
       "",
   ]
   rows = []
@@ -110,10 +111,18 @@ def markdown(results: dict[str, Any]) -> str:
         "shared rate, with optax's EMA momentum and Nesterov mix: the gap "
         "to it mixes the cost of quantization with that of each preset's "
         "accumulation, normalization and Nesterov choice."]
-  if results.get("lr_note"):
-    lines += ["", f"Learning rates: {results['lr_note']}"]
+  lines += ["", _noise_note(results)]
   if results.get("lr_sweep"):
-    sweep = [{"group (shared by)": f"`{group}` ({', '.join(s['members'])})",
+    lines += ["", "Learning rates: tuned by this run's sweep (below)."]
+  else:
+    lines += ["", "Learning rates: the config's (`learning_rates`), not "
+              "tuned by this run" + (f"; {results['lr_note']}"
+                                     if results.get("lr_note") else ".")]
+  if results.get("lr_sweep"):
+    ran = results["optimizers"]
+    sweep = [{"group (shared by)": f"`{group}` ("
+              + ", ".join([m for m in s["members"] if m in ran] or [group])
+              + ")",
               "rate": f"{t['learning_rate']:.3g}"
               + (" **best**" if t["learning_rate"] == s["best"] else ""),
               "final val loss": f"{t['final_val_loss']:.4f}"}
@@ -122,17 +131,32 @@ def markdown(results: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _noise_note(results: dict[str, Any]) -> str:
+  """Which differences this run cannot tell from seed-to-seed noise."""
+  seeds = len(results["seeds"])
+  if seeds > 1:
+    return (f"Noise: ± is the standard deviation over the {seeds} seeds; a "
+            f"gap within about twice its ± is not resolved by this run.")
+  noise = float(results.get("noise_pct") or 0.0)
+  if noise > 0:
+    how = results.get("noise_note") or "measured for this config"
+    return (f"Noise: this run has one seed. At this size a gap between two "
+            f"optimizers moves by about {noise:.2g}% (standard deviation) "
+            f"from seed to seed ({how}), so gaps and quantization costs "
+            f"within about ±{2 * noise:.2g}% are not resolved by it; add "
+            f"`--config.seeds=0,1,2` for a spread of this run's own.")
+  return ("Noise: this run has one seed, and the seed-to-seed noise of this "
+          "config was not measured; add `--config.seeds=0,1,2` to see which "
+          "gaps are resolved.")
+
+
 def _memory_note(results: dict[str, Any]) -> str:
   """What the state's bytes are made of, and what dominates the step."""
   ref = results["reference"]
   opts = results["optimizers"]
   r = opts[ref]
-  smallest = min(opts, key=lambda n: opts[n]["state_bytes"])
-  s = opts[smallest]
   mem = r["compiled_step_memory"]
-  step_ref, step_small = (r["compiled_step_memory_bytes"],
-                          s["compiled_step_memory_bytes"])
-  change = 100 * (step_small - step_ref) / max(step_ref, 1)
+  smaller = [n for n in opts if opts[n]["state_bytes"] < r["state_bytes"]]
   if mem["temporaries"] > r["state_bytes"]:
     verdict = ("Activations dominate the step's memory at this size: the "
                "temporaries (activations, gradients and workspace) are "
@@ -141,6 +165,19 @@ def _memory_note(results: dict[str, Any]) -> str:
   else:
     verdict = (f"{ref}'s state ({_mb(r['state_bytes'])} MiB) outweighs the "
                f"step's temporaries ({_mb(mem['temporaries'])} MiB)")
+  if smaller:
+    smallest = min(smaller, key=lambda n: opts[n]["state_bytes"])
+    s = opts[smallest]
+    step_ref, step_small = (r["compiled_step_memory_bytes"],
+                            s["compiled_step_memory_bytes"])
+    change = 100 * (step_small - step_ref) / max(step_ref, 1)
+    effect = (
+        f"{verdict}, so the smallest state (`{smallest}`, "
+        f"{r['state_bytes'] / max(s['state_bytes'], 1):.2f}x smaller than "
+        f"{ref}'s) changes the compiled step by {change:+.1f}% "
+        f"({_mb(step_ref)} to {_mb(step_small)} MiB).")
+  else:
+    effect = f"{verdict}; no optimizer here has a smaller state than {ref}."
   return (
       f"B/matrix param: the state of the {r['matrix_params']:,} parameters "
       f"of the hidden matrices (Muon's leaves, what a format stores) per "
@@ -150,11 +187,8 @@ def _memory_note(results: dict[str, Any]) -> str:
       f"{r['other_params']:,} other parameters (embeddings, head, norms, "
       f"biases; {100 * r['other_params'] / r['params']:.0f}% of the "
       f"parameters) and step counters, the same in every Muon optimizer. "
-      f"{verdict}, so the smallest state (`{smallest}`, "
-      f"{r['state_bytes'] / max(s['state_bytes'], 1):.2f}x smaller than "
-      f"{ref}'s) changes the compiled step by {change:+.1f}% "
-      f"({_mb(step_ref)} to {_mb(step_small)} MiB). At a user's scale, "
-      f"see `python -m benchmarks.memory_at_scale`.")
+      f"{effect} At a user's scale, see `python -m "
+      f"benchmarks.memory_at_scale`.")
 
 
 def _timing_note(results: dict[str, Any]) -> str:

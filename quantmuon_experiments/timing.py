@@ -48,7 +48,9 @@ def stepper(run: Setup) -> Callable[[], None]:
 
 
 def round_robin(steps: dict[str, Callable[[], None]], *, warmup: int,
-                repeats: int, calls: int) -> dict[str, list[float]]:
+                repeats: int, calls: int,
+                progress: Callable[[int], None] | None = None
+                ) -> dict[str, list[float]]:
   """Times each function ``calls`` times a round, interleaving them.
 
   Args:
@@ -57,14 +59,20 @@ def round_robin(steps: dict[str, Callable[[], None]], *, warmup: int,
     repeats: rounds; each round times every function once, in an order
       rotated by one from the previous round's.
     calls: calls per function per round.
+    progress: called with the number of calls made so far, after each
+      function's warmup and each timed block (outside the timed span).
 
   Returns:
     name -> the mean seconds per call of each round, in round order.
   """
   names = list(steps)
+  made = 0
+  tell = progress or (lambda _: None)
   for name in names:
     for _ in range(warmup):
       steps[name]()
+    made += warmup
+    tell(made)
   times: dict[str, list[float]] = {name: [] for name in names}
   for r in range(repeats):
     shift = r % len(names)
@@ -73,7 +81,23 @@ def round_robin(steps: dict[str, Callable[[], None]], *, warmup: int,
       for _ in range(calls):
         steps[name]()
       times[name].append((time.perf_counter() - start) / calls)
+      made += calls
+      tell(made)
   return times
+
+
+def calls_of(config: ml_collections.ConfigDict, optimizers: int) -> int:
+  """The step calls ``round_robin`` makes for ``config.timing``.
+
+  Args:
+    config: the comparison config.
+    optimizers: how many optimizers are timed.
+
+  Returns:
+    ``optimizers * (warmup + repeats * steps)``.
+  """
+  t = config.timing
+  return optimizers * (int(t.warmup) + int(t.repeats) * int(t.steps))
 
 
 def spread(values: list[float]) -> dict[str, float]:

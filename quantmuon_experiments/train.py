@@ -23,6 +23,7 @@ Run it as ``quantmuon-train --config configs/train.py --workdir DIR`` or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -43,10 +44,10 @@ from quantmuon_experiments import (
     metrics,
     optimizers,
     parallel,
-    progress,
     state_memory,
     tasks,
 )
+from quantmuon_experiments import progress as progress_lib
 
 StepFn = Callable[[Any, Any, tasks.Batch], tuple[Any, Any, dict[str, Any]]]
 
@@ -104,6 +105,70 @@ def make_step(graphdef: nnx.GraphDef, loss: tasks.LossFn,
                      parallel.replicated(shardings.mesh)))
 
 
+# (field, least value, what to set): the fields of one run that must be
+# numbers of at least some size (the learning rate: above it).
+RUN_FIELDS = (
+    ("train.steps", 1, "the number of training steps, e.g. 300"),
+    ("train.batch_size", 1, "the number of examples per step, e.g. 32"),
+    ("train.eval_every", 1, "the steps between evaluations, e.g. 25"),
+    ("train.eval_batches", 1, "the batches of an evaluation, e.g. 8"),
+    ("train.log_every", 1, "the steps between progress updates, e.g. 10"),
+    ("train.checkpoint_every", 0, "the steps between checkpoints (0: none)"),
+    ("optimizer.warmup_steps", 0, "the steps of the learning-rate warmup"),
+    ("optimizer.learning_rate", 0, "a positive rate, e.g. 3e-3"),
+    ("optimizer.adam_learning_rate", 0,
+     "AdamW's rate in a Muon optimizer (0: the learning rate)"),
+    ("optimizer.weight_decay", 0, "a decay of at least 0"),
+    ("optimizer.adam_weight_decay", 0, "a decay of at least 0"),
+    ("optimizer.final_lr_ratio", 0, "the last step's share of the peak "
+     "rate, e.g. 0.1"),
+    ("data.max_bytes", 0, "the bytes of corpus to read (0: all)"),
+)
+
+
+def _field(config: ml_collections.ConfigDict, path: str) -> Any:
+  for key in path.split("."):
+    config = config[key]
+  return config
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ConfigError`` for a single-run config that cannot train.
+
+  Checks the sizes of ``RUN_FIELDS``, builds the optimizer (its name and
+  its preset's options) and checks the consecutive-skip limit; the model,
+  the data and the mesh are checked when they are built
+  (``tasks.make_task``, ``parallel.make_mesh``).
+
+  Args:
+    config: the experiment config.
+  """
+  for path, least, fix in RUN_FIELDS:
+    errors.at_least(path, _field(config, path), least, fix,
+                    exclusive=path == "optimizer.learning_rate")
+  guard(build_optimizer(config)[0], config.train)
+
+
+def build_optimizer(config: ml_collections.ConfigDict
+                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """``optimizers.build`` for ``config``; a preset's refusal of its
+  options is a ``ConfigError``.
+
+  Args:
+    config: the experiment config (``optimizer``, ``train.steps``).
+
+  Returns:
+    ``(optimizer, schedule of its main learning rate)``.
+  """
+  try:
+    return optimizers.build(config.optimizer, config.train.steps)
+  except errors.ConfigError:
+    raise
+  except (TypeError, ValueError) as e:
+    raise errors.ConfigError(
+        f"config.optimizer ({config.optimizer.name}): {e}") from e
+
+
 def guard(tx: optax.GradientTransformation,
           train_config: ml_collections.ConfigDict
           ) -> optax.GradientTransformation:
@@ -144,6 +209,15 @@ def consecutive_skips(opt_state: Any) -> int:
   return 0
 
 
+@functools.lru_cache(maxsize=8)
+def _eval_step(graphdef: nnx.GraphDef, loss: tasks.LossFn
+               ) -> Callable[[Any, tasks.Batch], dict[str, Any]]:
+  """The jitted metrics of one batch; one per model, so the runs of a
+  comparison (equal graphs) share its compilation."""
+  return jax.jit(lambda params, batch: loss(nnx.merge(graphdef, params),
+                                            batch)[1])
+
+
 def make_eval(graphdef: nnx.GraphDef, loss: tasks.LossFn
               ) -> Callable[[Any, list[tasks.Batch]], dict[str, float]]:
   """The evaluation: mean of the task's metrics over fixed batches.
@@ -155,8 +229,7 @@ def make_eval(graphdef: nnx.GraphDef, loss: tasks.LossFn
   Returns:
     ``(params, batches) -> {metric: mean value}``.
   """
-  one = jax.jit(lambda params, batch: loss(nnx.merge(graphdef, params),
-                                           batch)[1])
+  one = _eval_step(graphdef, loss)
 
   def evaluate(params, batches):
     outs = [one(params, batch) for batch in batches]
@@ -236,12 +309,12 @@ def setup(config: ml_collections.ConfigDict,
   graphdef, state = nnx.split(task.model)
   params = nnx.to_pure_dict(state)
   if tx is None:
-    tx, lr_schedule = optimizers.build(config.optimizer, config.train.steps)
+    tx, lr_schedule = build_optimizer(config)
   else:
     lr_schedule = None
   tx = guard(tx, config.train)
   if mesh is None:
-    opt_state = tx.init(params)
+    opt_state = jax.jit(tx.init)(params)
     step_fn = make_step(graphdef, task.loss, tx)
     compiled = step_fn.lower(params, opt_state,
                              task.train_batch(0)).compile()
@@ -308,11 +381,14 @@ class Trained:
     summary: the run's summary (see ``train``).
     params: the final parameters (a pure dict).
     opt_state: the final optimizer state.
+    setup: the run's ``Setup`` holding the final parameters and state, its
+      compiled step ready to step on (e.g. to be timed).
   """
 
   summary: dict[str, Any]
   params: Any
   opt_state: Any
+  setup: Setup
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -322,8 +398,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   Args:
     config: the experiment config (see ``defaults.base_config``).
     workdir: the run's directory.
-    **kwargs: ``tx``, ``name``, ``resume``, ``desc``, ``stop_after`` (see
-      ``fit``).
+    **kwargs: ``tx``, ``name``, ``resume``, ``desc``, ``stop_after``,
+      ``progress`` (see ``fit``).
 
   Returns:
     ``fit(config, workdir, **kwargs).summary``.
@@ -334,7 +410,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
         *, tx: optax.GradientTransformation | None = None,
         name: str | None = None, resume: bool = False,
-        desc: str | None = None, stop_after: int | None = None) -> Trained:
+        desc: str | None = None, stop_after: int | None = None,
+        progress: progress_lib.Progress | None = None) -> Trained:
   """Trains ``config.task`` with ``config.optimizer`` (or ``tx``).
 
   Writes ``metrics.jsonl``, ``summary.json`` and, when
@@ -353,6 +430,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     desc: label of the progress bar (``name`` by default).
     stop_after: stop once this many steps are done, as if interrupted (the
       schedule still spans ``train.steps``); None runs to the end.
+    progress: where to show the run's progress (and close it at the end),
+      e.g. a comparison's line; by default a bar or lines of its own
+      (``progress.make``).
 
   Returns:
     The final parameters and state, and the summary (see ``summarize``)
@@ -392,8 +472,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     log.truncate(start)
 
   items = task.info["items_per_step"]
-  bar = progress.make(tc.progress, tc.steps, start,
-                      desc or name)
+  bar = progress or progress_lib.make(tc.progress, tc.steps, start,
+                                      desc or name)
   postfix: dict[str, str] = {}
   diverged = False
   end = tc.steps if stop_after is None else min(stop_after, tc.steps)
@@ -455,7 +535,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
     summary["final_val_loss"] = summary["best_val_loss"] = float("nan")
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
-  return Trained(summary, params, opt_state)
+  return Trained(summary, params, opt_state,
+                 dataclasses.replace(run, params=params, opt_state=opt_state))
 
 
 def command(config: ml_collections.ConfigDict, workdir: str,
@@ -467,6 +548,7 @@ def command(config: ml_collections.ConfigDict, workdir: str,
     workdir: the output directory.
     resume: continue from the newest checkpoint.
   """
+  check(config)
   summary = train(config, workdir, resume=resume)
   brief = {k: v for k, v in summary.items() if not k.endswith("_curve")}
   print(json.dumps(brief, indent=1))
@@ -474,7 +556,7 @@ def command(config: ml_collections.ConfigDict, workdir: str,
 
 def main() -> None:
   """``quantmuon-train``: one run from a config file."""
-  cli.run(command)
+  cli.run(command, "train")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def test_experiment_config_and_repo_root_from_elsewhere(tmp_path):
           "print(config.model.width, config.train.steps, nu.repo_root())\n")
   out = _python(code, tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
-  full = defaults.compare_config()
+  full = defaults.full_config()
   assert out.stdout.split() == [str(full.model.width),
                                 str(full.train.steps), str(ROOT)]
 

@@ -227,6 +227,8 @@ def test_progress_is_a_bar_on_a_terminal():
     ("--config.mesh.data=2",
      "config.mesh: data * fsdp = 2 * 1 = 2 must equal the number of "
      "devices, 1; set "),
+    ("--config.train.steps=-5",
+     "config.train.steps must be at least 1, got -5; set "),
 ])
 def test_config_errors_are_one_line(tmp_path, option, expected):
   cmd = [sys.executable, "-m", "quantmuon_experiments.train",
