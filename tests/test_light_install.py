@@ -11,6 +11,7 @@ the console scripts at the application.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 import re
@@ -111,3 +112,18 @@ def test_pyproject_installs_both_packages_and_the_scripts_run_the_app():
     module, function = target.split(":")
     assert module.startswith("quantmuon_experiments."), target
     assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_ci_pins_every_floor_of_the_pyproject():
+  """.ci/floors.py gives .ci/run's floors venv each stated lower bound."""
+  spec = importlib.util.spec_from_file_location(
+      "ci_floors", ROOT / ".ci" / "floors.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  pins = module.floors(ROOT / "pyproject.toml")
+  project = _pyproject()["project"]
+  bounded = [r for r in [*project["dependencies"],
+                         *project["optional-dependencies"]["experiments"]]
+             if ">=" in r]
+  assert pins == [r.replace(">=", "==") for r in bounded]
+  assert {p.split("==")[0] for p in pins} >= {"jax", "optax", "flax"}
