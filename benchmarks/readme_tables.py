@@ -150,7 +150,7 @@ def fp_quantization() -> str | None:
   return (f"Floating-point-quantized training: the mantissa width c*(T) "
           f"each component needs, round-to-nearest, {settings['seeds']} "
           f"seeds, [95% bootstrap intervals] "
-          f"(`python -m benchmarks.fp_quantization`; "
+          f"(`python -m benchmarks.fp_study`; "
           f"{_where(data['environment'])}, "
           f"{settings['seconds'] / 60:.0f} min):\n\n"
           f"{data['tables']['c_star']}\n\n{findings}")

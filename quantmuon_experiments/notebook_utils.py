@@ -246,7 +246,7 @@ def load_benchmark(name: str) -> Any:
   installed ``quantmuon`` included, resolves as before.
 
   Args:
-    name: the module's name, e.g. ``fp_quantization``.
+    name: the module's name, e.g. ``fp_study``.
 
   Returns:
     The module.
