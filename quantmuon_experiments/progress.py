@@ -184,7 +184,7 @@ class Overall:
     self.step_time = 0.0            # measured stepping seconds, all runs
     self.steps = 0                  # the steps they cover
     self.index = -1                 # the run being trained
-    self.phase = "plan"             # plan, setup, steps, timing, done
+    self.phase = "plan"  # plan, then setup, steps, ended per run; timing
     self.label = ""
     self.phase_start = self.start
     self.first_step_at = 0.0
@@ -218,7 +218,7 @@ class Overall:
       return None
     now = self.clock()
     left = 0.0
-    if self.phase in ("plan", "setup", "steps"):
+    if self.phase in ("plan", "setup", "steps", "ended"):
       if self.phase == "setup":
         steps = self.runs[self.index][1]
         left += max(setup - (now - self.phase_start), 0.0) + steps * step

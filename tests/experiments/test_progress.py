@@ -44,6 +44,7 @@ def test_eta_from_the_prior_then_from_measurements():
   # 2 + 20 * 0.5.
   assert line.eta() == (2 + 5) + (2 + 10)
   run.close()
+  assert line.eta() == (2 + 5) + (2 + 10)  # between two runs
 
 
 def test_eta_is_unknown_until_measured():
