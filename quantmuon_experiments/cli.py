@@ -74,13 +74,16 @@ def fail(message: str) -> NoReturn:
   raise SystemExit(2)
 
 
+_DEFAULT = "the default config"
+
+
 def _config_file(argv: list[str]) -> str:
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
       return arg.split("=", 1)[1]
     if arg == "--config" and i + 1 < len(argv):
       return argv[i + 1]
-  return "the default config"
+  return _DEFAULT
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -109,8 +112,10 @@ def _unknown_field(error: str, argv: list[str]) -> str:
   where = given[0] if given else name
   fix = (f'did you mean "{hint.group(1)}"?' if hint else
          "see quantmuon_experiments/defaults.py for the fields.")
-  return (f"{where}: no such field in the config of "
-          f"{_config_file(argv)}; {fix}")
+  source = _config_file(argv)
+  source = (f"the config of {source}" if source != _DEFAULT
+            else "the default config")
+  return f"{where}: no such field in {source}; {fix}"
 
 
 def _check_loaded(config: ml_collections.ConfigDict, argv: list[str]
@@ -133,11 +138,17 @@ def run(command: Command, default: str) -> None:
     default: the name of the config it runs without ``--config``
       (``defaults.get_config``).
   """
-  config = config_flags.DEFINE_config_file(
-      "config", f"{DEFAULTS_FILE}:{default}",
-      f"An ml_collections config file, e.g. configs/compare_full.py; by "
-      f"default the {default!r} config of quantmuon_experiments/defaults.py. "
-      f"Override its fields with --config.FIELD=VALUE.", lock_config=True)
+  try:  # the default config is loaded, and overridden, here
+    config = config_flags.DEFINE_config_file(
+        "config", f"{DEFAULTS_FILE}:{default}",
+        f"An ml_collections config file, e.g. configs/compare_full.py; by "
+        f"default the {default!r} config of "
+        f"quantmuon_experiments/defaults.py. Override its fields with "
+        f"--config.FIELD=VALUE.", lock_config=True)
+  except flags.Error as e:  # a value of the wrong type
+    fail(f"{e}. See --helpshort for the flags.")
+  except (AttributeError, KeyError) as e:  # --config.FIELD that is not one
+    fail(_unknown_field(str(e), sys.argv))
   workdir = flags.DEFINE_string(
       "workdir", None, "Directory for metrics, checkpoints and reports.")
   resume = flags.DEFINE_bool(

@@ -258,6 +258,9 @@ def test_the_default_config_is_the_quick_headline():
 @pytest.mark.parametrize("option, expected", [
     ("--config.train.steps=0", "config.train.steps must be at least 1, got 0"),
     ("--config.optimizers=muon,sgd", "config.optimizers: unknown names"),
+    ("--config.train.stepz=3", "--config.train.stepz: no such field in the "
+     'default config; did you mean "steps"?'),
+    ("--config.train.steps=many", "--config.train.steps"),
 ])
 def test_command_line_errors_are_one_line_before_training(tmp_path, option,
                                                          expected):
