@@ -30,7 +30,7 @@ from jax.sharding import (
     PartitionSpec,
 )
 
-from quantmuon.transforms import _tree
+from quantmuon.transforms.variables import without_variables
 
 
 def _mesh_of(params: Any) -> Mesh:
@@ -72,7 +72,7 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     ValueError: when a parameter has no ``NamedSharding`` or the
       parameters lie on several meshes.
   """
-  params = _tree.without_variables(params)
+  params = without_variables(params)
   mesh = _mesh_of(params)
   explicit = AbstractMesh(
       tuple(mesh.axis_sizes), tuple(mesh.axis_names),

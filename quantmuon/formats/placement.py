@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
+from quantmuon.formats.matrix_view import MatrixView
 from quantmuon.formats.stored import Stored
 
 Array = jax.Array
@@ -61,26 +62,37 @@ def _names(entry: Entry) -> tuple[str, ...]:
   return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
+def merged_entry(entries: tuple[Entry, ...]) -> Entry:
+  """The entry of axes merged row-major into one: their mesh axes in order
+  when the sharded ones come first (such a merge keeps the sharding),
+  else None."""
+  sharded = [i for i, e in enumerate(entries) if e is not None]
+  if sharded != list(range(len(sharded))):
+    return None
+  names = sum((_names(e) for e in entries), ())
+  return None if not names else names[0] if len(names) == 1 else names
+
+
 def matrix_entries(shape: tuple[int, ...], spec: PartitionSpec
                    ) -> tuple[Entry, Entry]:
   """The (rows, cols) entries of the matrix view of an array of ``shape``.
 
-  The rows merge the leading axes; their entry is the leading axes' mesh
-  axes in order when the sharded ones come first (a row-major merge keeps
-  that sharding), else None.
+  The rows merge the leading axes (see :func:`merged_entry`).
   """
   entries = full_spec(spec, len(shape))
   if len(shape) == 0:
     return None, None
   if len(shape) == 1:
     return None, entries[0]
-  lead = entries[:-1]
-  sharded = [i for i, e in enumerate(lead) if e is not None]
-  if sharded != list(range(len(sharded))):
-    return None, entries[-1]
-  names = sum((_names(e) for e in lead), ())
-  rows = None if not names else names[0] if len(names) == 1 else names
-  return rows, entries[-1]
+  return merged_entry(entries[:-1]), entries[-1]
+
+
+def view_entries(view: MatrixView, shape: tuple[int, ...],
+                 spec: PartitionSpec) -> tuple[Entry, Entry, Entry]:
+  """The (batch, rows, cols) entries of a leaf's stack of matrices."""
+  entries = full_spec(spec, len(shape))
+  return tuple(merged_entry(tuple(entries[a] for a in axes))
+               for axes in (view.batch, view.reduction, view.output))
 
 
 def _part_spec(part: Any, shape: tuple[int, ...], spec: PartitionSpec,
@@ -107,6 +119,9 @@ def stored_specs(stored: Stored, spec: PartitionSpec,
   Returns:
     A ``Stored`` of the same structure whose leaves are ``PartitionSpec``.
   """
+  view = getattr(stored.format, "view", None)
+  if isinstance(view, MatrixView):
+    return _per_matrix_specs(stored, view, spec, sizes)
   factors = stored.format.factor_axes
   if factors:
     rows, cols = matrix_entries(stored.shape, spec)
@@ -125,17 +140,51 @@ def stored_specs(stored: Stored, spec: PartitionSpec,
   return Stored(parts, stored.format, stored.shape, stored.dtype)
 
 
-def value_spec(stored: Stored) -> PartitionSpec:
+def _per_matrix_specs(stored: Stored, view: MatrixView,
+                      spec: PartitionSpec, sizes: Mapping[str, int]
+                      ) -> Stored:
+  """A ``PerMatrix`` value: each matrix's parts placed by the rule for
+  the matrix, behind the batch axis's entry."""
+  batch, rows, cols = view_entries(view, stored.shape, spec)
+  inner = stored.parts["matrices"]
+  one = jax.eval_shape(lambda s: jax.tree.map(lambda a: a[0], s), inner)
+  specs = stored_specs(one, PartitionSpec(rows, cols), sizes)
+  size = view.batch_size(stored.shape)
+  specs = jax.tree.map(
+      lambda p: PartitionSpec(fit(batch, size, sizes), *p), specs,
+      is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return Stored({"matrices": specs}, stored.format, stored.shape,
+                stored.dtype)
+
+
+def value_spec(stored: Stored, batch_dims: int = 0) -> PartitionSpec:
   """The spec of the decoded array, read from the parts that carry it.
 
   The first part of the array's rank (codes, values) gives it; a
-  ``Subspace`` reads its residual. Replicated when no part has that rank.
+  ``Subspace`` reads its residual, a ``PerMatrix`` value its matrices'
+  (the stack's batch, row and column entries on the first axis of each
+  group of its view). Replicated when no part has that rank.
+
+  Args:
+    stored: the stored value (concrete or traced).
+    batch_dims: leading batch axes its arrays have beyond ``stored.shape``
+      (1 for the matrices of a ``PerMatrix`` value); they lead the spec.
   """
+  view = getattr(stored.format, "view", None)
+  if isinstance(view, MatrixView):
+    stack = full_spec(value_spec(stored.parts["matrices"], 1), 3)
+    entries: list[Entry] = [None] * len(stored.shape)
+    for axes, entry in zip((view.batch, view.reduction, view.output), stack,
+                           strict=True):
+      if axes:
+        entries[axes[0]] = entry
+    return PartitionSpec(*entries)
   for part in stored.parts.values():
     if isinstance(part, Stored) and part.shape == stored.shape:
-      return value_spec(part)
+      return value_spec(part, batch_dims)
+  rank = len(stored.shape) + batch_dims
   for part in stored.parts.values():
-    if not isinstance(part, Stored) and part.ndim == len(stored.shape):
+    if not isinstance(part, Stored) and part.ndim == rank:
       spec = jax.typeof(part).sharding.spec
       return PartitionSpec(*full_spec(spec, part.ndim))
   return PartitionSpec()

@@ -75,7 +75,10 @@ def resolve_mesh(layout: str, mesh: Any = None,
   if mesh.empty:
     typed = [jax.typeof(x).sharding.mesh for x in leaves]
     mesh = next((m for m in typed if not m.empty), mesh)
-  if mesh.empty or mesh.size < 2:
+  manual = not mesh.empty and AxisType.Manual in mesh.axis_types
+  if mesh.empty or mesh.size < 2 or manual:
+    # Inside shard_map (Manual axes) each device already holds its own
+    # block: Newton-Schulz runs on it leaf by leaf.
     if layout == "stacked":
       raise ValueError(
           "ns_layout='stacked' needs a mesh of several devices: pass mesh= "

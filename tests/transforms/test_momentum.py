@@ -20,7 +20,8 @@ def _grads(steps, shape=(32, 64)):
 def test_float_ema_matches_optax_scale_by_muon_momentum():
   """EMA + Nesterov with optax's bias correction, before Newton-Schulz."""
   beta = 0.95
-  tx = qm.scale_by_quantized_momentum(beta, momentum_format=formats.Float(),
+  tx = qm.scale_by_quantized_momentum(beta=beta, accumulation="ema",
+                                      momentum_format=formats.Float(),
                                       min_size=0)
   state = tx.init({"w": jnp.zeros((32, 64))})
   mu = np.zeros((32, 64))
@@ -33,7 +34,7 @@ def test_float_ema_matches_optax_scale_by_muon_momentum():
 
 
 def test_sum_accumulation_and_nesterov():
-  tx = qm.scale_by_quantized_momentum(0.9, nesterov=True,
+  tx = qm.scale_by_quantized_momentum(beta=0.9, nesterov=True,
                                       momentum_format=formats.Float(),
                                       accumulation="sum", min_size=0)
   state = tx.init({"w": jnp.zeros((32, 64))})

@@ -141,7 +141,8 @@ def test_quantization_matters_in_these_tests():
   """The reference tests can fail: naive 4-bit differs from full Muon."""
   grads = _grads()
   naive, _ = _run(qm.muon_4bit(LR, min_size=0), grads)
-  full, _ = _run(qm.quantized_muon(LR, qm.formats.Float(), nesterov=False),
+  full, _ = _run(qm.quantized_muon(LR, momentum_format=qm.formats.Float(),
+                                   nesterov=False, consistent_rms=0.2),
                  grads)
   errs = [np.linalg.norm(a - b) / np.linalg.norm(b)
           for a, b in zip(naive[1:], full[1:], strict=True)]
@@ -253,7 +254,8 @@ def test_errors_name_the_argument():
   with pytest.raises(ValueError, match="block_size"):
     qm.muon_8bit(1e-3, block_size=-4)
   with pytest.raises(ValueError, match="rank"):
-    tx = qm.quantized_muon(1e-3, qm.formats.Subspace(rank=100), min_size=0)
+    tx = qm.quantized_muon(1e-3, momentum_format=qm.formats.Subspace(rank=100),
+                           min_size=0)
     tx.init({"w": jnp.zeros((8, 32))})
   with pytest.raises(ValueError, match="static_args"):
     tx = optax.inject_hyperparams(qm.muon_8bit)(learning_rate=1e-3,
@@ -282,7 +284,8 @@ def test_full_precision_twin_is_the_preset_with_float_storage(name):
   twin = qm.full_precision_twin(preset)
   assert twin.__name__ == f"{name}_fp32"
   assert inspect.signature(twin) == inspect.signature(preset)
-  by_hand = qm.quantized_muon(LR, fmt, consistent_rms=0.2, min_size=0,
+  by_hand = qm.quantized_muon(LR, momentum_format=fmt, consistent_rms=0.2,
+                              min_size=0,
                               weight_decay=0.1, **options)
   ours, _ = _run(twin(LR, min_size=0, weight_decay=0.1), _grads())
   theirs, _ = _run(by_hand, _grads())
@@ -328,5 +331,5 @@ def test_muon_lowbit_is_its_recipe():
       bits=2, codebook="midrise", clip_rms=1.5, block_size=128,
       scale_dtype=jnp.float16)
   settings = qm.presets.twin_settings(qm.muon_lowbit, LR)
-  assert (settings["accumulation"], settings["normalize"],
-          settings["nesterov"]) == ("sum", True, True)
+  assert (settings.accumulation, settings.normalize,
+          settings.nesterov) == ("sum", True, True)

@@ -90,9 +90,9 @@ def test_flax_attention_routes_biases_to_adam_and_kernels_to_muon():
     assert labels[name]["kernel"] == "muon"
   assert labels["out"]["kernel"] == "muon"
   assert labels["out"]["bias"] == "adam"
-  dims = routing.default_dimension_numbers(params)
-  assert dims["query"]["kernel"] == MuonDimensionNumbers((0,), (1, 2))
-  assert dims["out"]["kernel"] == MuonDimensionNumbers((0, 1), (2,))
+  views = routing.views(params)
+  assert views["query"]["kernel"] == qm.formats.MatrixView((), (0,), (1, 2))
+  assert views["out"]["kernel"] == qm.formats.MatrixView((), (0, 1), (2,))
 
 
 def test_flax_attention_kernels_are_orthogonalized_as_matrices():
@@ -101,7 +101,7 @@ def test_flax_attention_kernels_are_orthogonalized_as_matrices():
   params = nnx_params(attn)
   grads = jax.tree.map(
       lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
-  tx = qm.muon(1.0, consistent_rms=None)
+  tx = qm.muon(1.0, consistent_rms=None, adam_nesterov=False)
   updates, _ = tx.update(grads, tx.init(params), params)
   # query: (in, heads, head_dim) as a 32 x 32 matrix, orthogonal up to
   # Newton-Schulz's tolerance; out: (heads, head_dim, out) likewise.
@@ -150,7 +150,7 @@ def test_override_with_a_tree_or_a_callable():
   params = {"a": jnp.ones((8, 8)), "b": jnp.ones((8, 8))}
   tree = {"a": "adam", "b": "muon"}
   for labels in (tree, lambda p: tree):
-    tx = qm.muon(1e-2, labels=labels)
+    tx = qm.muon(1e-2, labels=labels, adam_nesterov=False)
     state = tx.init(params)
     updates, _ = tx.update(params, state, params)
     # AdamW's first step moves every entry by about the learning rate.
