@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from quantmuon import formats, routing
+from quantmuon import formats, routing, sharding
 from quantmuon.formats.base import check_choice
 from quantmuon.transforms import (
     leafwise_muon,
@@ -207,7 +207,11 @@ def build(learning_rate: ScalarOrSchedule, opts: MuonOptions,
                           min_size=opts.min_size, seed=opts.seed)
   tx = optax.partition({routing.MUON: muon_chain, routing.ADAM: adam},
                        label_fn)
-  return optax.GradientTransformationExtraArgs(tx.init, tx.update)
+
+  def init_fn(params):
+    return sharding.replicate_on_mesh(tx.init(params), params)
+
+  return optax.GradientTransformationExtraArgs(init_fn, tx.update)
 
 
 def _fields(opts: Any, spec: type) -> dict[str, Any]:

@@ -40,10 +40,13 @@ Views (:class:`~quantmuon.formats.matrix_view.MatrixView`):
    top-level ``kernel``: ``(*window, in, out)``, seen as ``window * in x
    out``) are recognized.
 4. Anything else of rank > 2 is ambiguous: a stack of scanned layers or
-   experts looks like a convolution or an attention kernel. A ``kernel``,
-   or a leaf under a path that names layers, blocks or experts, stops
-   ``init`` with an error that names the fix; other raw arrays go to AdamW,
-   as in ``optax.contrib.muon``.
+   experts looks like a convolution or an attention kernel. An undeclared
+   leaf under a path that names a stack (a component such as ``layers``,
+   ``blocks``, ``ScanBlock``, ``experts``, ``moe`` that is not one of a
+   list: ``blocks/0/...`` and ``layers_0`` are separate layers), even one
+   that looks like a kernel of kind 3, and any other ``kernel`` stop
+   ``init`` with an error that names the fix; other raw arrays go to
+   AdamW, as in ``optax.contrib.muon``.
 
 So Muon never orthogonalizes a stack as one matrix unless told to.
 ``labels=`` overrides the labels, ``muon_weight_dimension_numbers``
@@ -275,7 +278,18 @@ def _ambiguous_message(path: tuple, shape: tuple[int, ...]) -> str:
 
 
 def _hinted(path: tuple) -> bool:
-  return any(t in STACK_HINTS for n in _named(path) for t in _tokens(n))
+  """Whether a path names a stack: a component with a token of
+  ``STACK_HINTS`` (``layers``, ``ScanBlock``, ``experts``, ...) that is
+  not one of a list of modules (no index follows it, no digits end it:
+  ``blocks/0/...`` and ``layers_0`` are separate layers)."""
+  components = _components(path)
+  for j, name in enumerate(components):
+    if name is None or name[-1].isdigit():
+      continue
+    indexed = j + 1 < len(components) and components[j + 1] is None
+    if not indexed and any(t in STACK_HINTS for t in _tokens(name)):
+      return True
+  return False
 
 
 def view_of(path: tuple, shape: tuple[int, ...], *, names: tuple | None,
@@ -305,10 +319,12 @@ def view_of(path: tuple, shape: tuple[int, ...], *, names: tuple | None,
   kept = [a for a in range(ndim) if a not in stack]
   if len(kept) < 2:
     return None
+  undeclared = len(kept) == ndim
+  if undeclared and ndim > 2 and _hinted(path):
+    raise AmbiguousLeafError(_ambiguous_message(path, shape))
   inner = _known_view(path, tuple(shape[a] for a in kept))
-  if inner is None and len(kept) == ndim:
-    name, _ = _name_and_owner(path)
-    if name == "kernel" or _hinted(path):
+  if inner is None and undeclared:
+    if _name_and_owner(path)[0] == "kernel":
       raise AmbiguousLeafError(_ambiguous_message(path, shape))
     return None
   if inner is None:

@@ -333,6 +333,90 @@ def stacked_checks() -> dict:
   return out
 
 
+# Unpinned updates: plain matrices, a conv kernel (default dimension
+# numbers), and a stack of layers with its stack axis declared.
+UNPINNED_SHAPES = {"a": (64, 48), "r": (48, 130), "bias": (48,),
+                   "conv": {"kernel": (3, 3, 8, 16)},
+                   "layers": {"mlp": {"kernel": (4, 64, 48)}}}
+UNPINNED_SPECS = {
+    "fsdp": {"a": P("fsdp", None), "r": P("fsdp", None), "bias": P(),
+             "conv": {"kernel": P(None, None, None, "fsdp")},
+             "layers": {"mlp": {"kernel": P(None, "fsdp", None)}}},
+    "tp": {"a": P(None, "tp"), "r": P("tp", None), "bias": P(),
+           "conv": {"kernel": P(None, None, "tp", None)},
+           "layers": {"mlp": {"kernel": P(None, None, "tp")}}},
+    "2d": {"a": P("fsdp", "tp"), "r": P("fsdp", None), "bias": P(),
+           "conv": {"kernel": P(None, None, "fsdp", "tp")},
+           "layers": {"mlp": {"kernel": P(None, "fsdp", "tp")}}},
+}
+
+
+def unpinned_checks(names, layouts) -> dict:
+  """``jax.jit(tx.update)`` with no ``out_shardings``, three steps, the
+  state fed back: state leaves whose sharding moved from where ``init``
+  put them, and how often ``update`` was traced."""
+  shapes = jax.tree.leaves(UNPINNED_SHAPES,
+                           is_leaf=lambda x: isinstance(x, tuple))
+  keys = jax.random.split(jax.random.key(3), len(shapes))
+  treedef = jax.tree.structure(UNPINNED_SHAPES,
+                               is_leaf=lambda x: isinstance(x, tuple))
+  params = treedef.unflatten([jax.random.normal(k, s)
+                              for k, s in zip(keys, shapes, strict=True)])
+  out = {}
+  for name in names:
+    tx = getattr(qm, name)(1e-2, min_size=0, stack_axes={"layers": 0})
+    for layout in layouts:
+      mesh = mesh_of(layout)
+      sh = jax.tree.map(lambda spec, mesh=mesh: NamedSharding(mesh, spec),
+                        UNPINNED_SPECS[layout],
+                        is_leaf=lambda x: isinstance(x, P))
+      sp = jax.device_put(params, sh)
+      # Both record each stored value's placement.
+      for kind, state in (("eager", tx.init(sp)),
+                          ("pinned", qm.sharding.init(tx, sp))):
+        first = [x.sharding for x in jax.tree.leaves(state)]
+        traces = []
+
+        def update(g, s, p, tx=tx, traces=traces):
+          traces.append(1)
+          return tx.update(g, s, p)
+
+        step = jax.jit(update)
+        moved = set()
+        for t in range(STEPS):
+          grads = jax.tree.map(lambda x, t=t: x * (t + 2), sp)
+          _, state = step(grads, state, sp)
+          for (path, x), before in zip(
+              jax.tree_util.tree_leaves_with_path(state), first,
+              strict=True):
+            if not x.sharding.is_equivalent_to(before, x.ndim):
+              moved.add(jax.tree_util.keystr(path))
+        out[f"{name}/{layout}/{kind}"] = {"moved": sorted(moved),
+                                          "traces": len(traces)}
+  return out
+
+
+def shard_map_checks(names) -> dict:
+  """An update inside ``jax.shard_map`` with replicated parameters (each
+  device runs the whole update on its copy) equals the plain update."""
+  params, grads = params_and_grads()
+  mesh = mesh_of("fsdp")
+  out = {}
+  for name in names:
+    tx = getattr(qm, name)(1e-2, min_size=0)
+    state = tx.init(params)
+    want, _ = jax.jit(tx.update)(grads[0], state, params)
+    try:
+      got, _ = jax.jit(jax.shard_map(
+          lambda g, s, p, tx=tx: tx.update(g, s, p), mesh=mesh,
+          in_specs=P(), out_specs=P()))(grads[0], state, params)
+      out[name] = max(float(np.abs(np.asarray(got[k]) - np.asarray(want[k])
+                                   ).max()) for k in SHAPES)
+    except Exception as e:  # noqa: BLE001 (recorded for the test)
+      out[name] = f"{type(e).__name__}: {str(e)[:200]}"
+  return out
+
+
 def explicit_preset_checks(names) -> dict:
   """Every preset's update on Explicit axes (no pins), against the same
   update on Auto axes (pinned) and on one device, 2-D mesh, 3 steps."""
@@ -408,6 +492,7 @@ def quantize_state_checks() -> dict:
 
 
 SECTIONS = ("presets", "explicit", "hlo", "checkpoint", "stacked",
+            "unpinned", "shard_map",
             "explicit_presets", "quantize_state")
 
 
@@ -426,6 +511,11 @@ def main() -> None:
       "stacked": stacked_checks,
       "explicit_presets": lambda: explicit_preset_checks(PRESETS),
       "quantize_state": quantize_state_checks,
+      "unpinned": lambda: unpinned_checks(
+          PRESETS if full else ("muon_8bit", "muonq", "muon_lowbit"),
+          tuple(LAYOUTS) if full else ("fsdp", "2d")),
+      "shard_map": lambda: shard_map_checks(("muon", "muon_8bit",
+                                             "muon_lowbit")),
   }
   print(json.dumps({n: runs[n]() for n in names}, indent=1, default=str))
 

@@ -105,8 +105,9 @@ class Format(abc.ABC):
                             key, previous)
     specs = placement.stored_specs(shapes, sharding.spec, sharding.mesh.shape)
     with placement.on_mesh_of(sharding):
-      return jax.sharding.auto_axes(run, out_sharding=specs)(x, key,
-                                                             previous)
+      stored = jax.sharding.auto_axes(run, out_sharding=specs)(x, key,
+                                                               previous)
+    return stored.with_spec(sharding.spec)
 
   def decode(self, stored: Stored, dtype: Any = None) -> Array:
     """Reads a stored value back.

@@ -93,8 +93,18 @@ class PerMatrix(Format):
   def init_like(self, like: Array) -> Stored:
     """Each matrix's initial value in the inner format (see
     :meth:`Format.init_like`), placed like ``like``."""
-    inner = jax.lax.map(self.inner.init_like, self.view.to_matrices(like))
-    stored = self.assemble(inner, like.shape)
+    sharding = placement.explicit_sharding(like)
+    if sharding is not None:
+      shapes = jax.eval_shape(self._init_like, placement.unsharded(like))
+      specs = placement.stored_specs(shapes, sharding.spec,
+                                     sharding.mesh.shape)
+      return placement.on_auto_axes(self._init_like, sharding, specs,
+                                    like).with_spec(sharding.spec)
+    stored = self._init_like(like)
     sharding = placement.known_sharding(like)
     return stored if sharding is None else placement.constrain(stored,
                                                                sharding)
+
+  def _init_like(self, like: Array) -> Stored:
+    inner = jax.lax.map(self.inner.init_like, self.view.to_matrices(like))
+    return self.assemble(inner, like.shape)

@@ -211,6 +211,26 @@ def on_mesh_of(sharding: NamedSharding) -> contextlib.AbstractContextManager:
   return jax.sharding.use_abstract_mesh(abstract)
 
 
+def unsharded(tree: Any) -> Any:
+  """``tree``'s arrays as ``jax.ShapeDtypeStruct`` without shardings, to
+  trace a function that reshapes them (``jax.eval_shape``)."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                      tree)
+
+
+def on_auto_axes(fn: Any, sharding: NamedSharding, out_specs: Any,
+                 *args: Any) -> Any:
+  """``fn(*args)`` on Auto axes of ``sharding``'s Explicit mesh, its
+  results placed by ``out_specs`` (a tree of ``PartitionSpec``).
+
+  Tile reshapes and per-matrix views are not expressible in sharded
+  types (they raise ``ShardingTypeError``): such code runs on Auto axes,
+  and its results come back on the Explicit ones.
+  """
+  with on_mesh_of(sharding):
+    return jax.sharding.auto_axes(fn, out_sharding=out_specs)(*args)
+
+
 def known_sharding(x: Any) -> NamedSharding | None:
   """``x``'s ``NamedSharding`` when known: a concrete array's, or its type's
   on an Explicit mesh; None for a traced array on an Auto mesh."""
@@ -223,14 +243,40 @@ def known_sharding(x: Any) -> NamedSharding | None:
 def constrain(stored: Stored, sharding: NamedSharding
               ) -> Stored:
   """Places the parts of ``stored`` by the rule for an array of
-  ``sharding``."""
+  ``sharding``, and records its spec in the value (``Stored.spec``)."""
   specs = stored_specs(stored, sharding.spec, sharding.mesh.shape)
   explicit = AxisType.Explicit in sharding.mesh.axis_types
   place = (jax.sharding.reshard if explicit
            else jax.lax.with_sharding_constraint)
-  return jax.tree.map(
+  placed = jax.tree.map(
       lambda part, spec: place(part, NamedSharding(sharding.mesh, spec)),
       stored, specs)
+  return placed.with_spec(sharding.spec)
+
+
+def keep(old: Stored, new: Stored) -> Stored:
+  """``new`` placed where ``old`` was: by the rule for ``old.spec`` when a
+  mesh of Auto axes is in play (a context mesh, or the mesh in the types
+  of ``jit``'s inputs), and recording the same spec.
+
+  Under a plain ``jax.jit(tx.update)`` on Auto axes XLA may choose other
+  shardings for a new state than the old one came in with: a reshard every
+  step, and a retrace when the state is fed back. Nothing is constrained
+  without a recorded spec, without a mesh, on Explicit axes (whose
+  shardings are types) or inside ``shard_map``.
+  """
+  if old.spec is None:
+    return new
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    typed = [getattr(jax.typeof(x), "sharding", None)
+             for x in jax.tree.leaves((old, new))]
+    mesh = next((s.mesh for s in typed
+                 if s is not None and not s.mesh.empty), mesh)
+  if mesh.empty or mesh.size < 2 or any(
+      t != AxisType.Auto for t in mesh.axis_types):
+    return new.with_spec(old.spec)
+  return constrain(new, NamedSharding(mesh, old.spec))
 
 
 def zeros_like(p: Array) -> Array:

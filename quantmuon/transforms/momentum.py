@@ -25,8 +25,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from quantmuon import formats, kernels
+from quantmuon.formats import placement
 from quantmuon.formats.matrix_view import MatrixView
 from quantmuon.transforms import matrices, options, schedule
 from quantmuon.transforms.options import MomentumOptions, ViewOptions
@@ -187,34 +189,29 @@ def leaf_step(i: int | Array, g: Array, stored: formats.Stored, *,
                              count)
     return (fresh if then is None else then(fresh)), new
 
-  outs, inner = schedule.over_matrices(one, fmt.view.to_matrices(g),
-                                       fmt.matrices(stored))
-  if then is None:
-    outs = fmt.view.from_matrices(outs, g.shape)
-  return outs, fmt.assemble(inner, stored.shape, stored.dtype)
+  def run(g, stored, key):
+    outs, inner = schedule.over_matrices(one, fmt.view.to_matrices(g),
+                                         fmt.matrices(stored))
+    if then is None:
+      outs = fmt.view.from_matrices(outs, g.shape)
+    return outs, fmt.assemble(inner, stored.shape, stored.dtype)
+
+  sharding = placement.explicit_sharding(g)
+  if sharding is None:
+    return run(g, stored, key)
+  # Per-matrix views are not expressible in Explicit sharded types.
+  outs, new = jax.eval_shape(run, placement.unsharded(g),
+                             placement.unsharded(stored), key)
+  specs = (jax.tree.map(lambda _: sharding.spec if then is None else P(),
+                        outs),
+           placement.stored_specs(new, sharding.spec, sharding.mesh.shape))
+  return placement.on_auto_axes(run, sharding, specs, g, stored, key)
 
 
 def keep_placement(old: Any, new: Any) -> Any:
-  """``new`` sharded like ``old``, leaf by leaf, when a mesh is in play.
-
-  Under a plain ``jax.jit(tx.update)`` on Auto mesh axes XLA may choose
-  other shardings for the new state than the state came in with: a
-  reshard every step, and a retrace when the state is fed back. Tying each
-  new leaf to its old one (``jax.experimental.shard_alike``) keeps the
-  placement ``init`` gave. Nothing changes without a mesh or on Explicit
-  axes, whose shardings are types.
-  """
-  leaves = jax.tree.leaves(old)
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    typed = [getattr(jax.typeof(x), "sharding", None) for x in leaves]
-    mesh = next((s.mesh for s in typed
-                 if s is not None and not s.mesh.empty), mesh)
-  if mesh.empty or mesh.size < 2 or any(
-      t == jax.sharding.AxisType.Explicit for t in mesh.axis_types):
-    return new
-  from jax.experimental.shard_alike import shard_alike
-  return jax.tree.map(lambda a, b: shard_alike(a, b)[1], old, new)
+  """Each new stored value placed where its old one was
+  (:func:`quantmuon.formats.placement.keep`)."""
+  return jax.tree.map(placement.keep, old, new, is_leaf=formats.is_stored)
 
 
 @options.expand
