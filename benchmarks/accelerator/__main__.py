@@ -1,17 +1,18 @@
 """The prepared accelerator check: ``python -m benchmarks.accelerator``.
 
 Runs the sections of ``benchmarks.accelerator`` in order of value (kernels,
-bandwidth, step, quality, memory at scale) within one time budget, and
-writes ``accelerator.json`` and ``accelerator.md`` to ``--out`` after each.
-This process never touches the device: the first three sections run in a
-device worker (restarted for the sections after one that crashes it), the
-quality section in a compare subprocess, the last in one worker per
-optimizer, each with the device to itself.
+bandwidth, step, quality, memory at scale; then, with ``--profile``, the
+profile) within one time budget, and writes ``accelerator.json`` and
+``accelerator.md`` to ``--out`` after each. This process never touches the
+device: kernels, bandwidth and step run in a device worker (restarted for
+the sections after one that crashes it), the quality section in a compare
+subprocess, memory at scale in one worker per optimizer, the profile in a
+device worker of its own; each has the device to itself.
 
 Usage (from the repository root)::
 
   python -m benchmarks.accelerator --smoke            # CPU, tiny shapes
-  python -m benchmarks.accelerator --out DIR          # the full check
+  python -m benchmarks.accelerator --out DIR --profile  # the full check
   python -m benchmarks.accelerator --out DIR --sections quality,memory_at_scale
 
 ``--sections`` reruns some sections and keeps the others of the record
@@ -83,7 +84,7 @@ def stream(cmd: list[str], timeout: float) -> tuple[int | None, str]:
 
 
 def device_sections(out: Path, sections: list[str], plan: plan_lib.Plan,
-                    budget: Budget, profile: bool) -> None:
+                    budget: Budget) -> None:
   """Runs the device sections in workers; a section that kills its worker
   is recorded as an error and a new worker runs the rest."""
   pending = list(sections)
@@ -93,8 +94,7 @@ def device_sections(out: Path, sections: list[str], plan: plan_lib.Plan,
            "--plan", plan.name, "--out", str(out),
            "--sections", ",".join(pending),
            "--budget-s", f"{budget.left() - STARTUP_S:.1f}"]
-    returncode, tail = stream(cmd + (["--profile"] if profile else []),
-                              budget.left() + GRACE_S)
+    returncode, tail = stream(cmd, budget.left() + GRACE_S)
     record = Record.load(out)
     pending = [s for s in pending if s not in record.sections]
     if pending:
@@ -110,9 +110,9 @@ def device_sections(out: Path, sections: list[str], plan: plan_lib.Plan,
                                 **where(None), "wall_s": 0.0})
 
 
-def host_sections(out: Path, sections: list[str], plan: plan_lib.Plan,
-                  budget: Budget, corpus: str | None) -> None:
-  """Runs the quality and memory-at-scale sections from this process."""
+def host_section(out: Path, name: str, plan: plan_lib.Plan, budget: Budget,
+                 corpus: str | None) -> None:
+  """Runs the quality or memory-at-scale section from this process."""
   def quality() -> dict[str, Any]:
     from benchmarks.accelerator import quality as quality_lib
     return quality_lib.run(plan, budget, corpus)
@@ -122,12 +122,27 @@ def host_sections(out: Path, sections: list[str], plan: plan_lib.Plan,
     return scale.run(plan, budget)
 
   runners = {"quality": quality, "memory_at_scale": memory_at_scale}
-  for name in sections:
-    print(f"== {name} ({budget.left():.0f} s left) ==", flush=True)
-    entry = run_section(runners[name], budget, plan.caps_s[name],
-                        plan.min_s[name],
-                        lambda: Record.load(out).data.get("environment"))
-    Record.load(out).put(name, entry)
+  print(f"== {name} ({budget.left():.0f} s left) ==", flush=True)
+  entry = run_section(runners[name], budget, plan.caps_s[name],
+                      plan.min_s[name],
+                      lambda: Record.load(out).data.get("environment"))
+  Record.load(out).put(name, entry)
+
+
+def in_order(out: Path, sections: list[str], plan: plan_lib.Plan,
+             budget: Budget, corpus: str | None) -> None:
+  """Runs the sections in order, each run of device sections in one
+  worker."""
+  batch: list[str] = []
+  for name in sections + [None]:
+    if name in DEVICE_SECTIONS:
+      batch.append(name)
+      continue
+    if batch:
+      device_sections(out, batch, plan, budget)
+      batch = []
+    if name is not None:
+      host_section(out, name, plan, budget, corpus)
 
 
 def compile_cache(smoke: bool) -> dict[str, str]:
@@ -151,19 +166,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                       "benchmarks/results; the smoke's: a temporary one)")
   parser.add_argument("--budget", type=float, default=None,
                       help="seconds for the whole run (default: the plan's)")
-  parser.add_argument("--sections", default=",".join(SECTIONS),
-                      help=f"some of {','.join(SECTIONS)}, in that order")
+  parser.add_argument("--sections", default=None,
+                      help=f"some of {','.join(SECTIONS)}, run in that "
+                      "order (default: all but profile)")
   parser.add_argument("--profile", action="store_true",
-                      help="trace leafwise and chain steps (jax.profiler)")
+                      help="add the profile section: leafwise and chain "
+                      "steps traced by jax.profiler")
   parser.add_argument("--quality-corpus", default=None,
                       help="train the quality run on this directory (see "
                       "benchmarks/accelerator/quality.py)")
   parser.add_argument("--no-compile-cache", action="store_true",
                       help="no persistent compilation cache for the workers")
   args = parser.parse_args(argv)
-  unknown = sorted(set(args.sections.split(",")) - set(SECTIONS))
+  asked = (args.sections.split(",") if args.sections
+           else [s for s in SECTIONS if s != "profile"])
+  unknown = sorted(set(asked) - set(SECTIONS))
   if unknown:
     parser.error(f"--sections: unknown {unknown}; choose from {SECTIONS}")
+  args.sections = [s for s in SECTIONS
+                   if s in asked or (s == "profile" and args.profile)]
   args.argv = list(sys.argv[1:] if argv is None else argv)
   return args
 
@@ -188,13 +209,15 @@ def main(argv: list[str] | None = None) -> Path:
 def run(args: argparse.Namespace, plan: plan_lib.Plan, budget: Budget,
         out: Path) -> Path:
   """The check, once the workers' environment is set."""
-  sections = [s for s in SECTIONS if s in args.sections.split(",")]
+  sections = args.sections
   keep = {}
-  if len(sections) < len(SECTIONS) and (out / "accelerator.json").exists():
+  main_sections = set(SECTIONS) - {"profile"}
+  if (out / "accelerator.json").exists() and not main_sections <= set(
+      sections):  # a rerun of some sections keeps the others
     keep = {k: v for k, v in Record.load(out).sections.items()
             if k not in sections}
   settings = {"plan": dataclasses.asdict(plan), "budget_s": budget.total_s,
-              "sections": sections, "profile": args.profile,
+              "sections": sections,
               "quality_corpus": args.quality_corpus,
               "compile_cache": record_lib.CHILD_ENV.get(
                   "JAX_COMPILATION_CACHE_DIR"),
@@ -202,10 +225,7 @@ def run(args: argparse.Namespace, plan: plan_lib.Plan, budget: Budget,
   record = Record.start(out, plan.name, settings, keep)
   print(f"accelerator check ({plan.name}): {', '.join(sections)}; budget "
         f"{budget.total_s:.0f} s; writing {record.json_path}", flush=True)
-  device_sections(out, [s for s in sections if s in DEVICE_SECTIONS], plan,
-                  budget, args.profile)
-  host_sections(out, [s for s in sections if s not in DEVICE_SECTIONS],
-                plan, budget, args.quality_corpus)
+  in_order(out, sections, plan, budget, args.quality_corpus)
   record = Record.load(out)
   for target in record.data.get("evaluation", {}).get("targets", []):
     print(f"  [{target['met']}] {target['section']}: {target['target']}: "

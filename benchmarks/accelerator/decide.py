@@ -222,22 +222,31 @@ def impl_choice(step: dict[str, Any], min_gain: float = 0.03
   return {"choice": choice, "ratios": dict(ratios), "min_gain": min_gain}
 
 
-def round_trips(step: dict[str, Any]) -> list[dict[str, Any]]:
-  """Per scale and preset: what the default pipeline's conditionals cost
-  beside the chain (time per leaf, and profiled device-to-host copies)."""
+def round_trips(record: dict[str, Any]) -> list[dict[str, Any]]:
+  """What the default pipeline's conditionals cost beside the chain.
+
+  Returns:
+    Per scale and preset timed with both (the step section): the median
+    leafwise/chain time ratio, the extra microseconds per Muon leaf and
+    the conditionals; then per profiled variant (the profile section):
+    device-to-host copies and synchronizations per step.
+  """
+  sections = record.get("sections") or {}
   out = []
-  for scale, result in (step.get("scales") or {}).items():
-    profile = result.get("profile") or {}
+  for scale, result in ((sections.get("step") or {}).get("scales")
+                        or {}).items():
     for summary in result.get("pipelines") or []:
-      out.append({"scale": scale, "preset": summary["preset"],
-                  "impl": summary["impl"],
+      out.append({"scale": scale, "variant": summary["preset"],
                   "leafwise_over_chain": summary["leafwise_over_chain"][
                       "median"],
                   "extra_us_per_leaf": summary["extra_us_per_leaf"],
-                  "conditionals": summary["conditionals"],
-                  "d2h_per_step": {k: v.get("d2h_per_step")
-                                   for k, v in profile.items()
-                                   if isinstance(v, dict)} or None})
+                  "conditionals": summary["conditionals"]})
+  for row in _rows(record, "profile"):
+    if "error" not in row:
+      out.append({"scale": row["scale"], "variant": row["variant"],
+                  "conditionals": row["conditionals"],
+                  "d2h_per_step": row["d2h_per_step"],
+                  "syncs_per_step": row["syncs_per_step"]})
   return out
 
 
@@ -247,7 +256,7 @@ def evaluate(record: dict[str, Any]) -> dict[str, Any]:
   decisions = {"on_device": _on_device(record),
                "pipeline": pipeline_choice(step),
                "impl": impl_choice(step),
-               "round_trips": round_trips(step)}
+               "round_trips": round_trips(record)}
   if not decisions["on_device"]:
     decisions["note"] = ("measured on the CPU or in the smoke mode: not a "
                          "ground for changing the GPU/TPU defaults")

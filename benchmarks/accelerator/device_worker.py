@@ -1,4 +1,5 @@
-"""The check's sections that hold the accelerator: kernels, bandwidth, step.
+"""The check's sections that hold the accelerator: kernels, bandwidth,
+step, profile.
 
 Started by ``python -m benchmarks.accelerator`` as a process of its own,
 so that the memory it takes on the device is given back before the
@@ -6,7 +7,7 @@ compare run and the memory-at-scale workers start. After each section it
 writes the section's entry into the record in ``--out``.
 
 Usage: python -m benchmarks.accelerator.device_worker --plan full
-  --out DIR --sections kernels,bandwidth,step --budget-s 400 [--profile]
+  --out DIR --sections kernels,bandwidth,step --budget-s 400
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def peak_bandwidth() -> float | None:
   return kernel_bench.peak_bandwidth(kernel_bench.device_name())
 
 
-def runners(plan: plan_lib.Plan, budget: Budget, profile: bool
+def runners(plan: plan_lib.Plan, budget: Budget
             ) -> dict[str, Callable[[], dict[str, Any]]]:
   """Each device section's function; the modules are imported when the
   section runs, so that one missing package fails only its section."""
@@ -50,9 +51,14 @@ def runners(plan: plan_lib.Plan, budget: Budget, profile: bool
 
   def step() -> dict[str, Any]:
     from benchmarks.accelerator import step as step_lib
-    return step_lib.run(plan, budget, profile)
+    return step_lib.run(plan, budget)
 
-  return {"kernels": kernels, "bandwidth": bandwidth, "step": step}
+  def profile() -> dict[str, Any]:
+    from benchmarks.accelerator import round_trips
+    return round_trips.run(plan, budget)
+
+  return {"kernels": kernels, "bandwidth": bandwidth, "step": step,
+          "profile": profile}
 
 
 def main() -> None:
@@ -62,11 +68,10 @@ def main() -> None:
   parser.add_argument("--out", required=True)
   parser.add_argument("--sections", default=",".join(DEVICE_SECTIONS))
   parser.add_argument("--budget-s", type=float, required=True)
-  parser.add_argument("--profile", action="store_true")
   args = parser.parse_args()
   plan = plan_lib.PLANS[args.plan]
   budget = Budget(args.budget_s)
-  run = runners(plan, budget, args.profile)
+  run = runners(plan, budget)
   for name in args.sections.split(","):
     print(f"== {name} ({budget.left():.0f} s left) ==", flush=True)
     entry = run_section(run[name], budget, plan.caps_s[name],

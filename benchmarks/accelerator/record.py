@@ -26,9 +26,11 @@ from benchmarks import common
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = 1
-SECTIONS = ("kernels", "bandwidth", "step", "quality", "memory_at_scale")
+# The sections in the order they run: by value, then the optional profile.
+SECTIONS = ("kernels", "bandwidth", "step", "quality", "memory_at_scale",
+            "profile")
 # Sections that run in the device worker, which holds the accelerator.
-DEVICE_SECTIONS = SECTIONS[:3]
+DEVICE_SECTIONS = ("kernels", "bandwidth", "step", "profile")
 
 
 # Variables the check's subprocesses get beside this process's (the

@@ -40,6 +40,10 @@ COLUMNS: dict[str, dict[str, str]] = {
                         "peak_GiB": "peak GiB", "peak_vs_muon": "peak / muon",
                         "compiled_GiB": "compiled GiB",
                         "state_MiB": "state MiB", "step_ms": "step ms"},
+    "profile": {"scale": "scale", "variant": "optimizer",
+                "conditionals": "conds", "d2h_per_step": "D2H copies / step",
+                "syncs_per_step": "syncs / step",
+                "traced_step_ms": "traced ms", "error": "error"},
 }
 
 

@@ -16,16 +16,12 @@ pipeline (``time_vs_default_pipeline``) and, for ``impl="auto"``, to
 
 Each scale's ``pipelines`` summary answers whether the leafwise pipeline's
 per-leaf ``lax.cond`` costs host round trips: the leafwise over chain
-time per round, the extra microseconds per Muon leaf, and the memory ratio.
-With ``profile``, a ``jax.profiler`` trace of a few steps of each counts the
-device-to-host copies per step (GPU; none on the CPU).
+time per round, the extra microseconds per Muon leaf, and the memory ratio
+(the ``profile`` section counts the copies themselves).
 """
 
 from __future__ import annotations
 
-import glob
-import re
-import tempfile
 import time
 from typing import Any
 
@@ -45,9 +41,6 @@ from quantmuon.experiments import timing
 LR = 1e-3
 STACKED = "_stacked"
 STACK_KEY = "blocks"
-# Device-to-host copies in a profile's event names (CUPTI, XLA GPU).
-D2H = re.compile(r"memcpy\s*d(evice)?\s*to\s*h|memcpyd2h|memcpydtoh|d2h",
-                 re.IGNORECASE)
 
 
 def tiny_params() -> dict[str, Any]:
@@ -223,45 +216,8 @@ def pipeline_summary(rows: list[dict[str, Any]],
   return out
 
 
-def count_d2h(trace_dir: str) -> dict[str, Any]:
-  """Device-to-host copies in the profile written under ``trace_dir``.
-
-  Returns:
-    ``d2h_events`` and the event names matched (a few).
-  """
-  from jax.profiler import ProfileData
-  count, names = 0, set()
-  for path in glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True):
-    data = ProfileData.from_file(path)
-    for plane in data.planes:
-      for line in plane.lines:
-        for event in line.events:
-          if D2H.search(event.name):
-            count += 1
-            names.add(event.name[:80])
-  return {"d2h_events": count, "d2h_names": sorted(names)[:8]}
-
-
-def profile(steps: dict[str, optimizer_step.Measured], names: list[str],
-            params: Any, grads: Any, calls: int = 3) -> dict[str, Any]:
-  """Traces ``calls`` steps of each named variant; D2H copies per step."""
-  out = {}
-  for name in names:
-    m = steps[name]
-    state = m.state
-    with tempfile.TemporaryDirectory() as trace_dir:
-      with jax.profiler.trace(trace_dir):
-        for _ in range(calls):
-          _, state = jax.block_until_ready(m.step(grads, state, params))
-      counted = count_d2h(trace_dir)
-    steps[name] = m._replace(state=state)
-    counted["d2h_per_step"] = counted["d2h_events"] / calls
-    out[name] = counted
-  return out
-
-
 def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
-              allowance_s: float, do_profile: bool) -> dict[str, Any]:
+              allowance_s: float) -> dict[str, Any]:
   """Compiles, measures and times one scale's variants.
 
   Args:
@@ -269,11 +225,11 @@ def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
     plan: repeats and rounds.
     allowance_s: this scale's time; compiling stops at 60% of it, and the
       rounds are as many as fit in what is left (at least one).
-    do_profile: trace the default pipeline and the chain.
 
   Returns:
     ``rows`` (one per variant compiled), ``skipped`` variants, the
-    ``pipelines`` summary, ``rounds`` timed, ``muon_leaves``, ``profile``.
+    ``pipelines`` summary, ``rounds`` timed, ``timing_error`` (None, or
+    why the rounds failed) and ``muon_leaves``.
   """
   start = time.perf_counter()
   stacked = scale.name.endswith(STACKED)
@@ -302,15 +258,16 @@ def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
     print("  ", scale.name, {k: row.get(k) for k in (
         "variant", "compile_s", "total", "first_step_s", "error")},
         flush=True)
-  out: dict[str, Any] = {"skipped": skipped, "muon_leaves": muon_leaves}
-  if do_profile:  # before the rounds, which donate the states held here
-    out["profile"] = traced(steps, rows, params, grads)
   per_round = sum((plan.step_repeats + 1) * r["first_step_s"]
                   for r in rows if "first_step_s" in r)
   left = allowance_s - (time.perf_counter() - start)
   rounds = int(min(plan.step_rounds, max(1, left // max(per_round, 1e-9))))
-  times = optimizer_step.interleaved_times(steps, params, grads,
-                                           plan.step_repeats, rounds)
+  timing_error = None
+  try:
+    times = optimizer_step.interleaved_times(steps, params, grads,
+                                             plan.step_repeats, rounds)
+  except Exception as err:  # noqa: BLE001 - keep memory and compile times
+    times, timing_error = {}, short_error(err)
   for row in rows:
     if row["variant"] in times:
       spread = timing.spread(times[row["variant"]])
@@ -320,41 +277,21 @@ def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
   update_memory.in_mib(rows, ("total",))
   for row in rows:
     row["scale"] = scale.name
-  out.update(rows=rows, rounds=rounds,
-             pipelines=pipeline_summary(rows, times, muon_leaves))
-  return out
+  return {"rows": rows, "skipped": skipped, "rounds": rounds,
+          "timing_error": timing_error, "muon_leaves": muon_leaves,
+          "pipelines": pipeline_summary(rows, times, muon_leaves)}
 
 
-def traced(steps: dict[str, optimizer_step.Measured],
-           rows: list[dict[str, Any]], params: Any, grads: Any
-           ) -> dict[str, Any]:
-  """:func:`profile` of the first preset compiled with both the default
-  pipeline and the chain (same impl), or an ``error``."""
-  names: list[str] = []
-  for row in rows:
-    chain = plan_lib.Variant(row["preset"], "chain", row["impl"]).name
-    if (row["pipeline"] == plan_lib.DEFAULT_PIPELINE and not names
-        and row["preset"] != plan_lib.OPTAX_MUON
-        and row["variant"] in steps and chain in steps):
-      names = [row["variant"], chain]
-  try:
-    return profile(steps, names, params, grads)
-  except Exception as err:  # noqa: BLE001 - the timings stand without it
-    return {"error": short_error(err)}
-
-
-def run(plan: plan_lib.Plan, budget: Budget, do_profile: bool = False
-        ) -> dict[str, Any]:
+def run(plan: plan_lib.Plan, budget: Budget) -> dict[str, Any]:
   """The step section: every scale of the plan, in order.
 
   Args:
     plan: the scales, variants, repeats and rounds.
     budget: each scale gets its share of the section's time left.
-    do_profile: trace leafwise against chain at each scale.
 
   Returns:
     ``rows`` (all scales), ``scales`` (per scale: rounds, Muon leaves,
-    pipeline summary, profile), ``skipped`` and the ``settings``.
+    pipeline summary), ``skipped`` and the ``settings``.
   """
   rows, scales, skipped = [], {}, []
   for i, scale in enumerate(plan.step_scales):
@@ -364,7 +301,7 @@ def run(plan: plan_lib.Plan, budget: Budget, do_profile: bool = False
       skipped.append(scale.name)
       continue
     try:
-      result = run_scale(scale, plan, allowance, do_profile)
+      result = run_scale(scale, plan, allowance)
     except Exception as err:  # noqa: BLE001 - e.g. out of memory
       scales[scale.name] = {"error": short_error(err)}
       continue
@@ -373,5 +310,4 @@ def run(plan: plan_lib.Plan, budget: Budget, do_profile: bool = False
     scales[scale.name] = result
   return {"rows": rows, "scales": scales, "skipped": skipped, "settings": {
       "lr": LR, "repeats": plan.step_repeats, "max_rounds": plan.step_rounds,
-      "pipelines": plan_lib.PIPELINES, "impls": plan_lib.STEP_IMPLS,
-      "profile": do_profile}}
+      "pipelines": plan_lib.PIPELINES, "impls": plan_lib.STEP_IMPLS}}

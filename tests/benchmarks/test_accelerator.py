@@ -87,9 +87,17 @@ def test_smoke_step_has_every_variant_and_ratio(smoke):
   tiny = entry["scales"]["tiny"]
   assert tiny["muon_leaves"] == 4
   assert [p["preset"] for p in tiny["pipelines"]] == ["muon_8bit"]
-  assert set(tiny["profile"]) == {"muon_8bit", "muon_8bit/chain"}
-  assert tiny["profile"]["muon_8bit"]["d2h_per_step"] == 0  # the CPU
   assert entry["scales"]["tiny_stacked"]["muon_leaves"] == 2
+
+
+def test_smoke_profile_counts_no_copies_on_the_cpu(smoke):
+  data, _ = smoke
+  rows = _rows(data, "profile")
+  assert [r["variant"] for r in rows] == ["muon_8bit", "muon_8bit/chain"]
+  assert rows[0]["conditionals"] > 0 == rows[1]["conditionals"]
+  assert all(r["d2h_per_step"] == 0 for r in rows)
+  trips = data["evaluation"]["decisions"]["round_trips"]
+  assert {r["variant"] for r in trips} >= {"muon_8bit", "muon_8bit/chain"}
 
 
 def test_smoke_quality_and_memory_rows(smoke):
@@ -145,9 +153,9 @@ def test_variants_most_valuable_first_without_repeats():
   out = plan.variants(("muon", "muon_8bit"), ("muon_8bit",),
                       ("muon", "muon_8bit"), rest=True)
   names = [v.name for v in out]
-  assert names[:3] == ["optax_muon", "muon", "muon_8bit"]
-  assert names[3:5] == [f"muon_8bit/{p}" for p in plan.PIPELINES[1:]]
-  assert names[5] == "muon_8bit/xla"  # muon has no kernel: no xla variant
+  assert names[:2] == ["optax_muon", "muon_8bit"]
+  assert names[2:4] == [f"muon_8bit/{p}" for p in plan.PIPELINES[1:]]
+  assert names[4:6] == ["muon", "muon_8bit/xla"]  # muon has no kernel
   assert len(names) == len(set(names))
   assert "muon/xla" not in names and "muon_8bit/chain/xla" in names
 
