@@ -77,8 +77,8 @@ def run(plan: plan_lib.Plan, budget: Budget, peak: float | None
     ``rows``, ``skipped`` and the ``settings``.
   """
   rows, skipped = [], []
-  for shape in plan.bandwidth_shapes:
-    for name in plan.bandwidth_formats:
+  for name in plan.bandwidth_formats:  # the targets' formats come first
+    for shape in plan.bandwidth_shapes:
       if not budget.allows(3.0):
         skipped.append(f"{name} {shape[0]}x{shape[1]}")
         continue

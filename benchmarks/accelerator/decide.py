@@ -236,14 +236,16 @@ def round_trips(record: dict[str, Any]) -> list[dict[str, Any]]:
   for scale, result in ((sections.get("step") or {}).get("scales")
                         or {}).items():
     for summary in result.get("pipelines") or []:
-      out.append({"scale": scale, "variant": summary["preset"],
+      out.append({"source": "step", "scale": scale,
+                  "variant": summary["preset"],
                   "leafwise_over_chain": summary["leafwise_over_chain"][
                       "median"],
                   "extra_us_per_leaf": summary["extra_us_per_leaf"],
                   "conditionals": summary["conditionals"]})
   for row in _rows(record, "profile"):
     if "error" not in row:
-      out.append({"scale": row["scale"], "variant": row["variant"],
+      out.append({"source": "profile", "scale": row["scale"],
+                  "variant": row["variant"],
                   "conditionals": row["conditionals"],
                   "d2h_per_step": row["d2h_per_step"],
                   "syncs_per_step": row["syncs_per_step"]})

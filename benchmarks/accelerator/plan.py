@@ -74,13 +74,16 @@ def variants(presets: tuple[str, ...], lead: tuple[str, ...],
 
   Returns:
     ``optax_muon``; the lead presets at the default pipeline and impl,
-    then with the other pipelines; the other presets; the ``xla`` ones;
-    the rest; without repeats.
+    with the other pipelines, with ``xla``; the other presets, with
+    ``xla``; the rest; without repeats.
   """
+  def xla(names: tuple[str, ...]) -> list[Variant]:
+    return [Variant(p, impl="xla") for p in names
+            if p in xla_of and p in QUANTIZED]
+
   out = [Variant(OPTAX_MUON)] + [Variant(p) for p in lead]
   out += [Variant(p, pipe) for p in lead for pipe in PIPELINES[1:]]
-  out += [Variant(p) for p in presets]
-  out += [Variant(p, impl="xla") for p in xla_of if p in QUANTIZED]
+  out += xla(lead) + [Variant(p) for p in presets] + xla(presets)
   if rest:
     out += [Variant(p, pipe, impl) for p in presets for pipe in PIPELINES
             for impl in STEP_IMPLS if impl == "auto" or p in QUANTIZED]
@@ -120,7 +123,8 @@ class Plan:
     kernel_shapes: leaf shapes (a square one and a ragged one).
     kernel_steps: momentum steps compared.
     kernel_impl: ``pallas`` on a device, ``pallas_interpret`` on the CPU.
-    bandwidth_formats: keys of ``benchmarks.kernels.KERNELS``.
+    bandwidth_formats: keys of ``benchmarks.kernels.KERNELS``, each at
+      every shape before the next (the targets' formats first).
     bandwidth_shapes: leaf shapes.
     bandwidth_repeats: timed calls (the median is kept), after a warm-up.
     bandwidth_steps: momentum steps a call (a ``fori_loop``).
@@ -192,9 +196,10 @@ FULL = Plan(
         StepScale("gpt2", tuple(variants(
             ALL_PRESETS, ("muon", "muon_8bit"), QUANTIZED_PRESETS,
             rest=True)), 0.45),
+        # The Subspace presets compile slowly (muon_lowbit: 25 s of CPU at
+        # GPT-2's shapes, 3 to 6 s for the others): not at 1B.
         StepScale("llama_1b", tuple(variants(
-            ("muon_lowbit",), ("muon", "muon_8bit"), ("muon_8bit",),
-            rest=False)), 0.3),
+            ("muon",), ("muon_8bit",), ("muon_8bit",), rest=False)), 0.3),
         StepScale("gpt2_stacked", tuple(variants(
             ("muon_lowbit",), ("muon_8bit",), (), rest=False)), 0.15),
         StepScale("llama_1b_stacked", tuple(variants(

@@ -35,7 +35,7 @@ COLUMNS: dict[str, dict[str, str]] = {
                 "seed_std": "seed std", "same_corpus": "same corpus",
                 "quantization_cost_pct": "cost vs twin %",
                 "cpu_quantization_cost_pct": "CPU cost %",
-                "time_ratio": "time / muon"},
+                "time_ratio": "step time / reference"},
     "memory_at_scale": {"optimizer": "optimizer", "batch": "batch",
                         "peak_GiB": "peak GiB", "peak_vs_muon": "peak / muon",
                         "compiled_GiB": "compiled GiB",

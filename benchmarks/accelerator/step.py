@@ -216,6 +216,24 @@ def pipeline_summary(rows: list[dict[str, Any]],
   return out
 
 
+def next_cost(rows: list[dict[str, Any]], plan: plan_lib.Plan) -> float:
+  """Seconds that compiling one more variant would add to a scale: a
+  compile and a first step as slow as the slowest so far, then every
+  variant's steps in the plan's rounds.
+
+  Args:
+    rows: the variants compiled so far (``compile_s``, ``first_step_s``).
+    plan: repeats and rounds.
+  """
+  timed = [r for r in rows if "first_step_s" in r]
+  if not timed:
+    return 0.0
+  slowest = max(r["first_step_s"] for r in timed)
+  steps = sum(r["first_step_s"] for r in timed) + slowest
+  return (max(r["compile_s"] for r in timed) + slowest
+          + plan.step_rounds * (plan.step_repeats + 1) * steps)
+
+
 def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
               allowance_s: float) -> dict[str, Any]:
   """Compiles, measures and times one scale's variants.
@@ -223,8 +241,9 @@ def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
   Args:
     scale: the scale and its variants, most valuable first.
     plan: repeats and rounds.
-    allowance_s: this scale's time; compiling stops at 60% of it, and the
-      rounds are as many as fit in what is left (at least one).
+    allowance_s: this scale's time; a variant is compiled while it and
+      the rounds fit (:func:`next_cost`; at least two are), and the rounds
+      are as many as fit in what is left (at least one).
 
   Returns:
     ``rows`` (one per variant compiled), ``skipped`` variants, the
@@ -240,7 +259,7 @@ def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
   rows, steps, skipped = [], {}, []
   for variant in scale.variants:
     spent = time.perf_counter() - start
-    if steps and spent > 0.6 * allowance_s:
+    if len(steps) >= 2 and spent + next_cost(rows, plan) > allowance_s:
       skipped.append(variant.name)
       continue
     try:

@@ -138,6 +138,39 @@ def test_budget_caps_a_section():
   assert budget.section_left() <= 2.0 < budget.left()
 
 
+def test_a_crashed_device_worker_fails_only_its_section(tmp_path,
+                                                       monkeypatch):
+  calls = []
+
+  def crash(cmd, timeout):
+    sections = cmd[cmd.index("--sections") + 1].split(",")
+    calls.append(sections)
+    if len(calls) == 1:  # the first worker writes kernels, then dies
+      record.Record.load(tmp_path).put("kernels", {"status": "ok"})
+    return -11, "Segmentation fault"
+
+  monkeypatch.setattr(cli, "stream", crash)
+  record.Record.start(tmp_path, "smoke", {})
+  cli.device_sections(tmp_path, ["kernels", "bandwidth", "step"],
+                      plan.SMOKE, record.Budget(100.0))
+  assert calls == [["kernels", "bandwidth", "step"], ["step"]]
+  sections = record.Record.load(tmp_path).sections
+  assert sections["kernels"]["status"] == "ok"
+  assert sections["bandwidth"]["status"] == "error"
+  assert "status -11" in sections["bandwidth"]["error"]
+  assert sections["bandwidth"]["log_tail"] == "Segmentation fault"
+  assert sections["step"]["status"] == "error"
+
+
+def test_step_stops_compiling_when_the_rounds_would_not_fit():
+  assert step.next_cost([], plan.FULL) == 0.0
+  rows = [{"compile_s": 10.0, "first_step_s": 0.5},
+          {"compile_s": 20.0, "first_step_s": 1.0}, {"error": "oom"}]
+  rounds = plan.FULL.step_rounds * (plan.FULL.step_repeats + 1)
+  assert step.next_cost(rows, plan.FULL) == pytest.approx(
+      20.0 + 1.0 + rounds * (0.5 + 1.0 + 1.0))
+
+
 def test_record_keeps_sections_and_writes_markdown(tmp_path):
   rec = record.Record.start(tmp_path, "full", {}, keep={
       "kernels": {"status": "ok", "rows": []}})
@@ -150,14 +183,15 @@ def test_record_keeps_sections_and_writes_markdown(tmp_path):
 
 
 def test_variants_most_valuable_first_without_repeats():
-  out = plan.variants(("muon", "muon_8bit"), ("muon_8bit",),
-                      ("muon", "muon_8bit"), rest=True)
+  out = plan.variants(("muon", "muon_8bit", "muonq"), ("muon_8bit",),
+                      ("muon", "muon_8bit", "muonq"), rest=True)
   names = [v.name for v in out]
   assert names[:2] == ["optax_muon", "muon_8bit"]
   assert names[2:4] == [f"muon_8bit/{p}" for p in plan.PIPELINES[1:]]
-  assert names[4:6] == ["muon", "muon_8bit/xla"]  # muon has no kernel
+  assert names[4:8] == ["muon_8bit/xla", "muon", "muonq", "muonq/xla"]
   assert len(names) == len(set(names))
-  assert "muon/xla" not in names and "muon_8bit/chain/xla" in names
+  assert "muon/xla" not in names  # muon has no kernel
+  assert "muon_8bit/chain/xla" in names
 
 
 def _step_row(scale, pipeline, time_ratio, memory_ratio, preset="muon_8bit"):
