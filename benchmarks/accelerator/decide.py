@@ -94,14 +94,15 @@ def bandwidth_targets(record: dict[str, Any]) -> list[dict[str, Any]]:
           None if pct is None else pct >= PEAK_TARGET_PCT,
           "" if pct is not None else "no peak or no fused timing"))
   timed = [r for r in rows if r.get("fused_over_xla") is not None]
-  slower = [f"{r['format']} {r['shape']}" for r in timed
-            if r["fused_over_xla"] >= 1]
+  failed = [r for r in rows if r.get("fused_error")]
+  slower = [f"{r['format']} {r['shape']}" for r in timed + failed
+            if r in failed or r["fused_over_xla"] >= 1]
   out.append(_target(
       "bandwidth", "fused step faster than XLA's for every format",
-      f"{len(timed) - len(slower)} of {len(rows)} faster"
+      f"{len(timed) - len(slower) + len(failed)} of {len(rows)} faster"
       + (f"; not: {', '.join(slower)}" if slower else ""),
-      None if len(timed) < len(rows) else not slower,
-      "" if timed else "fused path not timed"))
+      None if not (timed or failed) else not slower,
+      "" if timed or failed else "fused path not timed"))
   return out
 
 

@@ -127,7 +127,12 @@ def run_section(run: Callable[[], dict[str, Any]], budget: Budget,
       traceback.print_exc()
       entry.update(status="error", error=short_error(err),
                    traceback=traceback.format_exc()[-4000:])
-  env = entry.pop("environment", None) or environment()
+  env = entry.pop("environment", None)
+  if env is None:
+    try:
+      env = environment()
+    except Exception as err:  # noqa: BLE001 - the measurements come first
+      env = {"error": short_error(err)}
   entry.update(where(env), wall_s=time.perf_counter() - start)
   return entry
 

@@ -239,7 +239,9 @@ def test_targets_from_a_device_record():
           {"format": "blockwise8", "shape": "4096x4096",
            "fused_pct_peak": 90.0, "fused_over_xla": 0.5},
           {"format": "grid4", "shape": "4096x4096", "fused_pct_peak": 40.0,
-           "fused_over_xla": 1.1}]},
+           "fused_over_xla": 0.9},
+          {"format": "subspace_grasp", "shape": "4096x4096",
+           "fused_error": "ValueError: no kernel"}]},
       "memory_at_scale": {"rows": [
           {"optimizer": "muon", "peak_vs_muon": 1.0},
           {"optimizer": "muon_8bit", "peak_vs_muon": 0.8}]}}}
@@ -248,7 +250,10 @@ def test_targets_from_a_device_record():
   assert met["every kernel lowers to its device kernel"] is True
   assert met["codes identical up to rounding ties"] is True
   assert met["blockwise8 4096x4096: fused step >= 85% of peak bandwidth"]
-  assert met["fused step faster than XLA's for every format"] is False
+  faster = next(t for t in targets if "every format" in t["target"])
+  assert faster["met"] is False  # a kernel that fails is not faster
+  assert faster["measured"] == ("2 of 3 faster; not: subspace_grasp "
+                                "4096x4096")
   assert met["muon_8bit: peak below muon's"] is True
   assert decide.evaluate(data)["decisions"]["on_device"]
   assert "| bandwidth |" in report.markdown({**data, "evaluation":
