@@ -192,6 +192,8 @@ class Record:
     section that knows them.
     """
     self.sections[name] = entry
+    self.data["sections"] = {k: self.sections[k] for k in SECTIONS
+                             if k in self.sections}
     if self.data.get("environment") is None and entry.get("environment"):
       self.data["environment"] = entry["environment"]
       self.data["device"] = entry["device"]
