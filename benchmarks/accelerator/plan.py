@@ -18,7 +18,7 @@ import quantmuon as qm
 # The pipelines of quantized_muon, in the order the check runs them: the
 # default first, then the chain (the reference of the conditionals' cost).
 # Edit when the library's list changes; every section reads it from here.
-PIPELINES: tuple[str, ...] = ("leafwise", "chain", "grouped")
+PIPELINES: tuple[str, ...] = ("leafwise", "chain")
 DEFAULT_PIPELINE = PIPELINES[0]
 # The impls the step section compares: the default (Pallas on GPU/TPU) and
 # XLA's path.

@@ -181,3 +181,27 @@ def test_training_step_frees_each_gradient_after_its_update(name):
   leafwise = temporaries("leafwise")
   assert leafwise < 2.0
   assert leafwise < 0.6 * temporaries("chain")
+
+
+def test_eager_updates_compile_once():
+  """An un-jitted update (nnx.Optimizer outside nnx.jit) compiles on its
+  first call only."""
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    params = {f"w{i}": jnp.ones((64, 64)) * (i + 1) for i in range(4)}
+    tx = qm.muon_8bit(1e-2, min_size=0)
+    state = tx.init(params)
+    _, state = tx.update(params, state, params)
+    first = len(compiles)
+    for _ in range(2):
+      _, state = tx.update(params, state, params)
+    assert first > 0 and len(compiles) == first
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)

@@ -181,3 +181,23 @@ def test_labels_of_nnx_state_equal_those_of_its_pure_dict():
   assert (jax.tree.leaves(qm.muon_labels(state))
           == jax.tree.leaves(qm.muon_labels(nnx.to_pure_dict(state))))
   assert "adam" in jax.tree.leaves(qm.muon_labels(state))
+
+
+def test_blocks_in_a_top_level_list_keep_their_out_projection():
+  # An index is a component: "out" under a list of blocks is no head.
+  block = {"qkv": {"kernel": jnp.zeros((64, 192))},
+           "out": {"kernel": jnp.zeros((64, 64))}}
+  for params in ([block] * 2, {"blocks": [block] * 2}):
+    labels = qm.muon_labels(params)
+    blocks = labels if isinstance(labels, list) else labels["blocks"]
+    assert [b["out"]["kernel"] for b in blocks] == ["muon", "muon"]
+
+
+def test_integer_leaves_and_empty_matrices_are_named_errors():
+  with pytest.raises(ValueError, match=r"\['step'\] has dtype int32"):
+    qm.muon_8bit(1e-2).init({"w": jnp.zeros((8, 8)),
+                             "step": jnp.zeros((8, 8), jnp.int32)})
+  tx = qm.muon(1e-2)
+  params = {"w": jnp.zeros((0, 64))}
+  with pytest.raises(ValueError, match=r"scale_by_shape: .*\(0, 64\)"):
+    tx.update(params, tx.init(params), params)
