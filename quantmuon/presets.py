@@ -7,8 +7,9 @@ chained with optax's own, the parameters routed by :mod:`quantmuon.routing`:
   scale_by_quantized_momentum -> orthogonalize -> scale_by_shape
   -> add_decayed_weights -> scale_by_learning_rate
 
-where the first three run as one transform, :func:`quantmuon.leafwise_muon`,
-one matrix at a time (``pipeline="chain"`` chains them as written).
+where the first three run as one transform,
+:func:`quantmuon.transforms.leafwise_muon`, one matrix at a time
+(``pipeline="chain"`` chains them as written).
 
 A *preset* is data: the options its paper fixes (:class:`Preset`). Presets
 follow their papers:
@@ -92,8 +93,9 @@ class MuonOptions(options.MuonStepOptions):
       :func:`quantmuon.quantize_state` for it (with the same ``min_size``
       and ``seed``), e.g. ``{"mu": Blockwise(8, "dynamic"), "nu":
       Blockwise(8, "unsigned_dynamic")}`` for 8-bit AdamW.
-    pipeline: ``leafwise`` (:func:`quantmuon.leafwise_muon`: momentum step,
-      Newton-Schulz and scaling of one matrix before the next, so only one
+    pipeline: ``leafwise`` (:func:`quantmuon.transforms.leafwise_muon`:
+      momentum step, Newton-Schulz and scaling of one matrix before the
+      next, so only one
       matrix's float32 intermediates are alive at a time) or ``chain``
       (the composable transforms chained, which emit every leaf's float32
       momentum at once); both give the same updates and state, the chain

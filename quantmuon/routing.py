@@ -483,7 +483,7 @@ def muon_labels(params: Any, dimension_numbers: Any = None,
   Args:
     params: a parameter tree (arrays or ``jax.ShapeDtypeStruct``).
     dimension_numbers: the user's dimension numbers (one, a tree or a
-      callable, as for :func:`quantmuon.orthogonalize`).
+      callable, as for :func:`quantmuon.transforms.orthogonalize`).
     stack_axes: as for :func:`routes`.
 
   Returns:

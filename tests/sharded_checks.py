@@ -188,7 +188,7 @@ def explicit_checks(layouts) -> dict:
         out[f"init/{name}/{layout}"] = specs_equal(
             state, state_shardings(tx, sp))
       for fname, fmt in FORMATS.items():
-        tx = qm.scale_by_quantized_momentum(momentum_format=fmt,
+        tx = qm.transforms.scale_by_quantized_momentum(momentum_format=fmt,
                                             min_size=1000, impl="xla")
         want = state_shardings(tx, sp)
         states, _ = run(tx, sp, sg)
@@ -220,8 +220,8 @@ def hlo_checks() -> dict:
     psh = {"w": NamedSharding(mesh, spec)}
     grads = jax.device_put({"w": g}, psh)
     for fname, fmt in FORMATS.items():
-      tx = qm.scale_by_quantized_momentum(momentum_format=fmt, min_size=0,
-                                          impl="xla")
+      tx = qm.transforms.scale_by_quantized_momentum(
+          momentum_format=fmt, min_size=0, impl="xla")
       want = state_shardings(tx, grads)
       state = jax.jit(tx.init, out_shardings=want)(grads)
       step = jax.jit(tx.update, out_shardings=(psh, want))
@@ -298,8 +298,8 @@ def stacked_checks() -> dict:
   g = {k: jax.random.normal(key, s)
        for key, (k, s) in zip(keys, NS_SHAPES.items(), strict=True)}
   dims = {k: NS_DIMS.get(k) for k in NS_SHAPES}
-  ref, _ = qm.orthogonalize(dimension_numbers=dims, ns_layout="leaf").update(
-      g, None)
+  ref, _ = qm.transforms.orthogonalize(
+      dimension_numbers=dims, ns_layout="leaf").update(g, None)
   out = {}
   for layout, axis_type in (("fsdp", AxisType.Auto), ("2d", AxisType.Auto),
                             ("fsdp", AxisType.Explicit)):
@@ -311,7 +311,8 @@ def stacked_checks() -> dict:
     with jax.sharding.set_mesh(mesh):
       sg = jax.device_put(g, sh)
       for ns_layout in ("auto", "leaf"):
-        tx = qm.orthogonalize(dimension_numbers=dims, ns_layout=ns_layout)
+        tx = qm.transforms.orthogonalize(dimension_numbers=dims,
+                                         ns_layout=ns_layout)
         fn = jax.jit(lambda u, tx=tx: tx.update(u, None)[0])
         try:
           got = fn(sg)

@@ -24,7 +24,7 @@ LAYERS = (
     ("quantmuon.momentum_op",),
     ("quantmuon.kernels",),
     ("quantmuon.transforms",),
-    ("quantmuon.routing", "quantmuon.sharding"),
+    ("quantmuon.routing", "quantmuon.sharding", "quantmuon.fp"),
     ("quantmuon.presets",),
     ("quantmuon",),
     ("quantmuon.demo",),

@@ -65,7 +65,7 @@ def leafwise_muon(step: options.MomentumOptions,
   Returns:
     An ``optax.GradientTransformation`` whose state is the
     ``QuantizedMomentumState`` of
-    :func:`quantmuon.scale_by_quantized_momentum`.
+    :func:`quantmuon.transforms.scale_by_quantized_momentum`.
   """
   opts = step.checked("leafwise_muon")
   ns = ns.checked("leafwise_muon")

@@ -187,7 +187,7 @@ def orthogonalize_matrices(u: Array, schedule: NewtonSchulz, eps: float,
 
   The matrices of a batch run one after another
   (:func:`quantmuon.transforms.schedule.over_matrices`), as in
-  :func:`quantmuon.leafwise_muon`, which gives the same results.
+  :func:`quantmuon.transforms.leafwise_muon`, which gives the same results.
 
   Args:
     u: the leaf.

@@ -2,9 +2,9 @@
 
 Every option of the momentum step, of Newton-Schulz and of the shape
 scaling is a field of one frozen dataclass below, with its default and its
-documentation. The transforms (:func:`quantmuon.scale_by_quantized_momentum`,
-:func:`quantmuon.orthogonalize`, :func:`quantmuon.scale_by_shape`,
-:func:`quantmuon.leafwise_muon`) and the presets take them as keyword
+documentation. The transforms (:func:`scale_by_quantized_momentum`,
+:func:`orthogonalize`, :func:`scale_by_shape`, :func:`leafwise_muon`, all
+in :mod:`quantmuon.transforms`) and the presets take them as keyword
 arguments through :func:`expand`, which writes those fields into their
 signatures, so ``help()`` and ``optax.inject_hyperparams`` see every
 option with its default, and an unknown keyword is an error that lists
@@ -217,7 +217,8 @@ class ViewOptions:
 @dataclasses.dataclass(frozen=True)
 class MuonStepOptions(MomentumOptions, OrthogonalizeOptions, ScaleOptions,
                       ViewOptions):
-  """The options of :func:`quantmuon.leafwise_muon`: every piece's."""
+  """The options of :func:`quantmuon.transforms.leafwise_muon`: every
+  piece's."""
 
 
 def _choice(who: str, value: Any, name: str, allowed: tuple) -> None:

@@ -121,7 +121,7 @@ def quantize_state(
     mantissa_bits: overrides the mantissa width of ``FloatingPoint``
       formats (other formats ignore it): an int up to the format's own
       width, or a schedule of the step count (traced; clipped to the
-      format's width), e.g. :func:`quantmuon.log_mantissa_schedule`. The
+      format's width), e.g. :func:`quantmuon.fp.log_mantissa_schedule`. The
       format's width is the storage width.
     seed: seed of the keys of formats that round stochastically; keys are
       folded with the step count and the leaf's position, so a resumed run

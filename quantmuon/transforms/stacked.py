@@ -26,8 +26,8 @@ one device, or none, is no mesh: the leaves are orthogonalized one at a
 time as before.
 The results equal those of leaf-by-leaf Newton-Schulz up to float32
 rounding (batched matmuls may sum in another order). This module lays out
-any batched matrix function; :func:`quantmuon.orthogonalize` and
-:func:`quantmuon.leafwise_muon` give it Newton-Schulz.
+any batched matrix function; :func:`quantmuon.transforms.orthogonalize` and
+:func:`quantmuon.transforms.leafwise_muon` give it Newton-Schulz.
 """
 
 from __future__ import annotations

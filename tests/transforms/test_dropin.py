@@ -101,12 +101,13 @@ def test_values_that_cannot_be_honoured_are_errors():
 FP8 = qm.formats.FloatingPoint(exponent_bits=4, mantissa_bits=3)
 # Each public transform and the arguments it requires.
 TRANSFORMS = {
-    "scale_by_quantized_momentum": (qm.scale_by_quantized_momentum, {}),
-    "orthogonalize": (qm.orthogonalize, {}),
-    "scale_by_shape": (qm.scale_by_shape, {}),
-    "leafwise_muon": (qm.leafwise_muon, {}),
-    "quantize_gradients": (qm.quantize_gradients, {"fmt": FP8}),
-    "snap_params": (qm.snap_params, {"fmt": FP8}),
+    "scale_by_quantized_momentum": (
+        qm.transforms.scale_by_quantized_momentum, {}),
+    "orthogonalize": (qm.transforms.orthogonalize, {}),
+    "scale_by_shape": (qm.transforms.scale_by_shape, {}),
+    "leafwise_muon": (qm.transforms.leafwise_muon, {}),
+    "quantize_gradients": (qm.fp.quantize_gradients, {"fmt": FP8}),
+    "snap_params": (qm.fp.snap_params, {"fmt": FP8}),
     "quantize_state": (lambda **kw: qm.quantize_state(
         optax.adam(1e-2), qm.formats.Blockwise(8, "dynamic"), **kw), {}),
     "quantized_muon": (qm.quantized_muon, {"learning_rate": 1e-2}),

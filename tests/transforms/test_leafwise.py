@@ -74,7 +74,8 @@ def test_preset_equals_its_chain_bit_for_bit(name):
                           params)
   for u_ours, u_theirs in zip(ours, theirs, strict=True):
     _assert_same(u_ours, u_theirs)
-  assert isinstance(_muon_parts(s_ours)[0], qm.QuantizedMomentumState)
+  assert isinstance(_muon_parts(s_ours)[0],
+                    qm.transforms.QuantizedMomentumState)
   _assert_same(_muon_parts(s_ours), _muon_parts(s_theirs))
   _assert_same(s_ours.inner_states["adam"], s_theirs.inner_states["adam"])
 
@@ -84,12 +85,13 @@ def test_leafwise_muon_equals_the_three_transforms():
   dims = {"w": None, "conv": MuonDimensionNumbers((0, 1, 2), 3)}
   kw = dict(beta=0.9, nesterov=True, accumulation="sum", min_size=0,
             momentum_format=qm.formats.Blockwise(bits=4, block_size=64))
-  ours = qm.leafwise_muon(**kw, ns_coeffs="polar_express",
+  ours = qm.transforms.leafwise_muon(**kw, ns_coeffs="polar_express",
                           consistent_rms=0.2, dimension_numbers=dims)
   theirs = optax.chain(
-      qm.scale_by_quantized_momentum(**kw, dimension_numbers=dims),
-      qm.orthogonalize(ns_coeffs="polar_express", dimension_numbers=dims),
-      qm.scale_by_shape(consistent_rms=0.2, dimension_numbers=dims))
+      qm.transforms.scale_by_quantized_momentum(**kw, dimension_numbers=dims),
+      qm.transforms.orthogonalize(ns_coeffs="polar_express",
+                                  dimension_numbers=dims),
+      qm.transforms.scale_by_shape(consistent_rms=0.2, dimension_numbers=dims))
   u_ours, s_ours = _run(ours, params)
   u_theirs, s_theirs = _run(theirs, params)
   _assert_same(u_ours, u_theirs)
@@ -98,7 +100,7 @@ def test_leafwise_muon_equals_the_three_transforms():
 
 
 def test_leafwise_muon_names_the_mismatched_tree():
-  tx = qm.leafwise_muon()
+  tx = qm.transforms.leafwise_muon()
   state = tx.init({"w": jnp.ones((8, 8))})
   with pytest.raises(ValueError, match="leafwise_muon: the updates have 2"):
     tx.update({"w": jnp.ones((8, 8)), "v": jnp.ones((8, 8))}, state)

@@ -122,7 +122,7 @@ def test_flax_conv_kernel_is_viewed_as_in_times_window_by_out():
   grads = {"kernel": g, "bias": jnp.zeros((16,))}
   tx = qm.muon(1.0, consistent_rms=None)
   updates, _ = tx.update(grads, tx.init(params), params)
-  expected = qm.orthogonalize().update(
+  expected = qm.transforms.orthogonalize().update(
       {"w": g.reshape(27, 16)}, optax.EmptyState())[0]["w"]
   # scale_by_learning_rate negates the step.
   np.testing.assert_allclose(
