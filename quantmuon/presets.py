@@ -49,6 +49,7 @@ from quantmuon import formats, routing, sharding
 from quantmuon.formats.base import check_choice
 from quantmuon.transforms import (
     leafwise_muon,
+    newton_schulz,
     options,
     orthogonalize,
     quantize_state,
@@ -179,6 +180,7 @@ def build(learning_rate: ScalarOrSchedule, opts: MuonOptions,
   step = dataclasses.replace(
       options.project(opts, options.MuonStepOptions),
       dimension_numbers=dims_fn)
+  _check(step, who)
   if opts.pipeline == "leafwise":
     muon_steps = [leafwise_muon(**_fields(step, options.MuonStepOptions))]
   else:
@@ -214,6 +216,17 @@ def build(learning_rate: ScalarOrSchedule, opts: MuonOptions,
     return sharding.replicate_on_mesh(tx.init(params), params)
 
   return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
+
+def _check(step: options.MuonStepOptions, who: str) -> None:
+  """Checks every option of the Muon step, naming ``who`` in the error."""
+  options.MomentumOptions.checked(step, who)
+  options.OrthogonalizeOptions.checked(step, who)
+  try:
+    newton_schulz.newton_schulz_schedule(step.ns_coeffs, step.ns_steps,
+                                         step.preconditioning)
+  except ValueError as err:
+    raise ValueError(f"{who}: {err}") from None
 
 
 def _fields(opts: Any, spec: type) -> dict[str, Any]:

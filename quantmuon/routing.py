@@ -451,10 +451,21 @@ def _route(path: tuple, leaf: Any, names: tuple | None,
     return Route(ADAM)
   if label is None and len(shape) == 2 and is_adam_path(path, 2):
     return Route(ADAM)
-  if check and dim_nums is None and not view.batch and len(shape) == 3 and (
-      _name_and_owner(path)[1] in ATTENTION_INPUTS + (ATTENTION_OUTPUT,)):
-    _check_attention(path, shape, shapes)
+  if check and dim_nums is None and not view.batch and len(shape) > 2:
+    owner = _name_and_owner(path)[1]
+    if len(shape) == 3 and owner in ATTENTION_INPUTS + (ATTENTION_OUTPUT,):
+      _check_attention(path, shape, shapes)
+    else:
+      _check_conv(path, shape, shapes)
   return Route(MUON, view)
+
+
+def _check_conv(path: tuple, shape: tuple[int, ...],
+                shapes: Mapping[tuple, tuple[int, ...]]) -> None:
+  """A convolution's bias is a vector; a stacked one's is not."""
+  bias = shapes.get(tuple(_named(path))[:-1] + ("bias",))
+  if bias is not None and len(bias) > 1:
+    raise AmbiguousLeafError(_ambiguous_message(path, shape))
 
 
 def _optax_routes(spec: Any, params: Any, leaves: list) -> list[Route]:

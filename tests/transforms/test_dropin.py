@@ -64,9 +64,12 @@ def test_muon_and_its_twin_equal_optax_contrib_muon(case):
   params = _params()
   theirs = optax.contrib.muon(0.02, **kw)
   ours = qm.muon(0.02, **kw)
+  # The twin stores everything in float32: equal unless mu_dtype says
+  # otherwise.
   twin = qm.full_precision_twin(qm.muon)(0.02, **kw)
-  states = [tx.init(params) for tx in (theirs, ours, twin)]
-  steps = [jax.jit(tx.update) for tx in (theirs, ours, twin)]
+  txs = (theirs, ours) if "mu_dtype" in kw else (theirs, ours, twin)
+  states = [tx.init(params) for tx in txs]
+  steps = [jax.jit(tx.update) for tx in txs]
   for t in range(3):
     grads = jax.tree.map(lambda p, t=t: jnp.cos(p * (t + 1)), params)
     outs = []
@@ -77,7 +80,7 @@ def test_muon_and_its_twin_equal_optax_contrib_muon(case):
       want = np.asarray(outs[0][name], np.float32)
       for got in outs[1:]:
         np.testing.assert_allclose(np.asarray(got[name], np.float32), want,
-                                   rtol=2e-5, atol=2e-7,
+                                   rtol=1e-4, atol=1e-6,
                                    err_msg=f"{kw} step {t} {name}")
     params = optax.apply_updates(params, outs[0])
 
@@ -108,8 +111,9 @@ TRANSFORMS = {
     "leafwise_muon": (qm.transforms.leafwise_muon, {}),
     "quantize_gradients": (qm.fp.quantize_gradients, {"fmt": FP8}),
     "snap_params": (qm.fp.snap_params, {"fmt": FP8}),
-    "quantize_state": (lambda **kw: qm.quantize_state(
-        optax.adam(1e-2), qm.formats.Blockwise(8, "dynamic"), **kw), {}),
+    "quantize_state": (qm.quantize_state, {
+        "inner": optax.adam(1e-2),
+        "state_format": qm.formats.Blockwise(8, "dynamic")}),
     "quantized_muon": (qm.quantized_muon, {"learning_rate": 1e-2}),
     "muon_lowbit": (qm.muon_lowbit, {"learning_rate": 1e-2}),
     "muon_lowbit_fp32": (qm.full_precision_twin(qm.muon_lowbit),

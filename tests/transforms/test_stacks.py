@@ -158,6 +158,11 @@ def test_an_undeclared_stack_stops_init_with_the_fix():
   conv = {"blocks": {"conv": {"kernel": jnp.zeros((4, 3, 8, 16))}}}
   with pytest.raises(routing.AmbiguousLeafError, match="stack_axes"):
     qm.muon(1e-3).init({"layers": conv})
+  # Nor a stacked conv whose bias is stacked too.
+  conv = {"conv": {"kernel": jnp.zeros((4, 3, 8, 16)),
+                   "bias": jnp.zeros((4, 16))}}
+  with pytest.raises(routing.AmbiguousLeafError, match="stack_axes"):
+    qm.muon(1e-3).init({"encoder": conv})
   # Declared, both train per matrix.
   views = routing.views(params, stack_axes={"layers": 0})
   assert views["layers"]["linear"]["kernel"] == qm.formats.MatrixView(
