@@ -109,7 +109,7 @@ class Grid(Format):
     scale = layout.safe_scale(self._element_scale(row, col))
     y = tiles / scale
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = self.code_map.encode(y, noise)
+    codes = self.code_map.encode(y, noise).astype(jnp.uint8)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
     mt, _, nt = row.shape
     return self.kernel_assemble(

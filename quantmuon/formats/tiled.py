@@ -156,10 +156,10 @@ class _AbsmaxTiled(Format):
     if self.clip_rms is None:
       absmax = self.scale_statistic.of(tiles, (1, 3), None)
       if self.compands_first:
-        absmax = self._compander.compand(jnp.minimum(absmax, 1.0))
+        absmax = self._compander.compand(absmax)
       return absmax
     if self.compands_first:
-      tiles = self._compander.compand(jnp.clip(tiles, -1.0, 1.0))
+      tiles = self._compander.compand(tiles)
     rt, tr, ct, tc = tiles.shape
     rows = np.minimum(tr, m - tr * np.arange(rt))
     cols = np.minimum(tc, n - tc * np.arange(ct))
@@ -230,10 +230,10 @@ class _AbsmaxTiled(Format):
     scale = layout.round_scale(self._statistic(tiles, m, n),
                                self.scale_dtype)
     if self.compands_first:
-      tiles = self._compander.compand(jnp.clip(tiles, -1.0, 1.0))
+      tiles = self._compander.compand(tiles)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = self.code_map.encode(y, noise)
+    codes = self.code_map.encode(y, noise).astype(jnp.uint8)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
     return self.kernel_assemble(codes, (scale,), x.shape, x.dtype)
 

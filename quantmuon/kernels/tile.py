@@ -35,9 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from quantmuon import momentum_op
-from quantmuon.formats import kernel_math, layout
+from quantmuon.formats import codebooks, kernel_math, layout
 from quantmuon.formats.kernel_layout import KernelLayout
-from quantmuon.kernels import codec as codec_lib
 
 Array = jax.Array
 
@@ -113,7 +112,7 @@ def magnitude(x: Array, mask: Array | None) -> Array:
 def encode(codec: KernelLayout, reduction: str, x: Array,
            mask: Array | None, given: Array | None, count: Array | None,
            sums: Callable[[Array], Array], noise: Array | None,
-           lookup: codec_lib.Lookup) -> Encoded:
+           lookup: codebooks.Lookup) -> Encoded:
   """Scales and codes of a tile, as the formats' ``_encode``.
 
   Args:
@@ -155,7 +154,7 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
                         stat.of(inside, 0, keepdims=True), dtype))
       divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
                                  out.col.astype(jnp.float32)))
-  out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)
+  out.codes = codec.codebook.encode(x / divisor, noise, lookup)
   return out
 
 

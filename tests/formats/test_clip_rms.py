@@ -51,13 +51,13 @@ def test_midrise_rms_matches_the_reference(bits):
 
 
 def test_midrise_levels_use_every_code():
-  np.testing.assert_allclose(formats.codebooks.levels("midrise", 2),
+  np.testing.assert_allclose(formats.codebooks.MidRise(2).levels(),
                              [-1, -1 / 3, 1 / 3, 1])
-  y = jnp.asarray(formats.codebooks.levels("midrise", 4))
-  codes = formats.codebooks.encode(y, "midrise", 4)
+  book = formats.codebooks.MidRise(4)
+  y = jnp.asarray(book.levels())
+  codes = book.encode(y)
   np.testing.assert_array_equal(np.asarray(codes), np.arange(16))
-  np.testing.assert_array_equal(
-      np.asarray(formats.codebooks.decode(codes, "midrise", 4)), y)
+  np.testing.assert_array_equal(np.asarray(book.decode(codes)), y)
 
 
 def test_rms_scale_halves_the_two_bit_error_of_an_absmax_scale():
