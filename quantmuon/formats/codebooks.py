@@ -13,7 +13,14 @@ the same way whatever the codebook.
   (2**bits - 1)`` on [-1, 1], without a zero level, so every code is used:
   4 levels at 2 bits where ``linear`` has 3. Paired with an RMS-fitted scale
   (``clip_rms`` of the tiled formats) it is the uniform quantizer of least
-  squared error for Gaussian values.
+  squared error for Gaussian values. Zero lies on a tie between the two
+  middle levels, so a scale group that holds an exact zero (a dead unit's
+  row or column of the momentum) takes the ``linear`` levels instead, which
+  hold zero, and says so by the sign of its stored scale
+  (:attr:`Codebook.zero_groups`): zeros stay exactly zero, at the cost of
+  the linear codes' error for that group's other values (at 2 bits with
+  ``clip_rms=1.5``, a relative error of 0.46 on Gaussian groups where
+  midrise has 0.34).
 - ``unsigned_linear``: ``linspace(0, 1, 2**bits + 1)[1:]``, nearest level. It
   has no zero level, so a positive second moment never decodes to zero
   (torchao's unsigned 4-bit map).
@@ -317,6 +324,75 @@ class Codebook(abc.ABC):
     return lookup.take("levels", self.tables(False)["levels"],
                        codes.astype(jnp.int32))
 
+  @property
+  def zero_groups(self) -> Codebook | None:
+    """The codebook a scale group that holds an exact zero takes instead,
+    flagged by a negative stored scale; None (no flags) for a codebook
+    with a zero level."""
+    return None
+
+  def flag_scales(self, scales: Array, holds_zero: Array) -> Array:
+    """The scales as stored: negated where the group holds an exact zero
+    (and a positive scale) and this codebook has :attr:`zero_groups`.
+
+    Args:
+      scales: the groups' non-negative scales.
+      holds_zero: whether each group holds an exact zero among its real
+        elements (broadcastable to ``scales``).
+
+    Returns:
+      The stored scales, of ``scales``' dtype.
+    """
+    if self.zero_groups is None:
+      return scales
+    return jnp.where(holds_zero & (scales > 0), -scales, scales)
+
+  def encode_scaled(self, y: Array, noise: Array | None, scales: Array,
+                    lookup: Lookup = ARRAYS) -> Array:
+    """:meth:`encode` of values ``y`` of groups whose stored scales (from
+    :meth:`flag_scales`, broadcastable to ``y``) are ``scales``: the flagged
+    groups' values in :attr:`zero_groups` codes.
+
+    Args:
+      y: float32 values, divided by their group's absolute scale.
+      noise: as :meth:`encode`.
+      scales: the stored scales; only their signs are read.
+      lookup: as :meth:`encode`.
+
+    Returns:
+      int32 codes of ``y``'s shape.
+    """
+    codes = self.encode(y, noise, lookup)
+    if self.zero_groups is None:
+      return codes
+    flagged = self.zero_groups.encode(y, noise, lookup)
+    return jnp.where(scales < 0, flagged, codes)
+
+  def decode_scaled(self, codes: Array, scales: Array,
+                    lookup: Lookup = ARRAYS,
+                    arrange: Callable[[Array], Array] = lambda v: v
+                    ) -> Array:
+    """The values of ``codes`` in groups whose stored scales are ``scales``:
+    :meth:`decode` times the scale, flagged groups decoded by
+    :attr:`zero_groups`.
+
+    Args:
+      codes: integer codes.
+      scales: the stored float32 scales, broadcastable to the arranged
+        values.
+      lookup: as :meth:`decode`.
+      arrange: lays decoded values out as ``scales`` broadcast (a format's
+        tiles), after decoding.
+
+    Returns:
+      float32 values, arranged.
+    """
+    values = arrange(self.decode(codes, lookup))
+    if self.zero_groups is None:
+      return values * scales
+    flagged = arrange(self.zero_groups.decode(codes, lookup))
+    return jnp.where(scales < 0, flagged, values) * jnp.abs(scales)
+
 
 @functools.cache
 def _levels_of(book: Codebook) -> np.ndarray:
@@ -451,7 +527,8 @@ class MuLaw(Codebook):
 @dataclasses.dataclass(frozen=True)
 class MidRise(_Arithmetic):
   """``2**bits`` evenly spaced levels on [-1, 1] without a zero; coded and
-  decoded by arithmetic."""
+  decoded by arithmetic. A group that holds an exact zero takes ``linear``
+  codes instead (see the module docstring)."""
 
   name: ClassVar[str] = "midrise"
 
@@ -470,6 +547,11 @@ class MidRise(_Arithmetic):
   def decode(self, codes, lookup=ARRAYS):
     del lookup
     return (codes.astype(jnp.float32) - self._half) * (1 / self._half)
+
+  @property
+  def zero_groups(self) -> Codebook:
+    """``linear`` codes, whose levels hold zero."""
+    return Linear(self.bits)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,6 +60,11 @@ class Grid(Format):
   def __post_init__(self):
     check_scaled(self)
     positive_int(self.tile, "tile")
+    if self.code_map.zero_groups is not None:
+      raise ValueError(
+          f"codebook={self.codebook!r} has no zero level, which Grid's "
+          "two-sided scales cannot flag per group; use 'linear', 'dynamic' "
+          "or 'mulaw', or Blockwise.")
 
   @property
   def code_map(self) -> codebooks.Codebook:

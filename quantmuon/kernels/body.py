@@ -105,7 +105,8 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
   low_rank = io.load("low_rank") if step.low_rank else None
   if step.source is tile_lib.Source.MOMENTUM:
     s = tile_lib.read_scalars(io.scalars)
-    m = codec.codebook.decode(io.load_codes(), io.lookup) * io.load_scale()
+    m = codec.codebook.decode_scaled(io.load_codes(), io.load_scale(),
+                                     io.lookup)
     if codec.compand is not None:
       m = codec.compand.expand(m, io.expm1)
     if low_rank is not None:

@@ -130,12 +130,13 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
 
   Returns:
     The int32 codes and the scales: ``row`` (per row, or the whole tile's as
-    shape (1, 1)) and ``col`` (Grid's column scales).
+    shape (1, 1); negative for a group that holds an exact zero, where the
+    codebook has ``zero_groups``) and ``col`` (Grid's column scales).
   """
-  dtype, stat = codec.scale_dtype, codec.statistic
+  dtype, stat, book = codec.scale_dtype, codec.statistic, codec.codebook
   if reduction == "given":
     out = Encoded(codes=None)
-    divisor = layout.safe_scale(given)
+    divisor = flags = layout.safe_scale(given)
   else:
     inside = x if mask is None else jnp.where(mask, x, 0.0)
     if reduction in ("row", "all"):
@@ -146,15 +147,21 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
                         keepdims=True)
       out = Encoded(None, row=layout.round_scale(found, dtype))
       divisor = layout.safe_scale(out.row)
+      if book.zero_groups is not None:
+        zeros = x == 0 if mask is None else mask & (x == 0)
+        out.row = book.flag_scales(
+            out.row, sums(zeros.astype(jnp.float32)) > 0)
+      flags = out.row
     else:
       out = Encoded(None,
                     row=layout.round_scale(
                         stat.of(inside, 1, keepdims=True), dtype),
                     col=layout.round_scale(
                         stat.of(inside, 0, keepdims=True), dtype))
-      divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
-                                 out.col.astype(jnp.float32)))
-  out.codes = codec.codebook.encode(x / divisor, noise, lookup)
+      divisor = flags = layout.safe_scale(
+          jnp.minimum(out.row.astype(jnp.float32),
+                      out.col.astype(jnp.float32)))
+  out.codes = book.encode_scaled(x / divisor, noise, flags, lookup)
   return out
 
 
