@@ -163,10 +163,9 @@ class Format(abc.ABC):
     """How the fused kernels lay this format out on an array of ``shape``.
 
     None (the default) when no kernel stores the format. A format that
-    returns a ``KernelLayout`` also implements ``kernel_noise``,
-    ``kernel_parts`` and ``kernel_assemble``; one that returns a
-    ``Factored`` layout the methods it names (see
-    :mod:`quantmuon.formats.kernel_layout`).
+    returns a ``KernelLayout`` implements ``kernel_layout.KernelFormat``;
+    one that returns a ``Factored`` layout ``kernel_layout.FactoredFormat``
+    (see :mod:`quantmuon.formats.kernel_layout`).
     """
     del shape
     return None

@@ -333,3 +333,23 @@ def test_muon_lowbit_is_its_recipe():
   settings = qm.presets.twin_settings(qm.muon_lowbit, LR)
   assert (settings.accumulation, settings.normalize,
           settings.nesterov) == ("sum", True, True)
+
+
+@pytest.mark.parametrize("preset", [
+    qm.muon_lowbit, qm.full_precision_twin(qm.muon_lowbit)])
+def test_muon_lowbit_two_bit_keeps_weights_with_zero_gradients(preset):
+  """A column whose gradient is always exactly zero (a dead ReLU unit's)
+  stays at zero, as in the float32 twin. The 2-bit residual's midrise
+  codes have no zero level: zeros inside a group decoded to +scale/3, and
+  the column drifted (mean |W| as the live columns' after 30 steps)."""
+  tx = preset(1e-2, bits=2, min_size=0, impl="xla")
+  shape = (16, 128)
+  params = {"w": jnp.zeros(shape)}
+  state = jax.jit(tx.init)(params)
+  step = jax.jit(tx.update)
+  for g in jax.random.normal(jax.random.key(0), (4, *shape)):
+    updates, state = step({"w": g.at[:, 5].set(0.0)}, state, params)
+    params = optax.apply_updates(params, updates)
+  w = np.asarray(params["w"])
+  assert np.all(w[:, 5] == 0), np.abs(w[:, 5]).mean()
+  assert np.abs(w).mean() > 1e-3
