@@ -26,6 +26,7 @@ LAYERS = (
     ("quantmuon.transforms",),
     ("quantmuon.routing", "quantmuon.sharding", "quantmuon.fp"),
     ("quantmuon.presets",),
+    ("quantmuon.registry",),
     ("quantmuon",),
     ("quantmuon.demo",),
     ("quantmuon.experiments",),

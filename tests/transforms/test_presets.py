@@ -353,3 +353,18 @@ def test_muon_lowbit_two_bit_keeps_weights_with_zero_gradients(preset):
   w = np.asarray(params["w"])
   assert np.all(w[:, 5] == 0), np.abs(w[:, 5]).mean()
   assert np.abs(w).mean() > 1e-3
+
+
+def test_the_registry_names_every_variant_and_its_twin():
+  from quantmuon import registry
+  assert registry.get("muon_lowbit_2bit").options(LR)[1] == \
+      qm.muon_lowbit.options(LR, bits=2)[1]
+  twin = registry.get("muon_8bit_dynamic_fp32")
+  assert twin.options(LR)[1] == qm.presets.twin_settings(
+      qm.muon_8bit, LR, scheme="dynamic")
+  assert registry.twin_of("muonq") == "muonq_fp32"
+  assert registry.twin_of("muon") is None
+  assert registry.get("muonq").quantized
+  assert not registry.get("muon").quantized
+  with pytest.raises(ValueError, match="unknown preset 'muon_3bit'"):
+    registry.get("muon_3bit")
