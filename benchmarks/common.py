@@ -24,8 +24,9 @@ from quantmuon_experiments import tables
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _plain(value: Any) -> Any:
-  """JSON fallback for numpy scalars and arrays, and anything else."""
+def plain(value: Any) -> Any:
+  """JSON fallback for numpy scalars and arrays, and anything else
+  (``json.dumps(..., default=plain)``)."""
   if isinstance(value, np.generic):
     return value.item()
   if isinstance(value, np.ndarray):
@@ -59,7 +60,7 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
   """
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f"{name}.json"
-  path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+  path.write_text(json.dumps(payload, indent=2, default=plain) + "\n")
   return path
 
 

@@ -26,7 +26,8 @@ from jax.sharding import (
     PartitionSpec,
 )
 
-from quantmuon.transforms import _tree
+from quantmuon import formats
+from quantmuon.transforms.variables import without_variables
 
 
 def _mesh_of(params: Any) -> Mesh:
@@ -68,7 +69,7 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     ValueError: when a parameter has no ``NamedSharding`` or the
       parameters lie on several meshes.
   """
-  params = _tree.without_variables(params)
+  params = without_variables(params)
   mesh = _mesh_of(params)
   explicit = AbstractMesh(
       tuple(mesh.axis_sizes), tuple(mesh.axis_names),
@@ -84,3 +85,52 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
       lambda s: NamedSharding(
           mesh, PartitionSpec() if s.sharding is None else s.sharding.spec),
       state)
+
+
+def init(tx: optax.GradientTransformation, params: Any) -> Any:
+  """``tx.init(params)`` placed by the rule, never whole on one device.
+
+  Runs ``init`` under ``jax.jit`` with :func:`state_shardings` as its
+  ``out_shardings``, and records in each stored value the placement it
+  was given (``Stored.spec``), as an eager ``tx.init`` of placed
+  parameters does: a plain ``jax.jit(tx.update)`` then keeps the state
+  where it is, step after step, without pins.
+
+  Args:
+    tx: the optimizer.
+    params: the parameters, each with a ``NamedSharding`` on one mesh.
+
+  Returns:
+    The initial state.
+  """
+  shardings = state_shardings(tx, params)
+  state = jax.jit(tx.init, out_shardings=shardings)(params)
+  return jax.tree.map(
+      lambda s, sh: s.with_spec(sh.spec) if formats.is_stored(s) else s,
+      state, shardings, is_leaf=formats.is_stored)
+
+
+def replicate_on_mesh(state: Any, params: Any) -> Any:
+  """``state``'s leaves that sit on one device, replicated on the mesh of
+  ``params`` (concrete arrays with ``NamedSharding`` on several devices);
+  ``state`` unchanged otherwise.
+
+  An eager ``init`` makes its counters on the default device, and the
+  first jitted ``update`` on the mesh would move them, and retrace on the
+  next step.
+  """
+  meshes = {x.sharding.mesh for x in jax.tree.leaves(
+      without_variables(params))
+            if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+            and isinstance(x.sharding, NamedSharding)}
+  if len(meshes) != 1:
+    return state
+  mesh = meshes.pop()
+  if mesh.size < 2:
+    return state
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(
+      lambda x: jax.device_put(x, replicated) if isinstance(
+          x, jax.Array) and not isinstance(x, jax.core.Tracer) and isinstance(
+              x.sharding, jax.sharding.SingleDeviceSharding) else x, state)
+

@@ -149,7 +149,7 @@ def _path_name(path: Sequence[Any]) -> str:
 def _stored_momentum(opt_state: Any) -> dict[str, formats.Stored]:
   """Parameter path -> the stored momentum, in a preset's state."""
   def is_momentum(x):
-    return isinstance(x, quantmuon.QuantizedMomentumState)
+    return isinstance(x, quantmuon.transforms.QuantizedMomentumState)
 
   found = [s for s in jax.tree.leaves(opt_state, is_leaf=is_momentum)
            if is_momentum(s)]

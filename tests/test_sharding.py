@@ -144,3 +144,22 @@ def test_quantize_state_plain_jit_init_places_codes_like_params():
     assert rec["mismatch"] == [], layout
     assert rec["values_equal"], layout
 
+
+def test_unpinned_update_keeps_the_state_where_init_put_it():
+  # jax.jit(tx.update) without out_shardings, the state fed back for three
+  # steps: no state leaf moves (a reshard a step), no retrace. The full
+  # set (every preset, fsdp/tp/2d) runs with --full.
+  got = section("unpinned")
+  assert len(got) == 12
+  for case, rec in got.items():
+    assert rec == {"moved": [], "traces": 1}, case
+
+
+def test_update_inside_shard_map_runs_newton_schulz_per_device():
+  # Replicated parameters inside shard_map: each device runs the whole
+  # update; the stacked layout must not take the manual mesh.
+  got = section("shard_map")
+  for name, diff in got.items():
+    assert isinstance(diff, float), (name, diff)
+    assert diff <= 1e-6, (name, diff)
+

@@ -65,7 +65,7 @@ def optimizer(name: str, widths: dict[str, Callable], lr: float,
     The chain: gradients -> moments -> (Newton-Schulz) -> lr -> weights.
   """
   fmt = formats.FloatingPoint(EXPONENT_BITS, FULL, rounding)
-  chain = [qm.quantize_gradients(fmt, mantissa_bits=widths["G"])]
+  chain = [qm.fp.quantize_gradients(fmt, mantissa_bits=widths["G"])]
   if name == "adam":
     adam = optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)
     adam = qm.quantize_state(adam, {"mu": fmt}, min_size=0,
@@ -73,20 +73,21 @@ def optimizer(name: str, widths: dict[str, Callable], lr: float,
     chain.append(qm.quantize_state(adam, {"nu": fmt}, min_size=0,
                                    mantissa_bits=widths["V"]))
   else:
-    momentum = qm.scale_by_quantized_momentum(
+    momentum = qm.transforms.scale_by_quantized_momentum(
         beta=0.95, nesterov=True, momentum_format=formats.Float(),
         accumulation="ema", min_size=0)
     chain += [qm.quantize_state(momentum, fmt, min_size=0,
                                 mantissa_bits=widths["M"]),
-              qm.orthogonalize(), qm.scale_by_shape(consistent_rms=0.2)]
+              qm.transforms.orthogonalize(),
+              qm.transforms.scale_by_shape(consistent_rms=0.2)]
   chain += [optax.scale_by_learning_rate(lr),
-            qm.snap_params(fmt, mantissa_bits=widths["W"], seed=1)]
+            qm.fp.snap_params(fmt, mantissa_bits=widths["W"], seed=1)]
   return optax.chain(*chain)
 
 
 def schedule(growth: float, steps: int) -> np.ndarray:
   """``1 + floor(growth * log2(1 + t))`` bits for t < steps (int32)."""
-  sched = qm.log_mantissa_schedule(1, FULL, growth=growth)
+  sched = qm.fp.log_mantissa_schedule(1, FULL, growth=growth)
   return np.asarray(sched(jnp.arange(steps)), np.int32)
 
 

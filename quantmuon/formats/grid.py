@@ -60,6 +60,11 @@ class Grid(Format):
   def __post_init__(self):
     check_scaled(self)
     positive_int(self.tile, "tile")
+    if self.code_map.zero_groups is not None:
+      raise ValueError(
+          f"codebook={self.codebook!r} has no zero level, which Grid's "
+          "two-sided scales cannot flag per group; use 'linear', 'dynamic' "
+          "or 'mulaw', or Blockwise.")
 
   @property
   def code_map(self) -> codebooks.Codebook:
@@ -109,7 +114,7 @@ class Grid(Format):
     scale = layout.safe_scale(self._element_scale(row, col))
     y = tiles / scale
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = self.code_map.encode(y, noise)
+    codes = self.code_map.encode(y, noise).astype(jnp.uint8)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
     mt, _, nt = row.shape
     return self.kernel_assemble(
