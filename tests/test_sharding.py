@@ -87,7 +87,8 @@ def test_momentum_step_communicates_only_small_shapes():
     # Blockwise and Grid tiles lie inside shards: no communication at all.
     assert got[f"blockwise/{layout}"] == []
     assert got[f"grid/{layout}"] == []
-    # Axiswise: all-reduces of the scales only (1, m or n elements).
+    # Axiswise: all-reduces of the scales and of their non-finite test
+    # only (1, m or n elements).
     for axis in ("tensor", "row", "col"):
       found = got[f"axiswise_{axis}/{layout}"]
       assert {kind for kind, _ in found} <= {"all-reduce"}, found
@@ -97,7 +98,9 @@ def test_momentum_step_communicates_only_small_shapes():
     found = got[f"subspace/{layout}"]
     assert found, "the power iteration contracts a sharded axis"
     assert max(_sizes(found)) <= 256 * 4, found
-  assert got["axiswise_tensor/fsdp"] == [["all-reduce", 1]]
+  # The scale's maximum, and the sum that finds a NaN or an inf in it
+  # (formats/layout.tiles_hold_non_finite).
+  assert got["axiswise_tensor/fsdp"] == [["all-reduce", 1]] * 2
 
 
 def test_stacked_newton_schulz_equals_one_device_with_less_traffic():

@@ -5,6 +5,7 @@ previous=None) -> Stored`` and ``decode(stored) -> array``. Formats compose:
 ``Subspace(factors=Blockwise(bits=8), residual=Grid(bits=4))``.
 """
 
+from quantmuon.formats import serialization  # noqa: F401 (flax, when there)
 from quantmuon.formats.base import Format
 from quantmuon.formats.codebooks import CODEBOOKS, dynamic_codebook
 from quantmuon.formats.float_ import Float

@@ -240,8 +240,10 @@ class _AbsmaxTiled(Format):
     tr, tc = self.tile_shape(m, n)
     mat = x.reshape(m, n).astype(jnp.float32)
     tiles = layout.to_tiles(mat, tr, tc)
-    scale = layout.round_scale(self._statistic(tiles, m, n),
-                               self.scale_dtype)
+    # A tile holding a NaN or an inf gets an inf scale (see layout).
+    scale = layout.round_scale(
+        jnp.where(layout.tiles_hold_non_finite(mat, tr, tc), jnp.inf,
+                  self._statistic(tiles, m, n)), self.scale_dtype)
     if self.compands_first:
       tiles = self._compander.compand(tiles)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]

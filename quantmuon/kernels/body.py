@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from quantmuon import momentum_op
-from quantmuon.formats import codebooks, kernel_math
+from quantmuon.formats import codebooks, kernel_math, layout
 from quantmuon.formats.kernel_layout import KernelLayout, Spanning
 from quantmuon.kernels import tile as tile_lib
 
@@ -122,8 +122,11 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
   if step.sink is tile_lib.Sink.STORE:
     io.store("new", x)
     return
+  # A group holding a NaN or an inf gets an inf scale, as in the formats;
+  # companding would clip the flag to one.
+  x = layout.flag_non_finite(x)
   if codec.compand is not None:
-    x = codec.compand.compand(x)
+    x = jnp.where(x == jnp.inf, x, codec.compand.compand(x))
   if step.sink is tile_lib.Sink.STATS:
     io.store_stats(tile_lib.magnitude(x, io.mask))
     return

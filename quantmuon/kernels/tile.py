@@ -153,11 +153,16 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
             out.row, sums(zeros.astype(jnp.float32)) > 0)
       flags = out.row
     else:
+      row, col = (stat.of(inside, 1, keepdims=True),
+                  stat.of(inside, 0, keepdims=True))
+      # A tile holding a NaN or an inf (flagged as +inf, see body.run)
+      # gets inf scales throughout, as the format gives it.
+      bad = jnp.max(row, axis=0, keepdims=True) > layout.F32_MAX
       out = Encoded(None,
-                    row=layout.round_scale(
-                        stat.of(inside, 1, keepdims=True), dtype),
-                    col=layout.round_scale(
-                        stat.of(inside, 0, keepdims=True), dtype))
+                    row=layout.round_scale(jnp.where(bad, jnp.inf, row),
+                                           dtype),
+                    col=layout.round_scale(jnp.where(bad, jnp.inf, col),
+                                           dtype))
       divisor = flags = layout.safe_scale(
           jnp.minimum(out.row.astype(jnp.float32),
                       out.col.astype(jnp.float32)))

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from quantmuon import formats
-from quantmuon.formats import placement
+from quantmuon.formats import placement, serialization
 from quantmuon.transforms import fp
 from quantmuon.transforms.options import static_int
 from quantmuon.transforms.variables import without_variables
@@ -67,6 +67,20 @@ class StoredLeaf:
 
 def is_stored_leaf(x: Any) -> bool:
   return isinstance(x, StoredLeaf)
+
+
+def _register_stored_leaf(flax: Any) -> None:
+  """Registers :class:`StoredLeaf` with ``flax.serialization``: its state
+  dict is its ``stored`` value's (see ``formats.serialization``)."""
+  flax.register_serialization_state(
+      StoredLeaf, lambda leaf: {"stored": flax.to_state_dict(leaf.stored)},
+      lambda target, state: StoredLeaf(
+          flax.from_state_dict(target.stored, state["stored"],
+                               name="stored"), target.depth),
+      override=True)
+
+
+serialization.when_imported(serialization.FLAX, _register_stored_leaf)
 
 
 class QuantizedState(NamedTuple):
