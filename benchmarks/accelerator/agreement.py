@@ -61,7 +61,7 @@ def momentum_settings(preset: str, shape: tuple[int, int]
   stored = [s for s in jax.tree.leaves(state, is_leaf=qm.formats.is_stored)
             if qm.formats.is_stored(s)]
   settings = presets.twin_settings(fn, 1e-3, **kwargs)
-  return stored[0].format, {k: settings[k] for k in (
+  return stored[0].format, {k: getattr(settings, k) for k in (
       "beta", "accumulation", "normalize", "nesterov")}
 
 

@@ -36,6 +36,7 @@ from benchmarks import common, optimizer_step, update_memory
 from benchmarks.accelerator import plan as plan_lib
 from benchmarks.accelerator.record import Budget, short_error
 from quantmuon import routing
+from quantmuon.formats.matrix_view import MatrixView
 from quantmuon_experiments import timing
 
 LR = 1e-3
@@ -84,23 +85,13 @@ def params_of(scale: str) -> dict[str, Any]:
   return stack_layers(params) if scale.endswith(STACKED) else params
 
 
-def stacked_dimension_numbers(tree: Any) -> Any:
-  """Dimension numbers with the stacked layers' leading axis a batch axis.
+# The stacked layers' leading axis is a batch axis.
+STACK_AXES = {STACK_KEY: 0}
 
-  Args:
-    tree: parameters or updates.
 
-  Returns:
-    ``(layer, in, out)`` leaves under ``blocks``: reduction axis 1, output
-    axis 2; every other leaf as ``routing.leaf_dimension_numbers``.
-  """
-  def one(path, p):
-    top = getattr(path[0], "key", None) if path else None
-    if top == STACK_KEY and p.ndim == 3:
-      return MuonDimensionNumbers(reduction_axis=(1,), output_axis=(2,))
-    return routing.leaf_dimension_numbers(path, p.ndim)
-
-  return jax.tree_util.tree_map_with_path(one, tree)
+def stack_axes(stacked: bool) -> dict[str, int] | None:
+  """The ``stack_axes`` argument of a scale's presets."""
+  return STACK_AXES if stacked else None
 
 
 def build(variant: plan_lib.Variant, params: Any, stacked: bool
@@ -110,24 +101,25 @@ def build(variant: plan_lib.Variant, params: Any, stacked: bool
   Args:
     variant: ``optax_muon`` or a preset with its pipeline and impl.
     params: the parameter shapes (for optax's dimension numbers).
-    stacked: whether the layers are stacked (``stacked_dimension_numbers``).
+    stacked: whether the layers are stacked (``STACK_AXES``).
 
   Returns:
     The optimizer.
   """
-  dims = stacked_dimension_numbers if stacked else None
+  axes = stack_axes(stacked)
   if variant.preset == plan_lib.OPTAX_MUON:
-    resolved = stacked_dimension_numbers(params)
-    labels = qm.muon_labels(params, dims)
+    labels = qm.muon_labels(params, stack_axes=axes)
+    views = routing.views(params, stack_axes=axes)
     tree = jax.tree.map(
-        lambda label, d: (d or MuonDimensionNumbers())
-        if label == routing.MUON else None, labels, resolved,
-        is_leaf=lambda x: x is None or isinstance(x, MuonDimensionNumbers))
+        lambda label, view: (routing.to_dimension_numbers(view)
+                             or MuonDimensionNumbers())
+        if label == routing.MUON else None, labels, views,
+        is_leaf=lambda x: x is None or isinstance(x, MatrixView))
     return optax.contrib.muon(LR, adam_b2=0.95,
                               muon_weight_dimension_numbers=tree)
   fn, kwargs = plan_lib.PRESETS[variant.preset]
   return fn(LR, pipeline=variant.pipeline, impl=variant.impl,
-            dimension_numbers=dims, **kwargs)
+            stack_axes=axes, **kwargs)
 
 
 def materialize(params: Any) -> tuple[Any, Any]:
@@ -253,7 +245,7 @@ def run_scale(scale: plan_lib.StepScale, plan: plan_lib.Plan,
   start = time.perf_counter()
   stacked = scale.name.endswith(STACKED)
   shapes = params_of(scale.name)
-  labels = qm.muon_labels(shapes, stacked_dimension_numbers)
+  labels = qm.muon_labels(shapes, stack_axes=stack_axes(stacked))
   muon_leaves = sum(label == routing.MUON for label in jax.tree.leaves(labels))
   params, grads = materialize(shapes)
   rows, steps, skipped = [], {}, []

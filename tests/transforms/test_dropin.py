@@ -78,9 +78,14 @@ def test_muon_and_its_twin_equal_optax_contrib_muon(case):
       outs.append(u)
     for name in params:
       want = np.asarray(outs[0][name], np.float32)
+      # Float reassociation (XLA fuses differently across CPUs) moves an
+      # element by a few ulps of the update's scale; a bfloat16 momentum
+      # rounded at another point of the sum by one bfloat16 ulp.
+      scale = float(np.max(np.abs(want)))
+      atol = scale * (1e-2 if "mu_dtype" in kw else 1e-5)
       for got in outs[1:]:
         np.testing.assert_allclose(np.asarray(got[name], np.float32), want,
-                                   rtol=1e-4, atol=1e-6,
+                                   rtol=1e-4, atol=atol,
                                    err_msg=f"{kw} step {t} {name}")
     params = optax.apply_updates(params, outs[0])
 
