@@ -35,7 +35,7 @@ from quantmuon_experiments import optimizers
 def lm_model(**overrides) -> ml_collections.ConfigDict:
   """A GPT decoder's shape (see ``model.GPTConfig``)."""
   fields = dict(vocab_size=256, context=128, width=128, depth=4, heads=4,
-                mlp_ratio=4, tied_head=False)
+                mlp_ratio=4, tied_head=False, scan_layers=False)
   fields.update(overrides)
   return ml_collections.ConfigDict(fields)
 

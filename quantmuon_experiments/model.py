@@ -5,6 +5,12 @@ positions, tied or untied output head. Attribute names are chosen so that
 ``quantmuon.muon_labels`` routes the parameters as Muon expects: the token and
 position tables (``wte``, ``wpe``) and the head (``lm_head``) go to AdamW, the
 attention and MLP kernels to Muon, norms and biases (1-D) to AdamW.
+
+With ``scan_layers`` the blocks are one module made by ``nnx.vmap`` and
+run by ``nnx.scan``, as Flax writes scanned layers: every block parameter
+is a ``(depth, ...)`` stack under ``blocks``, compiled once whatever the
+depth, and :data:`STACK_AXES` tells the optimizers its leading axis holds
+one layer per index.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 Array = jax.Array
+# The optimizers' ``stack_axes`` of a model with scanned layers.
+STACK_AXES = {"blocks": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +40,8 @@ class GPTConfig:
     mlp_ratio: hidden width of the MLP over ``width``.
     tied_head: reuse the token table as the output head.
     init_std: standard deviation of the normal initializers.
+    scan_layers: make the blocks with ``nnx.vmap`` and run them with
+      ``nnx.scan`` (stacked parameters) instead of a list of blocks.
   """
 
   vocab_size: int = 256
@@ -42,6 +52,7 @@ class GPTConfig:
   mlp_ratio: int = 4
   tied_head: bool = False
   init_std: float = 0.02
+  scan_layers: bool = False
 
   def __post_init__(self):
     if self.width % self.heads:
@@ -112,8 +123,16 @@ class GPT(nnx.Module):
                          embedding_init=init)
     self.wpe = nnx.Embed(config.context, config.width, rngs=rngs,
                          embedding_init=init)
-    self.blocks = nnx.List([Block(config, rngs)
-                            for _ in range(config.depth)])
+    if config.scan_layers:
+      @nnx.split_rngs(splits=config.depth)
+      @nnx.vmap(in_axes=(0,), out_axes=0)
+      def stacked(rngs: nnx.Rngs) -> Block:
+        return Block(config, rngs)
+
+      self.blocks = stacked(rngs)
+    else:
+      self.blocks = nnx.List([Block(config, rngs)
+                              for _ in range(config.depth)])
     self.ln_f = nnx.LayerNorm(config.width, rngs=rngs)
     if not config.tied_head:
       self.lm_head = nnx.Linear(config.width, config.vocab_size,
@@ -135,12 +154,24 @@ class GPT(nnx.Module):
           f"sequence length {t} exceeds the model context "
           f"{self.config.context}.")
     x = self.wte(tokens) + self.wpe(jnp.arange(t))
-    for block in self.blocks:
-      x = block(x)
+    if self.config.scan_layers:
+      @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+      def run(x: Array, block: Block) -> Array:
+        return block(x)
+
+      x = run(x, self.blocks)
+    else:
+      for block in self.blocks:
+        x = block(x)
     x = self.ln_f(x)
     if self.config.tied_head:
       return self.wte.attend(x)
     return self.lm_head(x)
+
+
+def stack_axes(config: GPTConfig) -> dict[str, int] | None:
+  """The optimizers' ``stack_axes`` for a model of ``config``."""
+  return STACK_AXES if config.scan_layers else None
 
 
 def count_params(model: nnx.Module) -> int:

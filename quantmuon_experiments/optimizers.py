@@ -11,7 +11,6 @@ them ``<name>_fp32``, its exact full-precision twin
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,36 +18,27 @@ import ml_collections
 import optax
 
 import quantmuon
-from quantmuon import presets
+from quantmuon import registry
 from quantmuon_experiments import errors
 
-TWIN_SUFFIX = "_fp32"
-# name -> (preset, fixed keyword arguments)
-FULL_PRECISION: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
-    "muon": (quantmuon.muon, {}),
-    "muon_rms": (quantmuon.muon, {"consistent_rms": 0.2}),
+TWIN_SUFFIX = registry.TWIN_SUFFIX
+FULL_PRECISION = registry.FULL_PRECISION
+# The library's variants, and those muon_lowbit was chosen from
+# (configs/lowbit_ablation.py).
+ABLATIONS: dict[str, registry.Variant] = {
+    "muon_lowbit_rank16": registry.Variant(quantmuon.muon_lowbit,
+                                           {"rank_divisor": 16}),
+    "muon_lowbit_rank8": registry.Variant(quantmuon.muon_lowbit,
+                                          {"rank_divisor": 8}),
+    "muon_lowbit_no_nesterov": registry.Variant(quantmuon.muon_lowbit,
+                                                {"nesterov": False}),
+    "muon_lowbit_2bit_rank8": registry.Variant(
+        quantmuon.muon_lowbit, {"bits": 2, "rank_divisor": 8}),
 }
-QUANTIZED: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
-    "muon_8bit": (quantmuon.muon_8bit, {"scheme": "linear"}),
-    "muon_8bit_dynamic": (quantmuon.muon_8bit, {"scheme": "dynamic"}),
-    "muon_4bit": (quantmuon.muon_4bit, {}),
-    "muonq": (quantmuon.muonq, {}),
-    "muon_grasp": (quantmuon.muon_grasp, {}),
-    "muon_lowbit": (quantmuon.muon_lowbit, {}),
-    "muon_lowbit_2bit": (quantmuon.muon_lowbit, {"bits": 2}),
-}
-# The variants muon_lowbit was chosen from (configs/lowbit_ablation.py).
-ABLATIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
-    "muon_lowbit_rank16": (quantmuon.muon_lowbit, {"rank_divisor": 16}),
-    "muon_lowbit_rank8": (quantmuon.muon_lowbit, {"rank_divisor": 8}),
-    "muon_lowbit_no_nesterov": (quantmuon.muon_lowbit, {"nesterov": False}),
-    "muon_lowbit_2bit_rank8": (quantmuon.muon_lowbit,
-                               {"bits": 2, "rank_divisor": 8}),
-}
-QUANTIZED.update(ABLATIONS)
-TWINS = {name + TWIN_SUFFIX: (quantmuon.full_precision_twin(preset), fixed)
-         for name, (preset, fixed) in QUANTIZED.items()}
-PRESETS = {**FULL_PRECISION, **QUANTIZED, **TWINS}
+QUANTIZED = {**registry.QUANTIZED, **ABLATIONS}
+TWINS = {name + TWIN_SUFFIX: v.twin for name, v in QUANTIZED.items()}
+PRESETS: dict[str, registry.Variant] = {**FULL_PRECISION, **QUANTIZED,
+                                        **TWINS}
 NAMES = ("adamw", *PRESETS)
 
 # Optimizers that share a learning rate; the sweep tunes the first of each
@@ -68,8 +58,7 @@ def twin_of(name: str) -> str | None:
 def twin_key(name: str) -> str:
   """Equal for twins that build the same optimizer (``muon_8bit``'s and
   ``muon_8bit_dynamic``'s, say): the twin's settings at a unit rate."""
-  preset, fixed = QUANTIZED[name]
-  return repr(presets.twin_settings(preset, 1.0, **fixed))
+  return repr(QUANTIZED[name].twin.options(1.0)[1])
 
 
 def rate_group(name: str) -> str:
@@ -103,33 +92,34 @@ def schedule(peak: float, steps: int, warmup_steps: int,
       0.0, peak, warmup, max(steps, warmup + 1), peak * final_ratio)
 
 
-def _is_muon_leaf(params: Any) -> Any:
-  return jax.tree.map(lambda label: label == "muon",
-                      quantmuon.muon_labels(params))
-
-
 def adamw(learning_rate: optax.ScalarOrSchedule, weight_decay: float,
-          adam_weight_decay: float) -> optax.GradientTransformation:
+          adam_weight_decay: float, stack_axes: Any = None
+          ) -> optax.GradientTransformation:
   """AdamW (b1 0.9, b2 0.95) with the presets' split of weight decay.
 
   Args:
     learning_rate: float or schedule.
     weight_decay: decay of the leaves the presets give to Muon.
     adam_weight_decay: decay of the others (embeddings, head, norms).
+    stack_axes: the model's stacked layers (``quantmuon.muon_labels``).
 
   Returns:
     An optax optimizer.
   """
+  def is_muon_leaf(params: Any, muon: bool = True) -> Any:
+    return jax.tree.map(lambda label: (label == "muon") == muon,
+                        quantmuon.muon_labels(params, stack_axes=stack_axes))
+
   return optax.chain(
       optax.scale_by_adam(b1=0.9, b2=0.95, eps=1e-8),
-      optax.add_decayed_weights(weight_decay, _is_muon_leaf),
-      optax.add_decayed_weights(
-          adam_weight_decay,
-          lambda p: jax.tree.map(lambda m: not m, _is_muon_leaf(p))),
+      optax.add_decayed_weights(weight_decay, is_muon_leaf),
+      optax.add_decayed_weights(adam_weight_decay,
+                                lambda p: is_muon_leaf(p, muon=False)),
       optax.scale_by_learning_rate(learning_rate))
 
 
-def build(config: ml_collections.ConfigDict, steps: int
+def build(config: ml_collections.ConfigDict, steps: int,
+          stack_axes: Any = None
           ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The optimizer named by ``config.name`` and its learning-rate schedule.
 
@@ -139,6 +129,8 @@ def build(config: ml_collections.ConfigDict, steps: int
       ``warmup_steps``, ``final_lr_ratio``, and ``options`` (extra keyword
       arguments of the preset, e.g. ``min_size``).
     steps: total training steps, for the schedule.
+    stack_axes: the model's stacked layers, given to the optimizer
+      (``model.stack_axes``).
 
   Returns:
     ``(optimizer, schedule of the main learning rate)``.
@@ -157,10 +149,10 @@ def build(config: ml_collections.ConfigDict, steps: int
   adam_lr = sched(config.adam_learning_rate or config.learning_rate)
   options = dict(config.get("options", {}) or {})
   if name == "adamw":
-    return adamw(lr, config.weight_decay, config.adam_weight_decay), lr
-  preset, fixed = PRESETS[name]
-  tx = preset(lr, weight_decay=config.weight_decay,
-              adam_learning_rate=adam_lr,
-              adam_weight_decay=config.adam_weight_decay,
-              **fixed, **options)
+    return adamw(lr, config.weight_decay, config.adam_weight_decay,
+                 stack_axes), lr
+  tx = PRESETS[name](lr, weight_decay=config.weight_decay,
+                     adam_learning_rate=adam_lr,
+                     adam_weight_decay=config.adam_weight_decay,
+                     stack_axes=stack_axes, **options)
   return tx, lr

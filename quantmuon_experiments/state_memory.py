@@ -17,17 +17,19 @@ import optax
 import quantmuon
 
 
-def split_params(params: dict[Any, Any]) -> tuple[dict, dict]:
+def split_params(params: dict[Any, Any], stack_axes: Any = None
+                 ) -> tuple[dict, dict]:
   """The matrix leaves (labelled ``muon``) and the others, as two trees.
 
   Args:
     params: a nested dict of arrays or ``jax.ShapeDtypeStruct``s.
+    stack_axes: the model's stacked layers (``quantmuon.muon_labels``).
 
   Returns:
     ``(matrix, other)``, nested dicts with the same paths, empty branches
     dropped.
   """
-  labels = quantmuon.muon_labels(params)
+  labels = quantmuon.muon_labels(params, stack_axes=stack_axes)
 
   def keep(tree: Any, marks: Any, wanted: bool) -> Any:
     if not isinstance(tree, dict):
@@ -43,13 +45,14 @@ def _count(tree: Any) -> int:
   return sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
 
 
-def state_split(tx: optax.GradientTransformation, params: dict[Any, Any]
-                ) -> dict[str, int]:
+def state_split(tx: optax.GradientTransformation, params: dict[Any, Any],
+                stack_axes: Any = None) -> dict[str, int]:
   """Bytes of ``tx``'s state on the matrix leaves and on the others.
 
   Args:
     tx: the optimizer.
     params: its parameters (arrays or ``jax.ShapeDtypeStruct``s).
+    stack_axes: as for :func:`split_params`.
 
   Returns:
     ``params``, ``state_bytes`` (the whole state), ``matrix_params`` and
@@ -57,7 +60,7 @@ def state_split(tx: optax.GradientTransformation, params: dict[Any, Any]
     ``other_params`` and ``other_state_bytes`` (the state of the others
     alone, step counters included).
   """
-  matrix, other = split_params(params)
+  matrix, other = split_params(params, stack_axes)
   total = quantmuon.nbytes(jax.eval_shape(tx.init, params))
   rest = quantmuon.nbytes(jax.eval_shape(tx.init, other))
   return {"params": _count(params), "state_bytes": total,

@@ -97,7 +97,7 @@ def lm_task(config: ml_collections.ConfigDict, seed: int) -> Task:
     gpt_config = model.GPTConfig(
         vocab_size=mc.vocab_size, context=mc.context, width=mc.width,
         depth=mc.depth, heads=mc.heads, mlp_ratio=mc.mlp_ratio,
-        tied_head=mc.tied_head)
+        tied_head=mc.tied_head, scan_layers=mc.get("scan_layers", False))
   except ValueError as e:
     raise errors.ConfigError(f"config.model: {e}") from e
   chunk = max(dc.chunk_size, mc.context + 1)

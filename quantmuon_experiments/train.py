@@ -42,6 +42,7 @@ from quantmuon_experiments import (
     cli,
     errors,
     metrics,
+    model,
     optimizers,
     parallel,
     state_memory,
@@ -161,12 +162,19 @@ def build_optimizer(config: ml_collections.ConfigDict
     ``(optimizer, schedule of its main learning rate)``.
   """
   try:
-    return optimizers.build(config.optimizer, config.train.steps)
+    return optimizers.build(config.optimizer, config.train.steps,
+                            stack_axes=_stack_axes(config))
   except errors.ConfigError:
     raise
   except (TypeError, ValueError) as e:
     raise errors.ConfigError(
         f"config.optimizer ({config.optimizer.name}): {e}") from e
+
+
+def _stack_axes(config: ml_collections.ConfigDict) -> Any:
+  """The optimizers' ``stack_axes`` of the config's model."""
+  scanned = config.task == "lm" and config.model.get("scan_layers", False)
+  return model.STACK_AXES if scanned else None
 
 
 def guard(tx: optax.GradientTransformation,
@@ -455,7 +463,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
   compiled, memory, lr_schedule = run.step, run.memory, run.lr_schedule
   n_params = sum(int(p.size) for p in jax.tree.leaves(params))
   state_bytes = quantmuon.nbytes(opt_state)
-  split = state_memory.state_split(run.tx, params)
+  split = state_memory.state_split(run.tx, params, _stack_axes(config))
   evaluate = make_eval(run.graphdef, task.loss)
 
   log = metrics.MetricsLog(os.path.join(workdir, "metrics.jsonl"))

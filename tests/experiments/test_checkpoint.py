@@ -6,9 +6,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from quantmuon.experiments import checkpoint
 
 import quantmuon as qm
+from quantmuon_experiments import checkpoint
 
 
 def _params():

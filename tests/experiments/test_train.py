@@ -85,6 +85,21 @@ def test_summary_fields(tmp_path):
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
+def test_scanned_layers_train_with_the_same_state(tmp_path):
+  """``model.scan_layers``: the optimizer is told the stack axis, so the
+  state and the matrix split are those of the list of blocks."""
+  config = tiny_config(steps=2)
+  config.model.depth = 2
+  config.optimizer.name = "muon_8bit"
+  plain = train.train(config, tmp_path / "plain")
+  config.model.scan_layers = True
+  scanned = train.train(config, tmp_path / "scanned")
+  for key in ("params", "state_bytes", "matrix_params",
+              "matrix_state_bytes"):
+    assert scanned[key] == plain[key], key
+  assert np.isfinite(scanned["final_val_loss"])
+
+
 def _digits_config(steps: int = 4):
   config = tiny_config(steps=steps)
   config.task = "digits"
