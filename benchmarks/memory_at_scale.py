@@ -6,7 +6,10 @@ training and without allocating the model:
 
 - the optimizer state from shapes alone (``jax.eval_shape``): the whole
   state, its bytes per matrix parameter (Muon's leaves) and per parameter,
-  and the rest (AdamW's moments of embeddings, head, norms and biases);
+  and the rest (AdamW's moments of embeddings, head, norms and biases):
+  its MiB, its bytes per parameter of the whole model (``rest_B_per_param``;
+  ``B_per_param`` less it is the matrices' share) and its share of the
+  state (``rest_pct``);
 - the training memory that does not depend on the batch: float32
   parameters and gradients plus the state (``floor_GiB``), and the state's
   share of it;
@@ -103,6 +106,8 @@ def rows_of(path: str, names: list[str] | None, batch_size: int | None,
         / split["matrix_params"],
         "B_per_param": split["state_bytes"] / split["params"],
         "rest_MiB": split["other_state_bytes"] / MIB,
+        "rest_B_per_param": split["other_state_bytes"] / split["params"],
+        "rest_pct": 100 * split["other_state_bytes"] / split["state_bytes"],
         **split,
     }
     floor = 8 * split["params"] + split["state_bytes"]
@@ -138,7 +143,8 @@ def main() -> None:
     rows += rows_of(path, names, args.batch_size or None, args.compile)
   columns = ["config", "optimizer", "params", "state_MiB",
              "B_per_matrix_param", "B_per_param", "rest_MiB",
-             "saved_vs_muon_MiB", "floor_GiB", "floor_state_pct"]
+             "rest_B_per_param", "rest_pct", "saved_vs_muon_MiB", "floor_GiB",
+             "floor_state_pct"]
   if args.compile:
     columns += ["batch_size", "step_GiB", "state_share_pct"]
   common.report("memory_at_scale", rows, columns, meta={

@@ -183,6 +183,7 @@ def memory_at_scale() -> str | None:
       "optimizer": "optimizer", "state_MiB": "state MiB",
       "B_per_matrix_param": "B / matrix param",
       "B_per_param": "B / param (all)", "rest_MiB": "AdamW rest MiB",
+      "rest_B_per_param": "AdamW rest B / param", "rest_pct": "AdamW share %",
       "floor_GiB": "params + grads + state GiB",
       "saved_vs_muon_MiB": "saved vs muon MiB"})
   return (f"Optimizer state at a user's scale: `configs/gpt2_small.py` "

@@ -476,6 +476,17 @@ def muon_grasp(bits: int | None = None, rank_divisor: int | None = None,
               consistent_rms=0.2)
 
 
+def adam_8bit() -> dict[str, formats.Format]:
+  """``adam_state_format`` for 8-bit AdamW (bitsandbytes' recipe).
+
+  Returns:
+    The first moment in ``dynamic`` and the second in ``unsigned_dynamic``
+    8-bit codes, one float32 absmax scale per block of 2048 elements.
+  """
+  return {"mu": formats.Blockwise(8, "dynamic"),
+          "nu": formats.Blockwise(8, "unsigned_dynamic")}
+
+
 @preset
 def muon_lowbit(bits: int | None = None, rank_divisor: int | None = None,
                 group_size: int | None = None) -> dict[str, Any]:
@@ -494,6 +505,15 @@ def muon_lowbit(bits: int | None = None, rank_divisor: int | None = None,
   scale: such weights stay where the twin leaves them, at a higher error
   for that group's other values (0.46 relative on Gaussian groups against
   0.34).
+
+  AdamW's state (embeddings, head, norms, biases) is stored in 8 bits, as
+  bitsandbytes' 8-bit Adam: the first moment in ``dynamic`` codes, the
+  second in ``unsigned_dynamic`` codes, one float32 scale per block of
+  2048, leaves under ``min_size`` elements in float32
+  (``adam_state_format``; pass None for float32). Without it AdamW's
+  float32 moments of the embeddings would be most of the state at GPT-2
+  small's shapes. The twin (:func:`full_precision_twin`) keeps them in
+  float32.
 
   Args:
     bits: residual code width, 4 or 2 (4).
@@ -518,7 +538,8 @@ def muon_lowbit(bits: int | None = None, rank_divisor: int | None = None,
       rank_divisor=static_int(rank_divisor, "rank_divisor", 20),
       factors=formats.Blockwise(bits=8, block_size=128), residual=residual)
   return dict(momentum_format=fmt, accumulation="sum", normalize=True,
-              nesterov=True, consistent_rms=0.2)
+              nesterov=True, consistent_rms=0.2,
+              adam_state_format=adam_8bit())
 
 
 class _Twin:

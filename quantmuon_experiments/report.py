@@ -178,15 +178,21 @@ def _memory_note(results: dict[str, Any]) -> str:
         f"({_mb(step_ref)} to {_mb(step_small)} MiB).")
   else:
     effect = f"{verdict}; no optimizer here has a smaller state than {ref}."
+  differ = [f"`{n}` {_mb(o['other_state_bytes'])} MiB"
+            for n, o in opts.items()
+            if o["other_state_bytes"] != r["other_state_bytes"]]
+  rest = (f"the same in every optimizer here but {', '.join(differ)} "
+          f"(another `adam_state_format`)" if differ
+          else "the same in every optimizer here")
   return (
       f"B/matrix param: the state of the {r['matrix_params']:,} parameters "
       f"of the hidden matrices (Muon's leaves, what a format stores) per "
       f"such parameter. B/param (all): the whole state over all "
       f"{r['params']:,} parameters. The rest, {_mb(r['other_state_bytes'])}"
-      f" MiB in `{ref}`, is AdamW's two float32 moments of the "
+      f" MiB in `{ref}`, is AdamW's two moments of the "
       f"{r['other_params']:,} other parameters (embeddings, head, norms, "
       f"biases; {100 * r['other_params'] / r['params']:.0f}% of the "
-      f"parameters) and step counters, the same in every Muon optimizer. "
+      f"parameters) and step counters, {rest}. "
       f"{effect} At a user's scale, see `python -m "
       f"benchmarks.memory_at_scale`.")
 

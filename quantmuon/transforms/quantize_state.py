@@ -277,6 +277,23 @@ def field_name(path: tuple, param_paths: frozenset) -> str | None:
   return names[-1] if names else None
 
 
+def _field_names(state: Any) -> set[str]:
+  """The field names of every NamedTuple in ``state``, leaves or not."""
+  names = set()
+  todo = [state]
+  while todo:
+    node = todo.pop()
+    if is_stored_leaf(node):
+      continue
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+      names.update(node._fields)
+    children = jax.tree.leaves(node, is_leaf=lambda x, node=node: x
+                               is not node)
+    if not (len(children) == 1 and children[0] is node):
+      todo.extend(children)
+  return names
+
+
 def _eligible(path: tuple, leaf: Any, min_size: int) -> bool:
   """A floating array of at least ``min_size`` elements and one dimension,
   not a hyperparameter of ``optax.inject_hyperparams`` (scalars such as b2
@@ -331,6 +348,9 @@ def _resolver(state_format: Any) -> Callable[[Any, Any, int], list]:
     leaves = jax.tree_util.tree_flatten_with_path(
         state, is_leaf=is_stored_leaf)[0]
     found = {field_name(path, param_paths) for path, _ in leaves}
+    # A field may hold no leaf (AdamW's moments where every parameter is
+    # another transform's in ``optax.partition``): still a field.
+    found |= _field_names(state)
     if names is not None and names - found:
       raise ValueError(
           f"state_format names unknown state field(s) "

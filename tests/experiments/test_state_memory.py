@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from quantmuon_experiments import optimizers, state_memory
 from tests.experiments.conftest import tiny_config
@@ -50,5 +51,10 @@ def test_memory_at_scale_from_shapes_only():
   assert muon["B_per_matrix_param"] == 4
   assert 0.5 < muonq["B_per_matrix_param"] < 0.6
   assert muon["rest_MiB"] == muonq["rest_MiB"] > 0
+  # The AdamW rest per parameter of the whole model, and its share.
+  assert muon["rest_B_per_param"] == muon["other_state_bytes"] / muon[
+      "params"]
+  assert muonq["rest_pct"] == pytest.approx(
+      100 * muonq["rest_MiB"] / muonq["state_MiB"])
   assert muonq["saved_vs_muon_MiB"] == muon["state_MiB"] - muonq["state_MiB"]
   assert "step_GiB" not in muon

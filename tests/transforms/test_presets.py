@@ -167,6 +167,7 @@ ALL_PRESETS = {
     "muon_4bit": qm.muon_4bit,
     "muonq": qm.muonq,
     "muon_grasp": qm.muon_grasp,
+    "muon_lowbit": qm.muon_lowbit,
 }
 
 
@@ -333,6 +334,60 @@ def test_muon_lowbit_is_its_recipe():
   settings = qm.presets.twin_settings(qm.muon_lowbit, LR)
   assert (settings.accumulation, settings.normalize,
           settings.nesterov) == ("sum", True, True)
+
+
+def _adam_moments(state) -> dict:
+  """AdamW's ``mu`` and ``nu`` of the embedding in a preset's state."""
+  adam = state.inner_states["adam"].inner_state
+  if isinstance(adam, qm.transforms.QuantizedState):
+    adam = adam.inner
+  return {name: getattr(adam[0], name)["embed"]["embedding"]
+          for name in ("mu", "nu")}
+
+
+def test_muon_lowbit_stores_adam_state_in_8_bits():
+  """muon_lowbit's AdamW moments of the embedding are 8-bit blockwise
+  codes (bitsandbytes' maps); its twin and ``adam_state_format=None`` keep
+  them in float32; the default is the same optimizer as the formats passed
+  by hand, bit for bit."""
+  params = _params()
+  grads = [jax.tree.map(lambda p, t=t: jnp.sin(p + t), params)
+           for t in range(3)]
+
+  def run(tx):
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    outs = []
+    for g in grads:
+      u, state = update(g, state, params)
+      outs.append(np.asarray(u["embed"]["embedding"]))
+    return outs, state
+
+  ours, state = run(qm.muon_lowbit(LR, min_size=0))
+  moments = _adam_moments(state)
+  assert moments["mu"].stored.format == qm.formats.Blockwise(8, "dynamic")
+  assert moments["nu"].stored.format == qm.formats.Blockwise(
+      8, "unsigned_dynamic")
+  assert all(m.stored["codes"].dtype == jnp.uint8 for m in moments.values())
+  by_hand, _ = run(qm.muon_lowbit(
+      LR, min_size=0, adam_state_format={
+          "mu": qm.formats.Blockwise(8, "dynamic"),
+          "nu": qm.formats.Blockwise(8, "unsigned_dynamic")}))
+  for a, b in zip(ours, by_hand, strict=True):
+    np.testing.assert_array_equal(a, b)
+  exact = None
+  for tx in (qm.full_precision_twin(qm.muon_lowbit)(LR, min_size=0),
+             qm.muon_lowbit(LR, min_size=0, adam_state_format=None)):
+    outs, state = run(tx)
+    assert all(m.dtype == jnp.float32 and m.shape == (50, 16)
+               for m in _adam_moments(state).values())
+    exact = exact or outs
+    for a, b in zip(outs, exact, strict=True):
+      np.testing.assert_array_equal(a, b)
+  # Quantized, so not the float32 updates, but close to them.
+  errs = [np.linalg.norm(a - b) / np.linalg.norm(b)
+          for a, b in zip(ours[1:], exact[1:], strict=True)]
+  assert 0 < max(errs) < 0.05, errs
 
 
 @pytest.mark.parametrize("preset", [

@@ -286,6 +286,28 @@ def test_preset_adam_state_format():
     getattr(qm, name)(1e-2, adam_state_format=ADAM8).init(params)
 
 
+def test_fields_without_leaves_are_fields():
+  """AdamW's state on a model whose every leaf is Muon's has ``mu`` and
+  ``nu`` fields but no leaf in them: not an unknown field (the default
+  of ``muon_lowbit`` raised), while a misspelt field still raises."""
+  params = {"w": jnp.zeros((64, 64)), "v": jnp.zeros((64, 128))}
+  for tx in (qm.quantized_muon(1e-2, adam_state_format=ADAM8),
+             qm.muon_lowbit(1e-2)):
+    state = tx.init(params)
+    assert not any(isinstance(x, qm.transforms.StoredLeaf)
+                   for x in jax.tree.leaves(
+                       state, is_leaf=lambda x: isinstance(
+                           x, qm.transforms.StoredLeaf)))
+    tx.update(params, state, params)
+  masked = optax.partition({"a": qm.quantize_state(optax.adam(1e-3), ADAM8),
+                            "b": optax.sgd(1e-3)}, {"w": "b"})
+  masked.init({"w": jnp.zeros(8)})
+  with pytest.raises(ValueError, match="'mue'"):
+    optax.partition(
+        {"a": qm.quantize_state(optax.adam(1e-3), {"mue": formats.Float()}),
+         "b": optax.sgd(1e-3)}, {"w": "b"}).init({"w": jnp.zeros(8)})
+
+
 def test_state_round_trips_through_orbax(rng, tmp_path):
   ocp = pytest.importorskip("orbax.checkpoint")
   params = _params(rng)
