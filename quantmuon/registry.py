@@ -15,6 +15,10 @@ import optax
 
 from quantmuon import presets
 
+__all__ = ["FULL_PRECISION", "NAMES", "QUANTIZED", "TWIN_SUFFIX",
+           "VARIANTS", "Variant", "get", "twin_of"]
+
+#: What a quantized variant's name ends with to name its twin.
 TWIN_SUFFIX = "_fp32"
 
 
@@ -23,7 +27,8 @@ class Variant:
   """A preset with some of its own arguments fixed.
 
   Attributes:
-    preset: the preset (or a twin, from :func:`presets.full_precision_twin`).
+    preset: the preset (or a twin, from
+      :func:`quantmuon.presets.full_precision_twin`).
     fixed: the arguments it is called with, before the caller's.
   """
 
@@ -51,11 +56,13 @@ class Variant:
     return self.options(1.0)[1] != self.twin.options(1.0)[1]
 
 
+#: The full-precision variants, ``muon`` and ``muon_rms`` (consistent-RMS).
 FULL_PRECISION = {
     "muon": Variant(presets.muon),
     # Moonlight's consistent-RMS rule: the quantized presets' rate.
     "muon_rms": Variant(presets.muon, {"consistent_rms": 0.2}),
 }
+#: The quantized variants, each with a twin named ``<name>_fp32``.
 QUANTIZED = {
     "muon_8bit": Variant(presets.muon_8bit),
     "muon_8bit_dynamic": Variant(presets.muon_8bit, {"scheme": "dynamic"}),
@@ -65,9 +72,11 @@ QUANTIZED = {
     "muon_lowbit": Variant(presets.muon_lowbit),
     "muon_lowbit_2bit": Variant(presets.muon_lowbit, {"bits": 2}),
 }
+#: Every variant by name (full precision, quantized, and the twins).
 VARIANTS: dict[str, Variant] = {
     **FULL_PRECISION, **QUANTIZED,
     **{name + TWIN_SUFFIX: v.twin for name, v in QUANTIZED.items()}}
+#: The names of :data:`VARIANTS`, in order.
 NAMES = tuple(VARIANTS)
 
 

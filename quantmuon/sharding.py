@@ -29,6 +29,8 @@ from jax.sharding import (
 from quantmuon import formats
 from quantmuon.transforms.variables import without_variables
 
+__all__ = ["init", "replicate_on_mesh", "state_shardings"]
+
 
 def _mesh_of(params: Any) -> Mesh:
   """The one mesh every parameter is sharded over."""

@@ -1,10 +1,11 @@
 """Tables and the environment record of every printed or recorded result.
 
 :func:`text` aligns rows for a terminal (``quantmuon-demo``, the
-benchmarks); :func:`markdown` writes them for ``results.md``, the README
-and the notebooks. :func:`environment` records where a result was measured,
-and :func:`describe` says it in one line. This module imports nothing from
-quantmuon, so every layer, the benchmarks and the notebooks can use it.
+benchmarks); :func:`markdown` writes them for ``results.md``, the results
+page (``docs/results.md``) and the notebooks. :func:`environment` records
+where a result was measured, and :func:`describe` says it in one line.
+This module imports nothing from quantmuon, so every layer, the
+benchmarks and the notebooks can use it.
 """
 
 from __future__ import annotations

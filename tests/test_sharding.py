@@ -56,7 +56,7 @@ def test_presets_sharded_like_params_and_equal_to_one_device():
     assert rec["code_fraction"] <= CODE_FRACTION, (case, rec)
     assert rec["code_max_diff"] <= 1, (case, rec)
     # A code one level off changes the next updates by the quantization
-    # step (README, "Sharding"); the float path agrees to float32 rounding.
+    # step (docs/sharding.md); the float path agrees to float32 rounding.
     if rec["code_fraction"] == 0:
       assert rec["update_rel"] <= UPDATE_REL, (case, rec)
     else:

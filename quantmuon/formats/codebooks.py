@@ -56,6 +56,7 @@ Array = jax.Array
 # Levels on [-1, 1]; all but midrise have an exact zero level.
 SIGNED = ("linear", "dynamic", "mulaw", "midrise")
 UNSIGNED = ("unsigned_linear", "unsigned_dynamic")
+#: Every codebook name a scaled format takes as ``codebook``.
 CODEBOOKS = SIGNED + UNSIGNED
 BITS = (2, 4, 8)
 _FMAX = float(np.finfo(np.float32).max)

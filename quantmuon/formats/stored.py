@@ -194,6 +194,7 @@ class _Record:
 
 
 def is_stored(x: Any) -> bool:
+  """Whether ``x`` is a stored value (for ``is_leaf`` of tree maps)."""
   return isinstance(x, Stored)
 
 

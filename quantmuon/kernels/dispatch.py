@@ -48,6 +48,7 @@ from quantmuon.kernels import absmax, geometry, subspace
 from quantmuon.kernels.gpu import TRITON_CALL
 
 Array = jax.Array
+#: The values of ``impl``: how a momentum step runs.
 IMPLS = ("auto", "xla", "pallas", "pallas_interpret")
 
 

@@ -52,6 +52,7 @@ from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
 
 Array = jax.Array
+#: The custom-call target of Triton kernels in a lowered GPU program.
 TRITON_CALL = "__gpu$xla.gpu.triton"
 # Elements a program works on: enough to hide latency with four warps.
 TILE_ELEMENTS = 4096
