@@ -322,6 +322,11 @@ def sections() -> list[tuple[str, str | None]]:
           "compare_wide_seeds",
           f"quantmuon-compare --config configs/compare_wide.py "
           f"{wide_seeds}")),
+      ("muon_lowbit with AdamW's state in 8 bits (its default since "
+       "2026-12-06), width 128", quantization_costs(
+           "compare_lowbit_adam8",
+           "quantmuon-compare --config configs/compare_full.py "
+           "--config.optimizers=muon_lowbit --config.seeds=0,1,2")),
       ("The quick comparison", compare(
           "compare_quick", "quantmuon-compare --workdir DIR",
           note=(". What `quantmuon-compare` runs without `--config` "

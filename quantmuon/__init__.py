@@ -8,7 +8,7 @@ transforms), :mod:`quantmuon.formats` (storage formats),
 (floating-point-quantized training).
 """
 
-from quantmuon import formats, fp, sharding, transforms
+from quantmuon import formats, fp, registry, sharding, transforms
 from quantmuon.memory import nbytes
 from quantmuon.presets import (
     full_precision_twin,
@@ -39,6 +39,7 @@ __all__ = [
     "nbytes",
     "quantize_state",
     "quantized_muon",
+    "registry",
     "sharding",
     "transforms",
 ]

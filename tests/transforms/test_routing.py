@@ -46,7 +46,7 @@ def test_default_labels():
     # Heads of Flax examples and LLaMA / GPT ports.
     ("head", "adam"), ("lm_head", "adam"), ("classifier", "adam"),
     ("out", "adam"), ("output", "adam"), ("unembed", "adam"),
-    ("mlp_head", "adam"),
+    ("mlp_head", "adam"), ("logits_dense", "adam"),  # MaxText's head
     # Embeddings, as modules or raw tables.
     ("embed", "adam"), ("wte", "adam"), ("wpe", "adam"),
     ("embed_tokens", "adam"), ("token_emb", "adam"),
