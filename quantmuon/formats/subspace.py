@@ -115,6 +115,13 @@ def orthonormalize(a: Array) -> Array:
   residual absorbs what P misses: ``M = P R^T + residual`` with ``R = M^T
   P`` holds for any P.
 
+  The program is kept small, since every leaf compiles its own copy (each
+  Cholesky factorization and inverse brings small transposing kernels that
+  are slow to compile): the two passes are one loop body, and the
+  factorization is one Cholesky in a loop that runs a second time, with
+  the safe shift, only after a breakdown. Its values are those of the two
+  passes written out, each computing both factorizations, bit for bit.
+
   Args:
     a: float32 matrix.
 
@@ -124,22 +131,34 @@ def orthonormalize(a: Array) -> Array:
   """
   m, k = a.shape
   eye = jnp.eye(k, dtype=a.dtype)
+  tiny = jnp.finfo(a.dtype).tiny
   # Fukaya et al.'s shifted CholeskyQR (SIAM J. Sci. Comput. 2020): a shift
   # of 11 (m k + k (k + 1)) u ||a||_F^2 never lets the factorization break
   # down in floating point.
   safe = 11 * (m * k + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
-  for _ in range(2):
-    gram = a.T @ a
+
+  def factor(gram: Array) -> Array:
     trace = jnp.trace(gram)
-    tiny = jnp.finfo(a.dtype).tiny
-    chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
+
     # A nearly rank-deficient ``a`` (a warm start whose columns have
-    # aligned, as after a rank-one first step) can break the small shift's
-    # factorization down to NaN; only then the safe shift is used.
-    chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.linalg.cholesky(
-        gram + (safe * trace + tiny) * eye))
-    a = a @ jnp.linalg.inv(chol).T
-  return a
+    # aligned, as after a rank-one first step) can break the small
+    # shift's factorization down to NaN; only then the safe shift is used.
+    def broken(state: tuple[Array, Array]) -> Array:
+      attempt, chol = state
+      return (attempt < 2) & ~jnp.all(jnp.isfinite(chol))
+
+    def attempt(state: tuple[Array, Array]) -> tuple[Array, Array]:
+      i, _ = state
+      shift = jnp.where(i == 0, 1e-6 * trace / k, safe * trace)
+      return i + 1, jnp.linalg.cholesky(gram + (shift + tiny) * eye)
+
+    start = (jnp.int32(0), jnp.full((k, k), jnp.nan, a.dtype))
+    return jax.lax.while_loop(broken, attempt, start)[1]
+
+  def one_pass(_: Array, a: Array) -> Array:
+    return a @ jnp.linalg.inv(factor(a.T @ a)).T
+
+  return jax.lax.fori_loop(0, 2, one_pass, a)
 
 
 @dataclasses.dataclass(frozen=True)

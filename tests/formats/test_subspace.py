@@ -171,6 +171,56 @@ def test_orthonormalize_survives_a_breakdown_of_the_small_shift():
 
   np.testing.assert_array_equal(jax.jit(subspace.orthonormalize)(b),
                                 jax.jit(small_only)(b))
+  # Through the breakdown too, it is the two passes written out, each
+  # computing both factorizations, bit for bit.
+
+  def written_out(a):
+    k = a.shape[1]
+    safe = 11 * (a.size + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
+    tiny, eye = jnp.finfo(a.dtype).tiny, jnp.eye(k)
+    for _ in range(2):
+      gram = a.T @ a
+      trace = jnp.trace(gram)
+      chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
+      chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol,
+                       jnp.linalg.cholesky(gram + (safe * trace + tiny) * eye))
+      a = a @ jnp.linalg.inv(chol).T
+    return a
+
+  np.testing.assert_array_equal(q, jax.jit(written_out)(a))
+
+
+def test_orthonormalize_compiles_one_factorization():
+  """Each leaf compiles its own copy: the two passes and the fallback
+  share one Cholesky factorization and one inverse in the program (the
+  passes written out had four and two)."""
+  def count(jaxpr, name):
+    found = 0
+    for eqn in jaxpr.eqns:
+      found += eqn.primitive.name == name
+      for param in eqn.params.values():
+        for sub in param if isinstance(param, tuple) else (param,):
+          if hasattr(sub, "jaxpr"):  # a ClosedJaxpr
+            found += count(sub.jaxpr, name)
+          elif hasattr(sub, "eqns"):
+            found += count(sub, name)
+    return found
+
+  jaxpr = jax.make_jaxpr(subspace.orthonormalize)(
+      jax.ShapeDtypeStruct((256, 12), jnp.float32)).jaxpr
+  assert count(jaxpr, "cholesky") == 1
+  assert count(jaxpr, "lu") == 1
+
+
+@pytest.mark.parametrize("m, k", [(256, 12), (300, 48), (64, 1)])
+def test_orthonormalize_is_householder_q_up_to_signs(m, k):
+  """Reference: numpy's float64 Householder QR of a full-rank input."""
+  a = util.normal((m, k), seed=k)
+  q = np.asarray(jax.jit(subspace.orthonormalize)(a), np.float64)
+  ref, _ = np.linalg.qr(a.astype(np.float64))
+  signs = np.sign(np.sum(q * ref, axis=0))
+  np.testing.assert_allclose(q, ref * signs, atol=2e-5)
+  np.testing.assert_allclose(q.T @ q, np.eye(k), atol=2e-5)
 
 
 def test_warm_start_from_aligned_columns_stays_finite():
