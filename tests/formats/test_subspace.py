@@ -11,7 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from quantmuon.formats import Blockwise, Float, Grid, Subspace, subspace
+from quantmuon.formats import (
+  Axiswise,
+  Blockwise,
+  Float,
+  Grid,
+  Subspace,
+  subspace,
+)
 from quantmuon.formats.subspace import add_low_rank, row_blocks
 
 from . import util
@@ -221,6 +228,36 @@ def test_orthonormalize_is_householder_q_up_to_signs(m, k):
   signs = np.sign(np.sum(q * ref, axis=0))
   np.testing.assert_allclose(q, ref * signs, atol=2e-5)
   np.testing.assert_allclose(q.T @ q, np.eye(k), atol=2e-5)
+
+
+@pytest.mark.parametrize("factors", [
+    Blockwise(bits=8, block_size=128),
+    Blockwise(bits=2, codebook="midrise", clip_rms=1.5, block_size=16,
+              scale_dtype=jnp.float16),
+    Axiswise(axis="col", bits=4, codebook="mulaw", scale_dtype=jnp.float16,
+             companding="before_scale"),
+    Grid(bits=4, tile=8),
+], ids=["blockwise8", "midrise_rms", "col_mulaw", "grid"])
+def test_factors_decoded_stacked_as_apart(factors):
+  """P and R decoded as one stacked array equal two decodes bit for bit
+  (odd and ragged row counts, P shorter and longer than R)."""
+  assert subspace.decodes_rows_apart(factors)
+
+  encode = jax.jit(lambda x, seed: factors.encode(
+      x, key=jax.random.key(seed)))
+
+  @jax.jit
+  def both_ways(parts):
+    fmt = Subspace(rank=parts["P"].shape[1], factors=factors)
+    return fmt.decode_factors(parts), (parts["P"].decode(),
+                                       parts["R"].decode())
+
+  for m, n, k in [(37, 90, 7), (130, 50, 12)]:
+    stacked, apart = both_ways({
+        "P": encode(util.normal((m, k), seed=1), 1),
+        "R": encode(3 * util.normal((n, k), seed=2), 2)})
+    for x, y in zip(stacked, apart, strict=True):
+      np.testing.assert_array_equal(x, y)
 
 
 def test_warm_start_from_aligned_columns_stays_finite():
