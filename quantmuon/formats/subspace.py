@@ -119,10 +119,10 @@ def orthonormalize(a: Array) -> Array:
 
   The program is kept small, since every leaf compiles its own copy (each
   Cholesky factorization and inverse brings small transposing kernels that
-  are slow to compile): the two passes are one loop body, and the
-  factorization is one Cholesky in a loop that runs a second time, with
-  the safe shift, only after a breakdown. Its values are those of the two
-  passes written out, each computing both factorizations, bit for bit.
+  are slow to compile): the two passes are one loop body, and the two
+  factorizations of a pass (small shift, safe shift) one Cholesky in a
+  loop of two. Its values are those of the two passes written out, bit
+  for bit, and it is differentiable like them.
 
   Args:
     a: float32 matrix.
@@ -144,18 +144,17 @@ def orthonormalize(a: Array) -> Array:
 
     # A nearly rank-deficient ``a`` (a warm start whose columns have
     # aligned, as after a rank-one first step) can break the small
-    # shift's factorization down to NaN; only then the safe shift is used.
-    def broken(state: tuple[Array, Array]) -> Array:
-      attempt, chol = state
-      return (attempt < 2) & ~jnp.all(jnp.isfinite(chol))
-
-    def attempt(state: tuple[Array, Array]) -> tuple[Array, Array]:
-      i, _ = state
+    # shift's factorization down to NaN; only then the safe shift's
+    # factorization, the loop's second, is kept. A loop of static length
+    # (a scan), not a while loop, so that reverse-mode differentiation
+    # goes through it.
+    def attempt(i: Array, chol: Array) -> Array:
       shift = jnp.where(i == 0, 1e-6 * trace / k, safe * trace)
-      return i + 1, jnp.linalg.cholesky(gram + (shift + tiny) * eye)
+      fresh = jnp.linalg.cholesky(gram + (shift + tiny) * eye)
+      return jnp.where(jnp.all(jnp.isfinite(chol)), chol, fresh)
 
-    start = (jnp.int32(0), jnp.full((k, k), jnp.nan, a.dtype))
-    return jax.lax.while_loop(broken, attempt, start)[1]
+    return jax.lax.fori_loop(0, 2, attempt,
+                             jnp.full((k, k), jnp.nan, a.dtype))
 
   def one_pass(_: Array, a: Array) -> Array:
     return a @ jnp.linalg.inv(factor(a.T @ a)).T

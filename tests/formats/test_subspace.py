@@ -180,21 +180,38 @@ def test_orthonormalize_survives_a_breakdown_of_the_small_shift():
                                 jax.jit(small_only)(b))
   # Through the breakdown too, it is the two passes written out, each
   # computing both factorizations, bit for bit.
+  np.testing.assert_array_equal(q, jax.jit(_written_out)(a))
 
-  def written_out(a):
-    k = a.shape[1]
-    safe = 11 * (a.size + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
-    tiny, eye = jnp.finfo(a.dtype).tiny, jnp.eye(k)
-    for _ in range(2):
-      gram = a.T @ a
-      trace = jnp.trace(gram)
-      chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
-      chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol,
-                       jnp.linalg.cholesky(gram + (safe * trace + tiny) * eye))
-      a = a @ jnp.linalg.inv(chol).T
-    return a
 
-  np.testing.assert_array_equal(q, jax.jit(written_out)(a))
+def _written_out(a):
+  """CholeskyQR2 as two passes written out, each computing both
+  factorizations."""
+  k = a.shape[1]
+  safe = 11 * (a.size + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
+  tiny, eye = jnp.finfo(a.dtype).tiny, jnp.eye(k)
+  for _ in range(2):
+    gram = a.T @ a
+    trace = jnp.trace(gram)
+    chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
+    chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol,
+                     jnp.linalg.cholesky(gram + (safe * trace + tiny) * eye))
+    a = a @ jnp.linalg.inv(chol).T
+  return a
+
+
+def test_orthonormalize_has_the_written_out_gradient():
+  """Reverse mode goes through the loops (a while loop had stopped
+  ``jax.grad`` of an update through a Subspace preset's chain)."""
+  a = np.random.default_rng(2).standard_normal((64, 6)).astype(np.float32)
+  w = np.random.default_rng(3).standard_normal((64, 6)).astype(np.float32)
+
+  def grad_of(fn):
+    return jax.jit(jax.grad(lambda a: jnp.sum(fn(a) * w)))(a)
+
+  got = grad_of(subspace.orthonormalize)
+  assert np.all(np.isfinite(got)) and np.any(got != 0)
+  np.testing.assert_allclose(got, grad_of(_written_out), rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_orthonormalize_compiles_one_factorization():
