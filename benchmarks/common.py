@@ -2,8 +2,8 @@
 
 Each benchmark calls :func:`report` with its rows; the rows land in
 ``benchmarks/results/<name>.json`` together with the environment record of
-``quantmuon.tables`` (the date, the machine and the JAX version), so a
-recorded number always says where it came from.
+``quantmuon_experiments.tables`` (the date, the machine and the JAX
+version), so a recorded number always says where it came from.
 Run benchmarks from the repository root as modules, e.g.
 ``python -m benchmarks.formats``.
 """
@@ -19,13 +19,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from quantmuon import tables
+from quantmuon_experiments import tables
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _plain(value: Any) -> Any:
-  """JSON fallback for numpy scalars and arrays, and anything else."""
+def plain(value: Any) -> Any:
+  """JSON fallback for numpy scalars and arrays, and anything else
+  (``json.dumps(..., default=plain)``)."""
   if isinstance(value, np.generic):
     return value.item()
   if isinstance(value, np.ndarray):
@@ -59,7 +60,7 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
   """
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f"{name}.json"
-  path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n")
+  path.write_text(json.dumps(payload, indent=2, default=plain) + "\n")
   return path
 
 

@@ -9,7 +9,7 @@ up as it accumulates. Two sources of gradients:
   rank-8 signal plus unit Gaussian noise (the signal's Frobenius norm a
   quarter of the noise's; seeded);
 - ``gpt``: gradients of two matrices of the small GPT of
-  ``configs/compare.py`` (an MLP ``fc`` kernel and an attention ``query``
+  ``configs/compare_full.py`` (an MLP ``fc`` kernel and an attention ``query``
   kernel), captured over steps 40-79 of a full-precision Muon run.
 
 Usage: python -m benchmarks.fidelity [--presets muonq,muon_grasp]
@@ -29,8 +29,8 @@ from flax import nnx
 
 import quantmuon as qm
 from benchmarks import common
-from configs import compare as compare_config
-from quantmuon.experiments import tasks
+from configs import compare_full as compare_config
+from quantmuon_experiments import tasks
 
 LR = 1e-2
 PRESETS: dict[str, Callable[..., Any]] = {
@@ -148,8 +148,8 @@ def main() -> None:
                 meta={"learning_rate": LR, "min_size": 0,
                       "synthetic": "30 steps, 256x512, drifting rank 8 "
                       "(signal norm 0.25x noise, drift 0.02), seed 0",
-                      "gpt": "configs/compare.py model, seed 0, steps 40-79 "
-                      "of full-precision consistent-RMS Muon"})
+                      "gpt": "configs/compare_full.py model, seed 0, steps "
+                      "40-79 of full-precision consistent-RMS Muon"})
 
 
 if __name__ == "__main__":

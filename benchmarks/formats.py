@@ -2,7 +2,8 @@
 
 The matrix is the heavy-ball momentum (beta 0.95) of the first layer of a
 small two-layer network trained on heavy-tailed inputs with a low-rank
-teacher (see ``quantmuon.demo.momentum_matrix``); no data is downloaded.
+teacher (see ``quantmuon_experiments.demo.momentum_matrix``); no data is
+downloaded.
 For every format (Float fp32 / bf16; Blockwise linear, dynamic and mu-law at
 8, 4 and 2 bits with blocks of 2048 and 128; Axiswise per tensor, row and
 column at 4 bits; Grid at 4 bits; simulated fp8 e4m3 and e5m2; MuonQ- and
@@ -20,7 +21,7 @@ import argparse
 import time
 
 from benchmarks import common
-from quantmuon import demo
+from quantmuon_experiments import demo
 
 
 def main() -> None:

@@ -71,12 +71,16 @@ KERNELS: dict[str, tuple[F.Format, str, bool, bool]] = {
         residual=F.Axiswise(bits=4, codebook="mulaw", scale_dtype=F16)),
         "sum", True, False),
 }
-# Read + write bandwidth of devices, bytes/s (vendor figures).
+# Read + write bandwidth of devices, bytes/s (vendor figures), by a
+# substring of the lower-case device kind; the first match counts, so a
+# longer name comes before its prefix ("tpu v5 lite", v5e, before "tpu v5",
+# v5p's kind).
 PEAK_BANDWIDTH = {
-    "h100 pcie": 2.0e12, "h100": 3.35e12, "h200": 4.8e12,
-    "a100-sxm4-80gb": 2.04e12, "a100": 1.555e12, "tpu v4": 1.2e12,
-    "tpu v5 lite": 8.2e11, "tpu v5e": 8.2e11, "tpu v5p": 2.76e12,
-    "tpu v6 lite": 1.64e12,
+    "h100 pcie": 2.0e12, "h100 nvl": 3.9e12, "h100": 3.35e12,
+    "h200": 4.8e12, "a100-sxm4-80gb": 2.04e12, "a100 80gb pcie": 1.935e12,
+    "a100": 1.555e12, "tpu v4": 1.2e12, "tpu v5 lite": 8.2e11,
+    "tpu v5e": 8.2e11, "tpu v5p": 2.76e12, "tpu v5": 2.76e12,
+    "tpu v6 lite": 1.64e12, "tpu v6e": 1.64e12,
 }
 
 
@@ -100,6 +104,8 @@ def device_name() -> str:
 
 
 def peak_bandwidth(name: str) -> float | None:
+  """A device kind's peak memory bandwidth in bytes/s (``PEAK_BANDWIDTH``),
+  or None for a kind it does not list."""
   low = name.lower()
   for key, value in PEAK_BANDWIDTH.items():
     if key in low:

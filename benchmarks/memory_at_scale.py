@@ -1,7 +1,7 @@
 """What each optimizer's state and training step take at a config's size.
 
 For every optimizer of each config (by default ``configs/gpt2_small.py``,
-GPT-2 small with 124M parameters, and ``configs/compare.py``), without
+GPT-2 small with 124M parameters, and ``configs/compare_full.py``), without
 training and without allocating the model:
 
 - the optimizer state from shapes alone (``jax.eval_shape``): the whole
@@ -35,10 +35,10 @@ import ml_collections
 from flax import nnx
 
 from benchmarks import common
-from quantmuon.experiments import model, optimizers, state_memory, tasks, train
+from quantmuon_experiments import model, optimizers, state_memory, tasks, train
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIGS = ("configs/gpt2_small.py", "configs/compare.py")
+DEFAULT_CONFIGS = ("configs/gpt2_small.py", "configs/compare_full.py")
 MIB = 2**20
 
 

@@ -30,7 +30,7 @@ import optax
 
 import quantmuon as qm
 from benchmarks import common
-from quantmuon.experiments import timing
+from quantmuon_experiments import timing
 
 PRESETS = {
     "muon": lambda: qm.muon(1e-3),

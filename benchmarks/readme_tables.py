@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from benchmarks.common import RESULTS
-from quantmuon import tables
+from quantmuon_experiments import tables
 
 FORMAT_ROWS = (
     "fp32", "bf16", "block2048-linear8", "block2048-dynamic8",
@@ -32,7 +32,7 @@ def _where(env: dict[str, Any]) -> str:
 
 
 def compare(directory: str = "compare",
-            command: str = "quantmuon-compare --config configs/compare.py",
+            command: str = "quantmuon-compare --config configs/compare_full.py",
             note: str = "") -> str | None:
   """A compare report recorded under ``benchmarks/results/<directory>``,
   with ``note`` (what a reader must know about that run) after it."""
@@ -150,7 +150,7 @@ def fp_quantization() -> str | None:
   return (f"Floating-point-quantized training: the mantissa width c*(T) "
           f"each component needs, round-to-nearest, {settings['seeds']} "
           f"seeds, [95% bootstrap intervals] "
-          f"(`python -m benchmarks.fp_quantization`; "
+          f"(`python -m benchmarks.fp_study`; "
           f"{_where(data['environment'])}, "
           f"{settings['seconds'] / 60:.0f} min):\n\n"
           f"{data['tables']['c_star']}\n\n{findings}")
@@ -284,7 +284,8 @@ def main() -> None:
                 "muon_lowbit_2bit --config.seeds=0,1,2")
   sections = [quantization_costs(
                   "compare_seeds",
-                  f"quantmuon-compare --config configs/compare.py {seeds}"),
+                  "quantmuon-compare --config configs/compare_full.py "
+                  f"{seeds}"),
               quantization_costs(
                   "compare_wide_seeds",
                   f"quantmuon-compare --config configs/compare_wide.py "
@@ -295,7 +296,7 @@ def main() -> None:
                   "(mu-law codes, absmax scales), since replaced (the "
                   "seed tables above)")),
               compare("compare_lowbit_1500",
-                      "quantmuon-compare --config configs/compare.py "
+                      "quantmuon-compare --config configs/compare_full.py "
                       "--config.optimizers=muon_lowbit "
                       "--config.train.steps=1500 "
                       "--config.train.eval_every=100"),

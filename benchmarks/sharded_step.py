@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 import quantmuon as qm
 from benchmarks import common
 from benchmarks.optimizer_step import gpt_params, optax_muon
+from quantmuon_experiments import hlo
 
 DEVICES = 8
 PRESETS = {
@@ -78,7 +79,7 @@ def measure(tx: optax.GradientTransformation, params: dict, grads: dict,
   else:
     with jax.set_mesh(mesh):
       compiled = step.lower(grads, state, params).compile()
-  found = qm.sharding.collectives(compiled.as_text())
+  found = hlo.collectives(compiled.as_text())
   step_s, state = common.fastest_step(compiled, grads, state, params,
                                       repeats)
   counts = collections.Counter(c.kind for c in found)

@@ -23,13 +23,18 @@ the default backend, with the momentum step on its XLA path
   ``llama_1b``, TinyLlama-1.1B's shapes (22 blocks of width 2048; q, o
   (2048, 2048), k, v (2048, 256), gate, up (2048, 5632), down (5632,
   2048); embedding and head 32000 x 2048 routed to AdamW).
+  ``<scale>_stacked``: the same blocks as scanned layers, one
+  ``(depth, m, n)`` leaf per kind under ``blocks``, declared with
+  ``stack_axes={"blocks": 0}``; its rows add ratios to the same preset
+  unscanned (``total_vs_unscanned``, ``compile_cpu_vs_unscanned``).
 - Momentum step: one (4096, 4096) leaf per format, the step alone
   (:func:`quantmuon.kernels.dispatch.momentum_step`, XLA path, stored
   momentum donated): its temporaries in fp32 copies of the leaf.
 - Training step (``--train``): configs/gpt2_small.py's model at batch 1,
   gradient and update together, params and state donated.
 
-Usage: python -m benchmarks.update_memory [--scales gpt2_matrices,gpt2]
+Usage: python -m benchmarks.update_memory [--scales gpt2_matrices,
+  gpt2_matrices_stacked]
   [--presets muon,muonq] [--train]
 """
 
@@ -49,8 +54,8 @@ from flax import nnx
 import quantmuon as qm
 from benchmarks import common
 from configs import gpt2_small
-from quantmuon.experiments import model, tasks, train
 from quantmuon.kernels import dispatch
+from quantmuon_experiments import model, tasks, train
 
 PRESETS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "muon": qm.muon,
@@ -60,12 +65,7 @@ PRESETS: dict[str, Callable[..., optax.GradientTransformation]] = {
     "muon_grasp": qm.muon_grasp,
     "muon_lowbit": qm.muon_lowbit,
     "quantized_muon": qm.quantized_muon,
-    # Same-shape leaves in one loop: compiled once, but a training step
-    # holds all of a loop's gradients.
-    "muon_grouped": functools.partial(qm.muon, pipeline="grouped"),
-    "muonq_grouped": functools.partial(qm.muonq, pipeline="grouped"),
-    # The composable transforms chained, as the presets ran before the
-    # leafwise pipeline.
+    # The composable transforms chained: the reference pipeline.
     "muon_chain": functools.partial(qm.muon, pipeline="chain"),
 }
 LR = 1e-3
@@ -126,11 +126,39 @@ def llama_1b_params() -> dict[str, Any]:
   return params
 
 
-SCALES: dict[str, Callable[[], dict[str, Any]]] = {
+STACK_KEY = "blocks"
+STACKED = "_stacked"
+
+
+def stack_blocks(params: dict[str, Any]) -> dict[str, Any]:
+  """The ``block_<i>`` subtrees as one subtree of ``(depth, ...)`` leaves
+  under ``STACK_KEY`` (scanned layers); the other entries unchanged."""
+  blocks = [params[k] for k in sorted(params, key=_block_index)
+            if k.startswith("block_")]
+  out = {k: v for k, v in params.items() if not k.startswith("block_")}
+  out[STACK_KEY] = jax.tree.map(
+      lambda *xs: _sds((len(xs), *xs[0].shape), xs[0].dtype), *blocks)
+  return out
+
+
+def _block_index(name: str) -> int:
+  return int(name.rpartition("_")[2]) if name.startswith("block_") else -1
+
+
+BASE_SCALES: dict[str, Callable[[], dict[str, Any]]] = {
     "gpt2_matrices": lambda: gpt2_params(embedding=False),
     "gpt2": lambda: gpt2_params(embedding=True),
     "llama_1b": llama_1b_params,
 }
+SCALES = (*BASE_SCALES, *(k + STACKED for k in BASE_SCALES))
+
+
+def scale_params(scale: str) -> tuple[dict[str, Any], Any]:
+  """A scale's parameter shapes and its presets' ``stack_axes``."""
+  params = BASE_SCALES[scale.removesuffix(STACKED)]()
+  if scale.endswith(STACKED):
+    return stack_blocks(params), {STACK_KEY: 0}
+  return params, None
 
 
 def nbytes(tree: Any) -> int:
@@ -202,12 +230,13 @@ def compile_update(tx: optax.GradientTransformation, params: Any
 
 def update_rows(scale: str, presets: list[str]) -> list[dict[str, Any]]:
   """One row per preset at ``scale``; ratios are to ``muon``'s row."""
-  params = SCALES[scale]()
+  params, axes = scale_params(scale)
   rows = []
   for name in presets:
-    compiled, _, state = compile_update(PRESETS[name](LR, impl="xla"),
-                                        params)
-    _, seconds, _ = compile_update(PRESETS[name](LR), params)
+    compiled, _, state = compile_update(
+        PRESETS[name](LR, impl="xla", stack_axes=axes), params)
+    _, seconds, _ = compile_update(PRESETS[name](LR, stack_axes=axes),
+                                   params)
     rows.append({"scale": scale, "preset": name, "state_bytes":
                  nbytes(state), **seconds, **memory(compiled)})
   ratios_to(rows, "muon", {"total": "total_vs_muon",
@@ -216,6 +245,18 @@ def update_rows(scale: str, presets: list[str]) -> list[dict[str, Any]]:
   ratios_to(rows, "muon_chain", {"total": "total_vs_muon_chain"})
   in_mib(rows, ("state_bytes", *MEMORY_KEYS))
   return rows
+
+
+def stacked_vs_unscanned(rows: list[dict[str, Any]]) -> None:
+  """Adds to every stacked row its ratios to the same preset's row at the
+  unscanned scale, when that ran."""
+  plain = {(r["scale"], r["preset"]): r for r in rows}
+  for row in rows:
+    base = plain.get((row["scale"].removesuffix(STACKED), row["preset"]))
+    if row["scale"].endswith(STACKED) and base is not None:
+      row["total_vs_unscanned"] = row["total"] / base["total"]
+      row["compile_cpu_vs_unscanned"] = (row["compile_cpu_s"]
+                                         / base["compile_cpu_s"])
 
 
 def _subspace_format(preset: str) -> qm.formats.Format:
@@ -280,13 +321,16 @@ def train_rows(presets: list[str]) -> list[dict[str, Any]]:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--scales", default="gpt2_matrices,gpt2,llama_1b")
+  parser.add_argument(
+      "--scales", default="gpt2_matrices,gpt2_matrices_stacked,gpt2,"
+      "llama_1b,llama_1b_stacked", help=f"some of {', '.join(SCALES)}")
   parser.add_argument("--presets", default=",".join(PRESETS))
   parser.add_argument("--train", action="store_true")
   args = parser.parse_args()
   presets = args.presets.split(",")
   rows = [row for scale in args.scales.split(",")
           for row in update_rows(scale, presets)]
+  stacked_vs_unscanned(rows)
   steps = step_rows()
   common.print_table(steps, ["format", "temporaries_mib", "fp32_copies"],
                      title=f"== momentum step at {STEP_SHAPE} ==")
@@ -299,8 +343,9 @@ def main() -> None:
   common.report("update_memory", rows, columns=[
       "scale", "preset", "state_bytes_mib", "arguments_mib", "outputs_mib",
       "temporaries_mib", "aliased_mib", "total_mib", "total_vs_muon",
-      "total_vs_muon_chain", "compile_s", "compile_vs_muon",
-      "compile_cpu_vs_muon"],
+      "total_vs_muon_chain", "total_vs_unscanned", "compile_s",
+      "compile_cpu_s", "compile_vs_muon", "compile_cpu_vs_muon",
+      "compile_cpu_vs_unscanned"],
       meta={"lr": LR, "step_shape": STEP_SHAPE, "momentum_step": steps,
             "train_step": trains})
 

@@ -8,7 +8,7 @@ The hidden matrices (64 x 256, 256 x 256; for the CNN, conv kernels kept as
 head and biases to AdamW.
 """
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def get_config(kind: str = "mlp"):

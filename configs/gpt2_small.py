@@ -8,7 +8,7 @@ quantmuon-compare --config configs/gpt2_small.py --workdir /tmp/gpt2
 quantmuon-train --config configs/gpt2_small.py:train --workdir /tmp/gpt2_one
 """
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def get_config(mode: str = "compare"):

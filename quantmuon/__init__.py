@@ -1,7 +1,15 @@
-"""quantmuon: Muon with 8-bit, 4-bit and lower optimizer state, in Optax."""
+"""quantmuon: Muon with 8-bit, 4-bit and lower optimizer state, in Optax.
 
-from quantmuon import formats, sharding
-from quantmuon.memory import memory_report, nbytes
+The presets (:mod:`quantmuon.presets`) are full optimizers: Muon for the
+matrices, AdamW for the rest, the momentum stored in few bits. The pieces
+they are built from are in :mod:`quantmuon.transforms` (optax
+transforms), :mod:`quantmuon.formats` (storage formats),
+:mod:`quantmuon.sharding` (placement on a mesh) and :mod:`quantmuon.fp`
+(floating-point-quantized training).
+"""
+
+from quantmuon import formats, fp, sharding, transforms
+from quantmuon.memory import nbytes
 from quantmuon.presets import (
     full_precision_twin,
     muon,
@@ -13,39 +21,24 @@ from quantmuon.presets import (
     quantized_muon,
 )
 from quantmuon.routing import muon_labels
-from quantmuon.transforms import (
-    QuantizedMomentumState,
-    leafwise_muon,
-    log_mantissa_schedule,
-    orthogonalize,
-    quantize_gradients,
-    quantize_state,
-    scale_by_quantized_momentum,
-    scale_by_shape,
-    snap_params,
-)
+from quantmuon.transforms import quantize_state
+
+__version__ = "0.2.0"
 
 __all__ = [
-    "QuantizedMomentumState",
     "formats",
+    "fp",
     "full_precision_twin",
-    "leafwise_muon",
-    "log_mantissa_schedule",
-    "memory_report",
     "muon",
     "muon_4bit",
     "muon_8bit",
     "muon_grasp",
-    "muon_lowbit",
     "muon_labels",
+    "muon_lowbit",
     "muonq",
     "nbytes",
-    "orthogonalize",
-    "quantize_gradients",
     "quantize_state",
     "quantized_muon",
-    "scale_by_quantized_momentum",
-    "scale_by_shape",
     "sharding",
-    "snap_params",
+    "transforms",
 ]

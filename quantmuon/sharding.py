@@ -10,15 +10,11 @@ choose other output shardings for a jitted step; pin them:
 
 On a mesh of Explicit axes shardings are part of the arrays' types, and
 ``init`` and ``update`` give these shardings without pins.
-
-:func:`collectives` lists the communication of a compiled step.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import optax
@@ -30,7 +26,8 @@ from jax.sharding import (
     PartitionSpec,
 )
 
-from quantmuon.transforms import _tree
+from quantmuon import formats
+from quantmuon.transforms.variables import without_variables
 
 
 def _mesh_of(params: Any) -> Mesh:
@@ -72,7 +69,7 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
     ValueError: when a parameter has no ``NamedSharding`` or the
       parameters lie on several meshes.
   """
-  params = _tree.without_variables(params)
+  params = without_variables(params)
   mesh = _mesh_of(params)
   explicit = AbstractMesh(
       tuple(mesh.axis_sizes), tuple(mesh.axis_names),
@@ -90,58 +87,50 @@ def state_shardings(tx: optax.GradientTransformation, params: Any) -> Any:
       state)
 
 
-COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all",
-               "collective-permute")
-_COLLECTIVE = re.compile(
-    r"=\s*(?P<type>\(?[a-z0-9]+\[[^=]*?)\s+(?P<kind>"
-    + "|".join(COLLECTIVES) + r")(-start)?\(")
-_COMMENT = re.compile(r"/\*.*?\*/")
-_ARRAY = re.compile(r"([a-z]+[0-9]*)\[([0-9,]*)\]")
+def init(tx: optax.GradientTransformation, params: Any) -> Any:
+  """``tx.init(params)`` placed by the rule, never whole on one device.
 
-
-class Collective(NamedTuple):
-  """One collective of a compiled program.
-
-  Attributes:
-    kind: ``all-gather``, ``all-reduce``, ``reduce-scatter``,
-      ``all-to-all`` or ``collective-permute``.
-    elements: elements of its result (summed over a tuple result).
-    nbytes: bytes of its result.
-  """
-  kind: str
-  elements: int
-  nbytes: int
-
-
-def collectives(hlo_text: str) -> list[Collective]:
-  """The collectives in compiled HLO text, in program order.
+  Runs ``init`` under ``jax.jit`` with :func:`state_shardings` as its
+  ``out_shardings``, and records in each stored value the placement it
+  was given (``Stored.spec``), as an eager ``tx.init`` of placed
+  parameters does: a plain ``jax.jit(tx.update)`` then keeps the state
+  where it is, step after step, without pins.
 
   Args:
-    hlo_text: ``jax.jit(f).lower(...).compile().as_text()``.
+    tx: the optimizer.
+    params: the parameters, each with a ``NamedSharding`` on one mesh.
 
   Returns:
-    One ``Collective`` per collective instruction (an async pair counts
-    once, by its ``-start``).
+    The initial state.
   """
-  found = []
-  for line in hlo_text.splitlines():
-    # Long tuple types carry /*index=5*/ comments, whose "=" would end the
-    # type early.
-    match = _COLLECTIVE.search(_COMMENT.sub("", line))
-    if match is None:
-      continue
-    elements = nbytes = 0
-    for dtype, dims in _ARRAY.findall(match.group("type")):
-      size = math.prod(int(d) for d in dims.split(",") if d)
-      elements += size
-      nbytes += size * _itemsize(dtype)
-    found.append(Collective(match.group("kind"), elements, nbytes))
-  return found
+  shardings = state_shardings(tx, params)
+  state = jax.jit(tx.init, out_shardings=shardings)(params)
+  return jax.tree.map(
+      lambda s, sh: s.with_spec(sh.spec) if formats.is_stored(s) else s,
+      state, shardings, is_leaf=formats.is_stored)
 
 
-def _itemsize(hlo_dtype: str) -> int:
-  """Bytes of an HLO element type (``f32``, ``u8``, ``pred``, ...)."""
-  if hlo_dtype == "pred":
-    return 1
-  bits = re.search(r"[0-9]+", hlo_dtype)
-  return max(1, int(bits.group()) // 8) if bits else 1
+def replicate_on_mesh(state: Any, params: Any) -> Any:
+  """``state``'s leaves that sit on one device, replicated on the mesh of
+  ``params`` (concrete arrays with ``NamedSharding`` on several devices);
+  ``state`` unchanged otherwise.
+
+  An eager ``init`` makes its counters on the default device, and the
+  first jitted ``update`` on the mesh would move them, and retrace on the
+  next step.
+  """
+  meshes = {x.sharding.mesh for x in jax.tree.leaves(
+      without_variables(params))
+            if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+            and isinstance(x.sharding, NamedSharding)}
+  if len(meshes) != 1:
+    return state
+  mesh = meshes.pop()
+  if mesh.size < 2:
+    return state
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(
+      lambda x: jax.device_put(x, replicated) if isinstance(
+          x, jax.Array) and not isinstance(x, jax.core.Tracer) and isinstance(
+              x.sharding, jax.sharding.SingleDeviceSharding) else x, state)
+

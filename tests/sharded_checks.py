@@ -23,8 +23,9 @@ import quantmuon as qm
 from quantmuon import formats
 from quantmuon.formats.layout import matrix_shape
 from quantmuon.formats.packing import unpack
-from quantmuon.sharding import collectives, state_shardings
+from quantmuon.sharding import state_shardings
 from quantmuon.transforms import StoredLeaf
+from quantmuon_experiments.hlo import collectives
 
 PRESETS = ("muon", "muon_8bit", "muon_4bit", "muonq", "muon_grasp",
            "muon_lowbit")
@@ -162,10 +163,10 @@ def preset_checks(names, layouts) -> dict:
           isinstance(x.sharding, jax.sharding.SingleDeviceSharding)
           and x.ndim > 0 for x in jax.tree.leaves(plain))
       # Parts shaped like their parameter (codes, values, residual codes)
-      # placed like it by plain jit, without pins.
+      # placed like it by plain jit, without pins (keys are name@tag).
       rec["plain_init_big_mismatch"] = [
           m for m in specs_equal(plain, want)
-          if "codes" in m and "'P'" not in m and "'R'" not in m
+          if "codes" in m and "['P@" not in m and "['R@" not in m
           or "values" in m]
       out[f"{name}/{layout}"] = rec
   return out
@@ -188,7 +189,7 @@ def explicit_checks(layouts) -> dict:
         out[f"init/{name}/{layout}"] = specs_equal(
             state, state_shardings(tx, sp))
       for fname, fmt in FORMATS.items():
-        tx = qm.scale_by_quantized_momentum(momentum_format=fmt,
+        tx = qm.transforms.scale_by_quantized_momentum(momentum_format=fmt,
                                             min_size=1000, impl="xla")
         want = state_shardings(tx, sp)
         states, _ = run(tx, sp, sg)
@@ -220,8 +221,8 @@ def hlo_checks() -> dict:
     psh = {"w": NamedSharding(mesh, spec)}
     grads = jax.device_put({"w": g}, psh)
     for fname, fmt in FORMATS.items():
-      tx = qm.scale_by_quantized_momentum(momentum_format=fmt, min_size=0,
-                                          impl="xla")
+      tx = qm.transforms.scale_by_quantized_momentum(
+          momentum_format=fmt, min_size=0, impl="xla")
       want = state_shardings(tx, grads)
       state = jax.jit(tx.init, out_shardings=want)(grads)
       step = jax.jit(tx.update, out_shardings=(psh, want))
@@ -298,8 +299,8 @@ def stacked_checks() -> dict:
   g = {k: jax.random.normal(key, s)
        for key, (k, s) in zip(keys, NS_SHAPES.items(), strict=True)}
   dims = {k: NS_DIMS.get(k) for k in NS_SHAPES}
-  ref, _ = qm.orthogonalize(dimension_numbers=dims, ns_layout="leaf").update(
-      g, None)
+  ref, _ = qm.transforms.orthogonalize(
+      dimension_numbers=dims, ns_layout="leaf").update(g, None)
   out = {}
   for layout, axis_type in (("fsdp", AxisType.Auto), ("2d", AxisType.Auto),
                             ("fsdp", AxisType.Explicit)):
@@ -311,7 +312,8 @@ def stacked_checks() -> dict:
     with jax.sharding.set_mesh(mesh):
       sg = jax.device_put(g, sh)
       for ns_layout in ("auto", "leaf"):
-        tx = qm.orthogonalize(dimension_numbers=dims, ns_layout=ns_layout)
+        tx = qm.transforms.orthogonalize(dimension_numbers=dims,
+                                         ns_layout=ns_layout)
         fn = jax.jit(lambda u, tx=tx: tx.update(u, None)[0])
         try:
           got = fn(sg)
@@ -330,6 +332,90 @@ def stacked_checks() -> dict:
                 default=0),
             "specs": {k: str(got[k].sharding.spec) for k in NS_SHAPES}}
     out[f"{layout}/{axis_type.name}"] = rec
+  return out
+
+
+# Unpinned updates: plain matrices, a conv kernel (default dimension
+# numbers), and a stack of layers with its stack axis declared.
+UNPINNED_SHAPES = {"a": (64, 48), "r": (48, 130), "bias": (48,),
+                   "conv": {"kernel": (3, 3, 8, 16)},
+                   "layers": {"mlp": {"kernel": (4, 64, 48)}}}
+UNPINNED_SPECS = {
+    "fsdp": {"a": P("fsdp", None), "r": P("fsdp", None), "bias": P(),
+             "conv": {"kernel": P(None, None, None, "fsdp")},
+             "layers": {"mlp": {"kernel": P(None, "fsdp", None)}}},
+    "tp": {"a": P(None, "tp"), "r": P("tp", None), "bias": P(),
+           "conv": {"kernel": P(None, None, "tp", None)},
+           "layers": {"mlp": {"kernel": P(None, None, "tp")}}},
+    "2d": {"a": P("fsdp", "tp"), "r": P("fsdp", None), "bias": P(),
+           "conv": {"kernel": P(None, None, "fsdp", "tp")},
+           "layers": {"mlp": {"kernel": P(None, "fsdp", "tp")}}},
+}
+
+
+def unpinned_checks(names, layouts) -> dict:
+  """``jax.jit(tx.update)`` with no ``out_shardings``, three steps, the
+  state fed back: state leaves whose sharding moved from where ``init``
+  put them, and how often ``update`` was traced."""
+  shapes = jax.tree.leaves(UNPINNED_SHAPES,
+                           is_leaf=lambda x: isinstance(x, tuple))
+  keys = jax.random.split(jax.random.key(3), len(shapes))
+  treedef = jax.tree.structure(UNPINNED_SHAPES,
+                               is_leaf=lambda x: isinstance(x, tuple))
+  params = treedef.unflatten([jax.random.normal(k, s)
+                              for k, s in zip(keys, shapes, strict=True)])
+  out = {}
+  for name in names:
+    tx = getattr(qm, name)(1e-2, min_size=0, stack_axes={"layers": 0})
+    for layout in layouts:
+      mesh = mesh_of(layout)
+      sh = jax.tree.map(lambda spec, mesh=mesh: NamedSharding(mesh, spec),
+                        UNPINNED_SPECS[layout],
+                        is_leaf=lambda x: isinstance(x, P))
+      sp = jax.device_put(params, sh)
+      # Both record each stored value's placement.
+      for kind, state in (("eager", tx.init(sp)),
+                          ("pinned", qm.sharding.init(tx, sp))):
+        first = [x.sharding for x in jax.tree.leaves(state)]
+        traces = []
+
+        def update(g, s, p, tx=tx, traces=traces):
+          traces.append(1)
+          return tx.update(g, s, p)
+
+        step = jax.jit(update)
+        moved = set()
+        for t in range(STEPS):
+          grads = jax.tree.map(lambda x, t=t: x * (t + 2), sp)
+          _, state = step(grads, state, sp)
+          for (path, x), before in zip(
+              jax.tree_util.tree_leaves_with_path(state), first,
+              strict=True):
+            if not x.sharding.is_equivalent_to(before, x.ndim):
+              moved.add(jax.tree_util.keystr(path))
+        out[f"{name}/{layout}/{kind}"] = {"moved": sorted(moved),
+                                          "traces": len(traces)}
+  return out
+
+
+def shard_map_checks(names) -> dict:
+  """An update inside ``jax.shard_map`` with replicated parameters (each
+  device runs the whole update on its copy) equals the plain update."""
+  params, grads = params_and_grads()
+  mesh = mesh_of("fsdp")
+  out = {}
+  for name in names:
+    tx = getattr(qm, name)(1e-2, min_size=0)
+    state = tx.init(params)
+    want, _ = jax.jit(tx.update)(grads[0], state, params)
+    try:
+      got, _ = jax.jit(jax.shard_map(
+          lambda g, s, p, tx=tx: tx.update(g, s, p), mesh=mesh,
+          in_specs=P(), out_specs=P()))(grads[0], state, params)
+      out[name] = max(float(np.abs(np.asarray(got[k]) - np.asarray(want[k])
+                                   ).max()) for k in SHAPES)
+    except Exception as e:  # noqa: BLE001 (recorded for the test)
+      out[name] = f"{type(e).__name__}: {str(e)[:200]}"
   return out
 
 
@@ -408,6 +494,7 @@ def quantize_state_checks() -> dict:
 
 
 SECTIONS = ("presets", "explicit", "hlo", "checkpoint", "stacked",
+            "unpinned", "shard_map",
             "explicit_presets", "quantize_state")
 
 
@@ -426,6 +513,11 @@ def main() -> None:
       "stacked": stacked_checks,
       "explicit_presets": lambda: explicit_preset_checks(PRESETS),
       "quantize_state": quantize_state_checks,
+      "unpinned": lambda: unpinned_checks(
+          PRESETS if full else ("muon_8bit", "muonq", "muon_lowbit"),
+          tuple(LAYOUTS) if full else ("fsdp", "2d")),
+      "shard_map": lambda: shard_map_checks(("muon", "muon_8bit",
+                                             "muon_lowbit")),
   }
   print(json.dumps({n: runs[n]() for n in names}, indent=1, default=str))
 

@@ -1,7 +1,8 @@
-"""Imports inside the package point one way and never form a cycle.
+"""Imports inside the packages point one way and never form a cycle.
 
 Read from the source with ``ast`` (nothing is imported): every ``import``
-and ``from ... import`` in every module of ``quantmuon``, at module level
+and ``from ... import`` in every module of ``quantmuon`` (the library) and
+``quantmuon_experiments`` (the application on top of it), at module level
 or inside a function, is an edge from its module to the module it names.
 """
 
@@ -14,31 +15,36 @@ import pytest
 
 import quantmuon
 
-PACKAGE = Path(quantmuon.__file__).parent
+ROOT = Path(quantmuon.__file__).parents[1]
+PACKAGES = ("quantmuon", "quantmuon_experiments")
 # The layers, from the bottom up: a module may import its own layer's
 # modules (without a cycle) and those of the layers below, never above.
-# ``quantmuon`` is the package root (``quantmuon/__init__.py``).
+# ``quantmuon`` is the library's root (``quantmuon/__init__.py``); the
+# experiments package is the application, on top of the whole library.
 LAYERS = (
-    ("quantmuon.memory", "quantmuon.tables"),
+    ("quantmuon.memory",),
     ("quantmuon.formats",),
     ("quantmuon.momentum_op",),
     ("quantmuon.kernels",),
     ("quantmuon.transforms",),
-    ("quantmuon.routing", "quantmuon.sharding"),
+    ("quantmuon.routing", "quantmuon.sharding", "quantmuon.fp"),
     ("quantmuon.presets",),
+    ("quantmuon.registry",),
     ("quantmuon",),
-    ("quantmuon.demo",),
-    ("quantmuon.experiments",),
+    ("quantmuon_experiments.tables", "quantmuon_experiments.hlo"),
+    ("quantmuon_experiments.demo",),
+    ("quantmuon_experiments",),
 )
 
 
 def _module_name(path: Path) -> str:
-  parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+  parts = path.relative_to(ROOT).with_suffix("").parts
   return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _modules() -> dict[str, Path]:
-  return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+  return {_module_name(p): p for package in PACKAGES
+          for p in sorted((ROOT / package).rglob("*.py"))}
 
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -130,10 +136,11 @@ def test_no_import_cycle():
 @pytest.mark.parametrize("source", [
     "from quantmuon.transforms import momentum\n",
     "def f():\n  from quantmuon import presets\n",
+    "from quantmuon_experiments import tables\n",
 ])
 def test_the_checks_can_fail(tmp_path, source):
-  """A planted upward import (even inside a function) is found, and so is a
-  cycle."""
+  """A planted upward import (even inside a function, or of the
+  application) is found, and so is a cycle."""
   graph = _graph()
   path = tmp_path / "planted.py"
   path.write_text(source)

@@ -55,7 +55,7 @@ OPTIMIZERS = {
     "muonq": lambda: qm.muonq(1e-2, min_size=0),
     "muon_grasp": lambda: qm.muon_grasp(1e-2, min_size=0),
     "quantized_muon": lambda: qm.quantized_muon(
-        1e-2, qm.formats.Grid(bits=4, tile=8), min_size=0,
+        1e-2, momentum_format=qm.formats.Grid(bits=4, tile=8), min_size=0,
         adam_state_format=qm.formats.Blockwise(8, "dynamic")),
     "quantize_state_adamw": adamw_8bit,
     "inject_hyperparams": lambda: optax.inject_hyperparams(

@@ -1,4 +1,5 @@
-"""quantmuon.tables: the text and Markdown tables, the environment record."""
+"""quantmuon_experiments.tables: text and Markdown tables, the environment
+record."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import numpy as np
 
-from quantmuon import tables
+from quantmuon_experiments import tables
 
 ROWS = [{"a": "x", "b": 1.23456}, {"a": "long", "b": 2, "c": None}]
 

@@ -105,8 +105,9 @@ class Format(abc.ABC):
                             key, previous)
     specs = placement.stored_specs(shapes, sharding.spec, sharding.mesh.shape)
     with placement.on_mesh_of(sharding):
-      return jax.sharding.auto_axes(run, out_sharding=specs)(x, key,
-                                                             previous)
+      stored = jax.sharding.auto_axes(run, out_sharding=specs)(x, key,
+                                                               previous)
+    return stored.with_spec(sharding.spec)
 
   def decode(self, stored: Stored, dtype: Any = None) -> Array:
     """Reads a stored value back.
@@ -162,10 +163,9 @@ class Format(abc.ABC):
     """How the fused kernels lay this format out on an array of ``shape``.
 
     None (the default) when no kernel stores the format. A format that
-    returns a ``KernelLayout`` also implements ``kernel_noise``,
-    ``kernel_parts`` and ``kernel_assemble``; one that returns a
-    ``Factored`` layout the methods it names (see
-    :mod:`quantmuon.formats.kernel_layout`).
+    returns a ``KernelLayout`` implements ``kernel_layout.KernelFormat``;
+    one that returns a ``Factored`` layout ``kernel_layout.FactoredFormat``
+    (see :mod:`quantmuon.formats.kernel_layout`).
     """
     del shape
     return None

@@ -13,16 +13,33 @@ the same way whatever the codebook.
   (2**bits - 1)`` on [-1, 1], without a zero level, so every code is used:
   4 levels at 2 bits where ``linear`` has 3. Paired with an RMS-fitted scale
   (``clip_rms`` of the tiled formats) it is the uniform quantizer of least
-  squared error for Gaussian values.
+  squared error for Gaussian values. Zero lies on a tie between the two
+  middle levels, so a scale group that holds an exact zero (a dead unit's
+  row or column of the momentum) takes the ``linear`` levels instead, which
+  hold zero, and says so by the sign of its stored scale
+  (:attr:`Codebook.zero_groups`): zeros stay exactly zero, at the cost of
+  the linear codes' error for that group's other values (at 2 bits with
+  ``clip_rms=1.5``, a relative error of 0.46 on Gaussian groups where
+  midrise has 0.34).
 - ``unsigned_linear``: ``linspace(0, 1, 2**bits + 1)[1:]``, nearest level. It
   has no zero level, so a positive second moment never decodes to zero
   (torchao's unsigned 4-bit map).
 - ``unsigned_dynamic``: the bitsandbytes unsigned dynamic map with its zero
   level replaced by half its smallest positive level; nearest level.
+
+Each codebook is a class, the only source of its levels, its encode and its
+decode; a name only constructs it (:func:`of`). The same methods run on
+whole arrays under XLA and on one tile inside a Pallas kernel: their
+arithmetic is written with :mod:`~quantmuon.formats.kernel_math`'s
+operations, which every backend lowers, and they read their constant tables
+through a :class:`Lookup` (:data:`ARRAYS` on whole arrays; a kernel passes
+its backend's, ``quantmuon.kernels.codec``). So the kernels' codes are the
+XLA path's, bit for bit.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -41,6 +58,7 @@ SIGNED = ("linear", "dynamic", "mulaw", "midrise")
 UNSIGNED = ("unsigned_linear", "unsigned_dynamic")
 CODEBOOKS = SIGNED + UNSIGNED
 BITS = (2, 4, 8)
+_FMAX = float(np.finfo(np.float32).max)
 
 
 def check_bits(bits: int) -> int:
@@ -53,20 +71,11 @@ def check_bits(bits: int) -> int:
 
 
 def check_codebook(codebook: str) -> str:
+  """Raises a ValueError naming ``codebook`` unless it is a known name."""
   if codebook not in CODEBOOKS:
     raise ValueError(
         f"codebook must be one of {CODEBOOKS}, got {codebook!r}.")
   return codebook
-
-
-def qmax(bits: int) -> int:
-  """Largest linear code magnitude: 127 at 8 bits, 7 at 4, 1 at 2."""
-  return 2 ** (bits - 1) - 1
-
-
-def _midrise_half(bits: int) -> np.float32:
-  """Half the span of the midrise codes: level ``(c - half) / half``."""
-  return np.float32((2 ** bits - 1) / 2)
 
 
 @functools.cache
@@ -106,100 +115,16 @@ def dynamic_codebook(bits: int = 8, signed: bool = True) -> np.ndarray:
   return table
 
 
-@functools.cache
-def levels(codebook: str, bits: int) -> np.ndarray:
-  """The sorted float32 levels a code stands for (before the scale).
+class Lookup(Protocol):
+  """How a codebook reads its constant tables: by name, with the table's
+  values. :data:`ARRAYS` on whole arrays; the kernels' backends have their
+  own (``quantmuon.kernels.codec``)."""
 
-  Linear and mu-law codes have ``2**bits - 1`` symmetric levels plus one
-  unused code (the most negative); it decodes to ``-1``.
-  """
-  check_codebook(codebook)
-  check_bits(bits)
-  if codebook in ("linear", "mulaw"):
-    q = np.arange(2 ** bits, dtype=np.float32) - 2 ** (bits - 1)
-    return np.clip(q / np.float32(qmax(bits)), -1, 1).astype(np.float32)
-  if codebook == "dynamic":
-    return dynamic_codebook(bits, signed=True)
-  if codebook == "midrise":
-    half = _midrise_half(bits)
-    return (np.arange(2 ** bits, dtype=np.float32) - half) * (1 / half)
-  if codebook == "unsigned_linear":
-    return np.linspace(0, 1, 2 ** bits + 1, dtype=np.float32)[1:]
-  table = dynamic_codebook(bits, signed=False).copy()
-  table[0] = table[1] / np.float32(2.0)  # no zero level
-  return table
+  def take(self, name: str, table: np.ndarray, index: Array) -> Array:
+    """``table[index]`` for an int32 ``index`` array."""
 
-
-def _midrise_decode(codes: Array, bits: int) -> Array:
-  half = _midrise_half(bits)
-  return (codes.astype(jnp.float32) - half) * (1 / half)
-
-
-def compand(y: Array, mu: float) -> Array:
-  """mu-law companding of ``y`` in [-1, 1]."""
-  return jnp.sign(y) * jnp.log1p(mu * jnp.abs(y)) / np.float32(np.log1p(mu))
-
-
-def expand(y: Array, mu: float) -> Array:
-  """Inverse of :func:`compand`."""
-  return jnp.sign(y) * jnp.expm1(jnp.abs(y) * np.float32(np.log1p(mu))) / mu
-
-
-def encode(y: Array, codebook: str, bits: int, mu: float = 255.0,
-           noise: Array | None = None) -> Array:
-  """Normalized values to uint8 codes in ``[0, 2**bits)``.
-
-  Args:
-    y: float32 values, already divided by their scale (in [-1, 1], or [0, 1]
-      for unsigned codebooks; values outside are clipped). NaN codes as zero.
-    codebook: one of ``CODEBOOKS``.
-    bits: 2, 4 or 8.
-    mu: the mu-law parameter (``mulaw`` only).
-    noise: uniform [0, 1) noise of ``y``'s shape for stochastic rounding, or
-      None to round to nearest.
-
-  Returns:
-    uint8 codes of ``y``'s shape (not packed).
-  """
-  y = jnp.nan_to_num(y.astype(jnp.float32), nan=0.0)
-  if codebook == "midrise":
-    half = _midrise_half(bits)  # y = (c - half) / half
-    v = jnp.clip(y, -1.0, 1.0) * half + half
-    if noise is None:
-      q = jnp.round(v)
-    else:
-      lo = jnp.floor(v)
-      q = lo + (noise < v - lo)
-    return jnp.clip(q, 0, 2 ** bits - 1).astype(jnp.uint8)
-  if codebook in ("linear", "mulaw"):
-    m = qmax(bits)
-    if codebook == "mulaw":
-      y = jnp.clip(y, -1.0, 1.0)
-      v = compand(y, mu) * np.float32(m)
-    else:
-      v = y * np.float32(m)
-    if noise is None:
-      q = jnp.round(v)
-    elif codebook == "linear":
-      lo = jnp.floor(v)  # v - lo is exact; v + noise would be rounded
-      q = lo + (noise < v - lo)
-    else:
-      # Unbiased in y, not in the companded domain: round up with the
-      # probability that puts the mean of the two expanded levels at y.
-      lo = jnp.floor(v)
-      y_lo = expand(lo / np.float32(m), mu)
-      y_hi = expand((lo + 1) / np.float32(m), mu)
-      p_up = jnp.clip((y - y_lo) / (y_hi - y_lo), 0.0, 1.0)
-      q = lo + (noise < p_up)
-    return (jnp.clip(q, -m, m) + 2 ** (bits - 1)).astype(jnp.uint8)
-  if noise is None:
-    return nearest_level(y, codebook, bits)
-  table = jnp.asarray(levels(codebook, bits))
-  upper = jnp.clip(jnp.searchsorted(table, y, side="left"), 1,
-                   table.size - 1)
-  lo, hi = table[upper - 1], table[upper]
-  p_up = jnp.clip((y - lo) / (hi - lo), 0.0, 1.0)
-  return (upper - 1 + (noise < p_up)).astype(jnp.uint8)
+  def count_below(self, name: str, table: np.ndarray, y: Array) -> Array:
+    """How many entries of the sorted ``table`` are below ``y`` (int32)."""
 
 
 BUCKET_SHIFT = 16  # 65536 buckets of the float32 line
@@ -211,103 +136,94 @@ def _order_key(bits: np.ndarray | Array) -> np.ndarray | Array:
 
 
 @functools.cache
-def _bucket_table(codebook: str, bits: int) -> tuple[np.ndarray, np.ndarray,
-                                                     int]:
-  """Midpoints and, per bucket of float32 values, how many lie below it.
+def _bucket_table(table: bytes) -> tuple[np.ndarray, np.ndarray, int]:
+  """A sorted float32 table (as bytes) and, per bucket of float32 values,
+  how many of its entries lie below the bucket.
 
   Bucket b holds the floats whose order key has ``b`` in its top 16 bits
-  (sign, exponent and 7 mantissa bits). ``below[b]`` counts the midpoints
-  under the bucket's smallest float; ``width`` is the most midpoints any
+  (sign, exponent and 7 mantissa bits). ``below[b]`` counts the entries
+  under the bucket's smallest float; ``width`` is the most entries any
   bucket holds.
   """
-  table = levels(codebook, bits)
-  mids = (table[1:] + table[:-1]) / np.float32(2)
+  entries = np.frombuffer(table, np.float32)
   keys = (np.arange(-2 ** 15, 2 ** 15, dtype=np.int64) << BUCKET_SHIFT)
   lowest = _order_key(keys.astype(np.int32)).view(np.float32)
-  below = np.searchsorted(mids, lowest, side="left")
-  below[np.isnan(lowest)] = mids.size  # never looked up: y is never NaN
-  width = int(max(1, np.max(np.diff(np.append(below, mids.size)))))
-  return mids, below.astype(np.int32), width
+  below = np.searchsorted(entries, lowest, side="left")
+  below[np.isnan(lowest)] = entries.size  # never looked up: y is never NaN
+  width = int(max(1, np.max(np.diff(np.append(below, entries.size)))))
+  return entries, below.astype(np.int32), width
 
 
-def nearest_level(y: Array, codebook: str, bits: int) -> Array:
-  """Index of the nearest level: ``searchsorted(midpoints, y)``, fast.
-
-  A binary search makes eight dependent passes over the data at 8 bits.
-  Instead, the top 16 bits of ``y``'s order-preserving float key pick a
-  bucket, a table gives the number of midpoints below the bucket, and the
-  few midpoints inside it (at most ``width``, one or two for the maps here)
-  are compared directly. The result equals ``searchsorted(mids, y,
-  side="left")`` exactly.
-
-  Args:
-    y: finite float32 values.
-    codebook: a codebook with a level table (``dynamic``, unsigned ones).
-    bits: 2, 4 or 8.
-
-  Returns:
-    uint8 codes.
-  """
-  mids, below, width = _bucket_table(codebook, bits)
-  key = _order_key(jax.lax.bitcast_convert_type(y, jnp.int32))
-  bucket = (key >> BUCKET_SHIFT) + 2 ** 15
-  first = jnp.asarray(below)[bucket]
-  padded = jnp.asarray(np.append(mids, [np.inf] * width).astype(np.float32))
-  index = first
-  for j in range(width):
-    index = index + (padded[first + j] < y)
-  return index.astype(jnp.uint8)
-
-
-def _linear_decode(codes: Array, bits: int) -> Array:
-  q = codes.astype(jnp.float32) - np.float32(2 ** (bits - 1))
-  return jnp.maximum(q, -float(qmax(bits))) / np.float32(qmax(bits))
-
-
-def decode(codes: Array, codebook: str, bits: int,
-           mu: float = 255.0) -> Array:
-  """uint8 codes (not packed) to normalized float32 values."""
-  if codebook == "midrise":
-    return _midrise_decode(codes, bits)
-  if codebook in ("linear", "mulaw"):
-    y = _linear_decode(codes, bits)
-    return expand(y, mu) if codebook == "mulaw" else y
-  return jnp.asarray(levels(codebook, bits))[codes.astype(jnp.int32)]
-
-
-class TableLookup(Protocol):
-  """How a kernel reads a codebook's constant tables (see
-  ``quantmuon.kernels.codec``): by name, with the table's values."""
+class ArrayLookup(Lookup):
+  """Tables read over whole arrays (the XLA path)."""
 
   def take(self, name: str, table: np.ndarray, index: Array) -> Array:
-    """``table[index]`` for an int32 ``index`` array."""
+    """A gather from the table."""
+    del name
+    return jnp.asarray(table)[index]
 
   def count_below(self, name: str, table: np.ndarray, y: Array) -> Array:
-    """How many entries of the sorted ``table`` are below ``y`` (int32)."""
+    """``searchsorted(table, y, side="left")``, fast.
+
+    A binary search makes eight dependent passes over the data at 8 bits.
+    Instead, the top 16 bits of ``y``'s order-preserving float key pick a
+    bucket, a table gives the number of entries below the bucket, and the
+    few entries inside it (at most ``width``, one or two for the codebooks
+    here) are compared directly.
+    """
+    del name
+    entries, below, width = _bucket_table(
+        np.asarray(table, np.float32).tobytes())
+    key = _order_key(jax.lax.bitcast_convert_type(y, jnp.int32))
+    bucket = (key >> BUCKET_SHIFT) + 2 ** 15
+    first = jnp.asarray(below)[bucket]
+    padded = jnp.asarray(
+        np.append(entries, [np.inf] * width).astype(np.float32))
+    index = first
+    for j in range(width):
+      index = index + (padded[first + j] < y)
+    return index
 
 
-def _signed_codes(q: Array, bits: int) -> Array:
-  """Rounded linear values ``q`` to int32 codes ``q + 2**(bits-1)``."""
-  m = float(qmax(bits))
-  q = jnp.minimum(jnp.maximum(q, -m), m)
-  return q.astype(jnp.int32) + 2 ** (bits - 1)
+ARRAYS = ArrayLookup()
 
 
-def _up(v: Array, noise: Array) -> Array:
-  """Stochastic rounding of ``v``: up with probability ``v - floor(v)``
-  (``v - floor(v)`` is exact, ``v + noise`` would be rounded)."""
+def _round(v: Array, noise: Array | None) -> Array:
+  """``v`` rounded to an integer: to nearest (ties to even), or up with
+  probability ``v - floor(v)`` given uniform ``noise`` (``v - floor(v)``
+  is exact, ``v + noise`` would be rounded)."""
+  if noise is None:
+    return kernel_math.round_half_even(v)
   lo = jnp.floor(v)
   return lo + (noise < v - lo).astype(jnp.float32)
 
 
-@dataclasses.dataclass(frozen=True)
-class Codebook:
-  """A codebook of ``bits``-bit codes: its levels, encode and decode, and
-  how a kernel computes them.
+def _qmax(bits: int) -> int:
+  """Largest linear code magnitude: 127 at 8 bits, 7 at 4, 1 at 2."""
+  return 2 ** (bits - 1) - 1
 
-  The base class codes by a level table (``dynamic``, the unsigned maps):
-  its kernel counts the midpoints below a value; subclasses that code by
-  arithmetic override :meth:`kernel_encode` and :meth:`kernel_decode`.
+
+def _signed_codes(q: Array, bits: int) -> Array:
+  """Rounded linear values ``q`` to int32 codes ``q + 2**(bits-1)``."""
+  m = float(_qmax(bits))
+  q = jnp.minimum(jnp.maximum(q, -m), m)
+  return q.astype(jnp.int32) + 2 ** (bits - 1)
+
+
+def _constant(f: Callable[[], Array]) -> np.ndarray:
+  """``f()`` evaluated now, as a float32 numpy array (a table of levels)."""
+  with jax.ensure_compile_time_eval():
+    return np.asarray(f()).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Codebook(abc.ABC):
+  """A codebook of ``bits``-bit codes: its levels, encode and decode.
+
+  The base class codes by its level table (``dynamic``, the unsigned
+  maps): the nearest level counts the midpoints below a value; stochastic
+  rounding picks one of the two levels around it. Subclasses that code by
+  arithmetic override :meth:`_codes` and :meth:`decode`.
 
   Attributes:
     bits: 2, 4 or 8.
@@ -319,17 +235,21 @@ class Codebook:
 
   bits: int
 
+  def __post_init__(self):
+    check_bits(self.bits)
+
   @property
   def per_byte(self) -> int:
     return 8 // self.bits
 
-  @property
-  def qmax(self) -> int:
-    return qmax(self.bits)
-
   def levels(self) -> np.ndarray:
-    """The sorted float32 levels a code stands for (before the scale)."""
-    return levels(self.name, self.bits)
+    """The sorted float32 levels the codes stand for, code by code
+    (before the scale)."""
+    return _levels_of(self)
+
+  @abc.abstractmethod
+  def _levels(self) -> np.ndarray:
+    """Computes :meth:`levels` (cached there)."""
 
   @property
   def zero_code(self) -> int | None:
@@ -338,43 +258,50 @@ class Codebook:
     zeros = np.flatnonzero(self.levels() == 0)
     return int(zeros[0]) if zeros.size else None
 
-  def encode(self, y: Array, noise: Array | None = None) -> Array:
-    """Normalized values to uint8 codes (see :func:`encode`)."""
-    return encode(y, self.name, self.bits, noise=noise)
-
-  def decode(self, codes: Array) -> Array:
-    """uint8 codes to normalized float32 values."""
-    return decode(codes, self.name, self.bits)
-
   def tables(self, stochastic: bool) -> dict[str, np.ndarray]:
-    """The float32 tables a kernel looks codes up in, by name (cached).
+    """The float32 tables :meth:`encode` and :meth:`decode` read through a
+    :class:`Lookup`, by name (cached; the kernels' backends load them).
 
     ``levels``: what each code decodes to. ``mids``: the midpoints between
     levels (nearest rounding counts those below y). ``above``: the levels
     but the last (stochastic rounding counts those below y).
     """
-    return _tables(self, stochastic)
+    return _tables_of(self, stochastic)
 
-  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+  def _tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+    """Computes :meth:`tables` (cached there)."""
     table = self.levels()
-    out = {"levels": table.astype(np.float32)}
+    out = {"levels": table}
     if stochastic:
-      out["above"] = table[:-1].astype(np.float32)
+      out["above"] = table[:-1]
     else:
       out["mids"] = ((table[1:] + table[:-1]) / np.float32(2)).astype(
           np.float32)
     return out
 
-  def kernel_decode(self, codes: Array, lookup: TableLookup) -> Array:
-    """int32 codes to normalized float32 levels inside a kernel, as
-    :meth:`decode`."""
-    return lookup.take("levels", self.tables(False)["levels"], codes)
+  def encode(self, y: Array, noise: Array | None = None,
+             lookup: Lookup = ARRAYS) -> Array:
+    """Normalized values to codes.
 
-  def kernel_encode(self, y: Array, noise: Array | None,
-                    lookup: TableLookup) -> Array:
-    """Finite normalized float32 values to int32 codes inside a kernel, as
-    :meth:`encode` (nearest level, or stochastic between the two
-    neighbours with ``noise``)."""
+    Args:
+      y: float32 values, already divided by their scale (in [-1, 1], or
+        [0, 1] for unsigned codebooks; values outside are clipped). NaN
+        codes as zero, +-inf as the largest finite value.
+      noise: uniform [0, 1) noise of ``y``'s shape for stochastic rounding,
+        or None to round to nearest.
+      lookup: how the tables are read: :data:`ARRAYS`, or a kernel's.
+
+    Returns:
+      int32 codes in ``[0, 2**bits)``, of ``y``'s shape (not packed).
+    """
+    y = y.astype(jnp.float32)
+    y = jnp.where(y != y, 0.0, y)
+    y = jnp.minimum(jnp.maximum(y, -_FMAX), _FMAX)
+    return self._codes(y, noise, lookup)
+
+  def _codes(self, y: Array, noise: Array | None, lookup: Lookup) -> Array:
+    """:meth:`encode` of finite values: the nearest level, or one of the two
+    around ``y``, up with the probability that makes the mean ``y``."""
     if noise is None:
       return lookup.count_below("mids", self.tables(False)["mids"], y)
     tables = self.tables(True)
@@ -384,31 +311,142 @@ class Codebook:
     p_up = jnp.minimum(jnp.maximum((y - lo) / (hi - lo), 0.0), 1.0)
     return upper - 1 + (noise < p_up).astype(jnp.int32)
 
+  def decode(self, codes: Array, lookup: Lookup = ARRAYS) -> Array:
+    """Codes (not packed; any integer dtype) to normalized float32 values.
+
+    Args:
+      codes: integer codes in ``[0, 2**bits)``.
+      lookup: how the tables are read: :data:`ARRAYS`, or a kernel's.
+
+    Returns:
+      float32 levels, before the scale.
+    """
+    return lookup.take("levels", self.tables(False)["levels"],
+                       codes.astype(jnp.int32))
+
+  @property
+  def zero_groups(self) -> Codebook | None:
+    """The codebook a scale group that holds an exact zero takes instead,
+    flagged by a negative stored scale; None (no flags) for a codebook
+    with a zero level."""
+    return None
+
+  def flag_scales(self, scales: Array, holds_zero: Array) -> Array:
+    """The scales as stored: negated where the group holds an exact zero
+    (and a positive scale) and this codebook has :attr:`zero_groups`.
+
+    Args:
+      scales: the groups' non-negative scales.
+      holds_zero: whether each group holds an exact zero among its real
+        elements (broadcastable to ``scales``).
+
+    Returns:
+      The stored scales, of ``scales``' dtype.
+    """
+    if self.zero_groups is None:
+      return scales
+    return jnp.where(holds_zero & (scales > 0), -scales, scales)
+
+  def encode_scaled(self, y: Array, noise: Array | None, scales: Array,
+                    lookup: Lookup = ARRAYS) -> Array:
+    """:meth:`encode` of values ``y`` of groups whose stored scales (from
+    :meth:`flag_scales`, broadcastable to ``y``) are ``scales``: the flagged
+    groups' values in :attr:`zero_groups` codes.
+
+    Args:
+      y: float32 values, divided by their group's absolute scale.
+      noise: as :meth:`encode`.
+      scales: the stored scales; only their signs are read.
+      lookup: as :meth:`encode`.
+
+    Returns:
+      int32 codes of ``y``'s shape.
+    """
+    codes = self.encode(y, noise, lookup)
+    if self.zero_groups is None:
+      return codes
+    flagged = self.zero_groups.encode(y, noise, lookup)
+    return jnp.where(scales < 0, flagged, codes)
+
+  def decode_scaled(self, codes: Array, scales: Array,
+                    lookup: Lookup = ARRAYS,
+                    arrange: Callable[[Array], Array] = lambda v: v
+                    ) -> Array:
+    """The values of ``codes`` in groups whose stored scales are ``scales``:
+    :meth:`decode` times the scale, flagged groups decoded by
+    :attr:`zero_groups`.
+
+    Args:
+      codes: integer codes.
+      scales: the stored float32 scales, broadcastable to the arranged
+        values.
+      lookup: as :meth:`decode`.
+      arrange: lays decoded values out as ``scales`` broadcast (a format's
+        tiles), after decoding.
+
+    Returns:
+      float32 values, arranged.
+    """
+    values = arrange(self.decode(codes, lookup))
+    if self.zero_groups is None:
+      return values * scales
+    flagged = arrange(self.zero_groups.decode(codes, lookup))
+    return jnp.where(scales < 0, flagged, values) * jnp.abs(scales)
+
 
 @functools.cache
-def _tables(book: Codebook, stochastic: bool) -> dict[str, np.ndarray]:
-  return book._make_tables(stochastic)
+def _levels_of(book: Codebook) -> np.ndarray:
+  return book._levels().astype(np.float32)
+
+
+@functools.cache
+def _tables_of(book: Codebook, stochastic: bool) -> dict[str, np.ndarray]:
+  return {name: table.astype(np.float32)
+          for name, table in book._tables(stochastic).items()}
 
 
 @dataclasses.dataclass(frozen=True)
-class Linear(Codebook):
-  """Symmetric integers ``round(y * qmax)``; decoded by arithmetic."""
+class _Arithmetic(Codebook):
+  """A codebook whose codes and levels are arithmetic, with no tables: it
+  overrides :meth:`_codes` and :meth:`decode`, and its levels are what
+  its codes decode to."""
 
-  name: ClassVar[str] = "linear"
+  def _levels(self) -> np.ndarray:
+    return _constant(lambda: self.decode(jnp.arange(2 ** self.bits)))
 
-  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+  def _tables(self, stochastic: bool) -> dict[str, np.ndarray]:
     del stochastic
     return {}
 
-  def kernel_decode(self, codes, lookup):
-    del lookup
-    return _linear_decode(codes, self.bits)
+  @abc.abstractmethod
+  def _codes(self, y: Array, noise: Array | None, lookup: Lookup) -> Array:
+    """:meth:`encode` of finite values, by arithmetic."""
 
-  def kernel_encode(self, y, noise, lookup):
+  @abc.abstractmethod
+  def decode(self, codes: Array, lookup: Lookup = ARRAYS) -> Array:
+    """Codes to normalized float32 values, by arithmetic."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Linear(_Arithmetic):
+  """Symmetric integers ``round(y * qmax)``; coded and decoded by
+  arithmetic."""
+
+  name: ClassVar[str] = "linear"
+
+  @property
+  def qmax(self) -> int:
+    """Largest code magnitude: 127 at 8 bits, 7 at 4, 1 at 2."""
+    return _qmax(self.bits)
+
+  def _codes(self, y, noise, lookup):
     del lookup
-    v = y * np.float32(self.qmax)
-    q = kernel_math.round_half_even(v) if noise is None else _up(v, noise)
-    return _signed_codes(q, self.bits)
+    return _signed_codes(_round(y * np.float32(self.qmax), noise), self.bits)
+
+  def decode(self, codes, lookup=ARRAYS):
+    del lookup
+    q = codes.astype(jnp.float32) - np.float32(2 ** (self.bits - 1))
+    return jnp.maximum(q, -float(self.qmax)) / np.float32(self.qmax)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,10 +455,14 @@ class Dynamic(Codebook):
 
   name: ClassVar[str] = "dynamic"
 
+  def _levels(self) -> np.ndarray:
+    return dynamic_codebook(self.bits, signed=True)
+
 
 @dataclasses.dataclass(frozen=True)
 class MuLaw(Codebook):
-  """mu-law companding, then linear codes.
+  """mu-law companding, then linear codes; decoded from the table of the
+  expanded linear levels.
 
   Attributes:
     mu: the mu-law parameter.
@@ -430,87 +472,86 @@ class MuLaw(Codebook):
 
   mu: float = 255.0
 
-  def encode(self, y: Array, noise: Array | None = None) -> Array:
-    return encode(y, self.name, self.bits, self.mu, noise)
-
-  def decode(self, codes: Array) -> Array:
-    return decode(codes, self.name, self.bits, self.mu)
+  @property
+  def qmax(self) -> int:
+    """Largest linear code magnitude."""
+    return _qmax(self.bits)
 
   def compand(self, y: Array) -> Array:
-    return compand(y, self.mu)
-
-  def expand(self, y: Array) -> Array:
-    return expand(y, self.mu)
-
-  def kernel_compand(self, y: Array) -> Array:
-    """``compand(clip(y, -1, 1))`` inside a kernel, as
-    ``companding="before_scale"`` encodes."""
+    """``sign(y) log(1 + mu |y|) / log(1 + mu)`` of ``clip(y, -1, 1)``."""
     y = kernel_math.clip_unit(y)
     return kernel_math.sign(y) * jnp.log1p(self.mu * jnp.abs(y)) / (
         np.float32(np.log1p(self.mu)))
 
-  def kernel_expand(self, y: Array,
-                    expm1: Callable[[Array], Array] = jnp.expm1) -> Array:
-    """:meth:`expand` inside a kernel, with the backend's ``expm1``."""
+  def expand(self, y: Array,
+             expm1: Callable[[Array], Array] = jnp.expm1) -> Array:
+    """The inverse of :meth:`compand`, with ``expm1`` (a backend may pass
+    its own)."""
     return kernel_math.sign(y) * expm1(
         jnp.abs(y) * np.float32(np.log1p(self.mu))) / self.mu
 
-  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
-    """``levels`` (the expanded linear levels) and, for stochastic
-    rounding, ``expanded``: ``expand(q / qmax)`` for ``q = -qmax .. qmax +
-    1``, the two neighbours it chooses between."""
-    with jax.ensure_compile_time_eval():
-      codes = jnp.arange(2 ** self.bits, dtype=jnp.uint8)
-      out = {"levels": np.asarray(self.decode(codes)).astype(np.float32)}
-      if stochastic:
-        m = self.qmax
-        q = np.arange(-m, m + 2, dtype=np.float32) / np.float32(m)
-        out["expanded"] = np.asarray(
-            self.expand(jnp.asarray(q))).astype(np.float32)
+  def _levels(self) -> np.ndarray:
+    """The expanded levels of the linear codes."""
+    linear = Linear(self.bits).levels()
+    return _constant(lambda: self.expand(jnp.asarray(linear)))
+
+  def _tables(self, stochastic: bool) -> dict[str, np.ndarray]:
+    """``levels`` and, for stochastic rounding, ``expanded``: ``expand(q /
+    qmax)`` for ``q = -qmax .. qmax + 1``, the two neighbours it chooses
+    between."""
+    out = {"levels": self.levels()}
+    if stochastic:
+      m = self.qmax
+      q = np.arange(-m, m + 2, dtype=np.float32) / np.float32(m)
+      out["expanded"] = _constant(lambda: self.expand(jnp.asarray(q)))
     return out
 
-  def kernel_encode(self, y, noise, lookup):
+  def _codes(self, y, noise, lookup):
     """Linear codes of the companded value; stochastic rounding is
-    unbiased in ``y``, as :func:`encode`'s."""
+    unbiased in ``y``, not in the companded domain: up with the probability
+    that puts the mean of the two expanded levels at ``y``."""
     m = self.qmax
     y = kernel_math.clip_unit(y)
-    v = self.kernel_compand(y) * np.float32(m)
+    v = self.compand(y) * np.float32(m)
     if noise is None:
-      q = kernel_math.round_half_even(v)
-    else:
-      lo = jnp.floor(v)
-      index = lo.astype(jnp.int32) + m
-      table = self.tables(True)["expanded"]
-      y_lo = lookup.take("expanded", table, index)
-      y_hi = lookup.take("expanded", table, index + 1)
-      p_up = (y - y_lo) / (y_hi - y_lo)
-      p_up = jnp.minimum(jnp.maximum(p_up, 0.0), 1.0)
-      q = lo + (noise < p_up).astype(jnp.float32)
-    return _signed_codes(q, self.bits)
+      return _signed_codes(_round(v, None), self.bits)
+    lo = jnp.floor(v)
+    index = lo.astype(jnp.int32) + m
+    table = self.tables(True)["expanded"]
+    y_lo = lookup.take("expanded", table, index)
+    y_hi = lookup.take("expanded", table, index + 1)
+    p_up = jnp.minimum(jnp.maximum((y - y_lo) / (y_hi - y_lo), 0.0), 1.0)
+    return _signed_codes(lo + (noise < p_up).astype(jnp.float32), self.bits)
 
 
 @dataclasses.dataclass(frozen=True)
-class MidRise(Codebook):
+class MidRise(_Arithmetic):
   """``2**bits`` evenly spaced levels on [-1, 1] without a zero; coded and
-  decoded by arithmetic."""
+  decoded by arithmetic. A group that holds an exact zero takes ``linear``
+  codes instead (see the module docstring)."""
 
   name: ClassVar[str] = "midrise"
 
-  def _make_tables(self, stochastic: bool) -> dict[str, np.ndarray]:
-    del stochastic
-    return {}
+  @property
+  def _half(self) -> np.float32:
+    """Half the span of the codes: level ``(c - half) / half``."""
+    return np.float32((2 ** self.bits - 1) / 2)
 
-  def kernel_decode(self, codes, lookup):
+  def _codes(self, y, noise, lookup):
     del lookup
-    return _midrise_decode(codes, self.bits)
-
-  def kernel_encode(self, y, noise, lookup):
-    del lookup
-    half = _midrise_half(self.bits)
-    v = kernel_math.clip_unit(y) * half + half
-    q = kernel_math.round_half_even(v) if noise is None else _up(v, noise)
+    half = self._half
+    q = _round(kernel_math.clip_unit(y) * half + half, noise)
     q = jnp.minimum(jnp.maximum(q, 0.0), float(2 ** self.bits - 1))
     return q.astype(jnp.int32)
+
+  def decode(self, codes, lookup=ARRAYS):
+    del lookup
+    return (codes.astype(jnp.float32) - self._half) * (1 / self._half)
+
+  @property
+  def zero_groups(self) -> Codebook:
+    """``linear`` codes, whose levels hold zero."""
+    return Linear(self.bits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -520,6 +561,9 @@ class UnsignedLinear(Codebook):
   name: ClassVar[str] = "unsigned_linear"
   signed: ClassVar[bool] = False
 
+  def _levels(self) -> np.ndarray:
+    return np.linspace(0, 1, 2 ** self.bits + 1, dtype=np.float32)[1:]
+
 
 @dataclasses.dataclass(frozen=True)
 class UnsignedDynamic(Codebook):
@@ -528,6 +572,11 @@ class UnsignedDynamic(Codebook):
   name: ClassVar[str] = "unsigned_dynamic"
   signed: ClassVar[bool] = False
 
+  def _levels(self) -> np.ndarray:
+    table = dynamic_codebook(self.bits, signed=False).copy()
+    table[0] = table[1] / np.float32(2.0)  # no zero level
+    return table
+
 
 _CLASSES = {c.name: c for c in (Linear, Dynamic, MuLaw, MidRise,
                                 UnsignedLinear, UnsignedDynamic)}
@@ -535,6 +584,15 @@ _CLASSES = {c.name: c for c in (Linear, Dynamic, MuLaw, MidRise,
 
 def of(name: str, bits: int, mu: float = 255.0) -> Codebook:
   """The codebook object of a format's ``codebook``, ``bits`` and ``mu``
-  (``mu`` is kept by mu-law only)."""
+  (``mu`` is kept by mu-law only).
+
+  Args:
+    name: one of ``CODEBOOKS``.
+    bits: 2, 4 or 8.
+    mu: the mu-law parameter.
+
+  Returns:
+    The codebook.
+  """
   cls = _CLASSES[check_codebook(name)]
   return cls(check_bits(bits), float(mu)) if cls is MuLaw else cls(bits)

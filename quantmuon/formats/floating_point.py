@@ -7,7 +7,9 @@ every quantity to a float format with E exponent and M mantissa bits, so that
 normal range. ``FloatingPoint`` rounds to such a format, IEEE style: exponent
 bias ``2**(E-1) - 1``, the all-ones exponent reserved (so the largest finite
 value is ``(2 - 2**-M) * 2**bias``), subnormals below ``2**(1 - bias)``, and
-saturation at the largest finite value instead of overflow to infinity. The
+saturation of finite values at the largest finite value instead of overflow
+to infinity. NaN and +-inf are kept, in the reserved exponent (mantissa 0
+for an inf, as IEEE), so no finite value comes from a non-finite one. The
 rounded value is stored as its real bit pattern (sign, exponent, mantissa) in
 the smallest unsigned integer that holds ``1 + E + M`` bits.
 """
@@ -33,7 +35,8 @@ class FloatingPoint(Format):
 
   ``FloatingPoint(8, 7)`` rounds like bfloat16 and ``FloatingPoint(5, 10)``
   like float16, except that both saturate rather than overflow. NaN stays
-  NaN; infinities saturate.
+  NaN and +-inf stay +-inf (with ``mantissa_bits=0`` a NaN has no mantissa
+  bit to tell it from an inf, and decodes as one).
 
   Args:
     exponent_bits: 1 to 8.
@@ -96,7 +99,7 @@ class FloatingPoint(Format):
         is to be encoded.
 
     Returns:
-      float32 array of representable values.
+      float32 array of representable values (NaN and +-inf as they were).
     """
     x = jnp.asarray(x, jnp.float32)
     m = self.mantissa_bits if mantissa_bits is None else mantissa_bits
@@ -117,7 +120,7 @@ class FloatingPoint(Format):
       lo = jnp.floor(v)
       v = lo + (jax.random.uniform(key, x.shape, jnp.float32) < v - lo)
     v = jnp.minimum(jnp.ldexp(v, e - m), self.max_finite(m))
-    return jnp.where(jnp.isnan(x), x, jnp.copysign(v, x))
+    return jnp.where(jnp.isfinite(x), jnp.copysign(v, x), x)
 
   def _encode(self, x, *, key, previous,
               mantissa_bits: Array | int | None = None) -> Stored:
@@ -132,9 +135,9 @@ class FloatingPoint(Format):
     cell = jnp.where(normal, e - 1, 1 - self.bias)
     mant = jnp.ldexp(a, m_bits - cell)
     mant = jnp.where(normal, mant - 2.0 ** m_bits, mant)
-    nan = jnp.isnan(v)
-    exponent = jnp.where(nan, 2 ** self.exponent_bits - 1, exponent)
-    mant = jnp.where(nan, 1, mant)
+    nan, inf = jnp.isnan(v), jnp.isinf(v)
+    exponent = jnp.where(nan | inf, 2 ** self.exponent_bits - 1, exponent)
+    mant = jnp.where(nan, 1, jnp.where(inf, 0, mant))
     sign = jnp.signbit(v).astype(jnp.uint32)
     dtype = self.code_dtype
     code = ((sign << (self.exponent_bits + m_bits))
@@ -175,5 +178,6 @@ class FloatingPoint(Format):
     significand = jnp.where(normal, mant + 2.0 ** m_bits, mant)
     cell = jnp.where(normal, exponent - self.bias, 1 - self.bias)
     value = jnp.ldexp(significand, cell - m_bits)
-    value = jnp.where(exponent == 2 ** e_bits - 1, jnp.nan, value)
+    value = jnp.where(exponent == 2 ** e_bits - 1,
+                      jnp.where(mant == 0, jnp.inf, jnp.nan), value)
     return jnp.where(negative == 1, -value, value)

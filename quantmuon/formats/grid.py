@@ -60,6 +60,11 @@ class Grid(Format):
   def __post_init__(self):
     check_scaled(self)
     positive_int(self.tile, "tile")
+    if self.code_map.zero_groups is not None:
+      raise ValueError(
+          f"codebook={self.codebook!r} has no zero level, which Grid's "
+          "two-sided scales cannot flag per group; use 'linear', 'dynamic' "
+          "or 'mulaw', or Blockwise.")
 
   @property
   def code_map(self) -> codebooks.Codebook:
@@ -100,18 +105,23 @@ class Grid(Format):
     del previous
     m, n = layout.matrix_shape(x.shape)
     t = self.tile
-    tiles = layout.to_tiles(x.reshape(m, n).astype(jnp.float32), t, t)
+    mat = x.reshape(m, n).astype(jnp.float32)
+    tiles = layout.to_tiles(mat, t, t)
     mag = jnp.abs(tiles)
-    row = layout.round_scale(jnp.max(mag, axis=3),
+    mt, _, nt, _ = tiles.shape
+    # A tile that holds a NaN or an inf gets inf scales (see layout).
+    bad = layout.tiles_hold_non_finite(mat, t, t)
+    row = layout.round_scale(jnp.where(bad[:, None, :], jnp.inf,
+                                       jnp.max(mag, axis=3)),
                              self.scale_dtype)  # (MT, T, NT)
-    col = layout.round_scale(jnp.max(mag, axis=1),
+    col = layout.round_scale(jnp.where(bad[:, :, None], jnp.inf,
+                                       jnp.max(mag, axis=1)),
                              self.scale_dtype)  # (MT, NT, T)
     scale = layout.safe_scale(self._element_scale(row, col))
     y = tiles / scale
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = self.code_map.encode(y, noise)
+    codes = self.code_map.encode(y, noise).astype(jnp.uint8)
     codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
-    mt, _, nt = row.shape
     return self.kernel_assemble(
         codes, (row.reshape(mt * t, nt)[:m], col.reshape(mt, nt * t)[:, :n]),
         x.shape, x.dtype)

@@ -2,16 +2,17 @@
 
 A fused kernel needs to know, of a format on the ``(m, n)`` matrix view of
 an array, how its scales tile the matrix, which codebook its codes use, and
-the names of its parts. The format says so through
-``Format.kernel_layout(shape)``, which returns a :class:`KernelLayout`; it
-also draws its own rounding noise (``kernel_noise``), hands its stored
-arrays to a kernel (``kernel_parts``) and assembles its ``Stored`` from a
-kernel's results (``kernel_assemble``). The kernels read nothing else of a
-format, so a new format gets its kernel by implementing these four methods.
+the names of its parts. The format says so through the four methods of
+:class:`KernelFormat`: ``kernel_layout(shape)`` returns a
+:class:`KernelLayout`; ``kernel_noise`` draws its own rounding noise,
+``kernel_parts`` hands its stored arrays to a kernel and
+``kernel_assemble`` assembles its ``Stored`` from a kernel's results. The
+kernels read nothing else of a format, so a new format gets its kernel by
+implementing these four methods.
 
 A format stored as low-rank factors plus a residual (``Subspace``) returns
 a :class:`Factored` layout instead: the kernels run its residual's layout,
-and the factors stay XLA's (see :class:`Factored` for its methods).
+and the factors stay XLA's; it implements :class:`FactoredFormat`.
 
 The scale tilings, one dataclass a kind:
 
@@ -35,13 +36,14 @@ The statistic a scale is found from, one dataclass a kind:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from quantmuon.formats import codebooks, kernel_math, layout, packing
+from quantmuon.formats.stored import Stored
 
 Array = jax.Array
 
@@ -276,16 +278,60 @@ class Factored:
 
   The kernels decode and encode the residual with its own layout, around
   the factors, which XLA finds and encodes (a power iteration of matrix
-  products). Such a format implements:
-
-  - ``kernel_parts(stored) -> (residual, (P, R))``: the stored residual and
-    the decoded float32 factors;
-  - ``factorize(mat, stored) -> (P, R)``: the new factors of the momentum;
-  - ``residual_key(key)``: the key the residual is encoded with;
-  - ``kernel_assemble(residual, (P, R), shape, key) -> Stored``.
+  products). Such a format implements :class:`FactoredFormat`.
 
   Attributes:
     residual: the kernel layout of the residual.
   """
 
   residual: KernelLayout
+
+
+@runtime_checkable
+class KernelFormat(Protocol):
+  """What a codes-and-scales format implements to get the fused kernels.
+
+  ``tests/kernels/test_new_format.py`` implements it for a toy format.
+  """
+
+  def kernel_layout(self, shape: tuple[int, ...]) -> KernelLayout:
+    """Its scale tiling, codebook, rounding and scale dtype on an array of
+    ``shape`` (None, the ``Format`` default, where no kernel stores it)."""
+
+  def kernel_noise(self, key: Array | None, shape: tuple[int, ...]
+                   ) -> Array | None:
+    """The stochastic-rounding noise its encode draws, laid out as the
+    ``(m, n)`` matrix view, or None when it rounds to nearest."""
+
+  def kernel_parts(self, stored: Stored) -> tuple[Array, tuple[Array, ...]]:
+    """``(codes (m, packed), scales)`` of a stored value, the scales in the
+    order of ``KernelLayout.scale_shapes``."""
+
+  def kernel_assemble(self, codes: Array, scales: tuple[Array, ...],
+                      shape: tuple[int, ...], dtype: Any = jnp.float32
+                      ) -> Stored:
+    """The stored value of a kernel's packed codes and scales."""
+
+
+@runtime_checkable
+class FactoredFormat(Protocol):
+  """What a format stored as ``P @ R.T + residual`` implements to get the
+  fused kernels (its ``kernel_layout`` returns a :class:`Factored`)."""
+
+  def kernel_layout(self, shape: tuple[int, ...]) -> Factored:
+    """Its residual's kernel layout (None where that has none)."""
+
+  def kernel_parts(self, stored: Stored
+                   ) -> tuple[Stored, tuple[Array, Array]]:
+    """The stored residual and the decoded float32 factors ``(P, R)``."""
+
+  def factorize(self, mat: Array, previous: Stored | None = None
+                ) -> tuple[Array, Array]:
+    """The new factors ``(P, R)`` of the momentum ``mat``."""
+
+  def residual_key(self, key: Array | None) -> Array | None:
+    """The key the residual is encoded with."""
+
+  def kernel_assemble(self, residual: Stored, factors: tuple[Array, Array],
+                      shape: tuple[int, ...], key: Array | None) -> Stored:
+    """The stored value of a kernel's residual and XLA's new factors."""

@@ -1,9 +1,10 @@
 """Float32 operations written with what every Pallas backend lowers.
 
-A codebook's kernel encode (:meth:`~quantmuon.formats.codebooks.Codebook.
-kernel_encode`) must give the codes of its jnp encode bit for bit, with
-operations that Triton and Mosaic both lower: no ``round``, no ``sign``,
-no ``clip`` primitive. These are the replacements, each exact.
+A codebook's encode (:meth:`~quantmuon.formats.codebooks.Codebook.encode`)
+runs on whole arrays under XLA and inside the kernels alike, so it is
+written with operations that Triton and Mosaic both lower: no ``round``,
+no ``sign``, no ``clip`` primitive. These are the replacements, each
+exact.
 
 A float sum is not exact: its value depends on its order, and XLA picks the
 order of a reduction by its shape. :func:`halving_sum` fixes one, which a

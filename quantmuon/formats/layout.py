@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -62,6 +63,61 @@ def from_tiles(tiles: Array, m: int, n: int) -> Array:
   return tiles.reshape(a * b, c * d)[:m, :n]
 
 
+def tiles_hold_non_finite(x2: Array, tile_rows: int, tile_cols: int
+                          ) -> Array:
+  """Whether each ``(tile_rows, tile_cols)`` tile of a matrix holds a NaN
+  or an inf (the tiles of :func:`to_tiles`): the formats' test, before
+  they find a scale.
+
+  ``x - x`` is zero for a finite value and NaN otherwise, and a sum keeps
+  a NaN in any order, where a maximum may drop it (XLA's CPU reduction of
+  2048 elements does). The sums run on the matrix in its own layout (along
+  each row's blocks of columns, then over each group of rows of that small
+  result): so on XLA's CPU backend the encodes keep the temporaries they
+  had, where a select before the reduction, or a sum over the tiles' 4-D
+  view, kept a float32 copy of the matrix for some tilings.
+
+  A format gives such a tile an inf scale (:func:`round_scale` keeps it),
+  so that every code of the tile decodes to a non-finite value: ``level
+  * inf`` is NaN for a zero level and +-inf otherwise. So no finite stored
+  value comes from a NaN or an inf.
+
+  Args:
+    x2: a float32 matrix (m, n).
+    tile_rows: rows of a tile.
+    tile_cols: columns of a tile.
+
+  Returns:
+    bool ``(ceil(m / tile_rows), ceil(n / tile_cols))``.
+  """
+  m, n = x2.shape
+  rt, ct = ceil_div(m, tile_rows), ceil_div(n, tile_cols)
+  sums = x2 - x2
+  if tile_cols > 1:
+    sums = jnp.sum(pad_to_tiles(sums, 1, tile_cols).reshape(
+        m, ct, tile_cols), axis=2)
+  if tile_rows > 1:
+    sums = jnp.sum(pad_to_tiles(sums, tile_rows, 1).reshape(
+        rt, tile_rows, ct), axis=1)
+  return sums != 0
+
+
+def flag_non_finite(x: Array) -> Array:
+  """``x`` with NaN and +-inf as +inf: what a kernel tile finds its scales
+  from, so that a group holding a non-finite value gets an inf scale, as
+  :func:`tiles_hold_non_finite` gives it in the formats (a NaN could
+  vanish in a backend's maximum). A comparison and a select, which every
+  Pallas backend lowers.
+
+  Args:
+    x: float32 values.
+
+  Returns:
+    float32 values, finite ones unchanged.
+  """
+  return jnp.where(jnp.abs(x) <= F32_MAX, x, jnp.inf)
+
+
 def safe_scale(scale: Array) -> Array:
   """float32 scale with zeros replaced by one (all-zero tiles stay zero)."""
   scale = scale.astype(jnp.float32)
@@ -73,10 +129,14 @@ def round_scale(absmax: Array, dtype: Any) -> Array:
 
   Rounding up keeps every ``x / scale`` of the tile in [-1, 1] (nearest
   rounding may land just below the absmax), a nonzero absmax never becomes
-  a zero scale, and one above the dtype's largest finite value saturates
-  there (float16 would store inf and decode the tile to NaN); such values
-  then clip to the extreme code. Only float32 operations that Pallas lowers
-  are used, so the kernels compute the same scales.
+  a zero scale, and a finite one above the dtype's largest finite value
+  saturates there (float16 would store inf and decode the tile to NaN);
+  such values then clip to the extreme code. A non-finite absmax (a group
+  that held a NaN or an inf, see :func:`tiles_hold_non_finite`) becomes
+  an inf scale in any dtype, so that the group decodes to non-finite
+  values; so does a sum of squares that overflows float32 (``clip_rms``
+  of values near 1e19). Only float32 operations that Pallas lowers are
+  used, so the kernels compute the same scales.
 
   The next ``dtype`` value above ``near`` (the nearest one, ``p`` mantissa
   bits, unit in the last place ``u``) is found by rounding ``near * (1 +
@@ -85,20 +145,23 @@ def round_scale(absmax: Array, dtype: Any) -> Array:
   (float16), ``near`` plus the smallest subnormal is the next value.
 
   Args:
-    absmax: float32 maxima, >= 0.
+    absmax: float32 maxima, >= 0, or non-finite.
     dtype: the floating dtype the scales are stored in.
 
   Returns:
     The scales, of ``dtype``.
   """
+  absmax = absmax.astype(jnp.float32)
+  finite = absmax <= F32_MAX  # False for NaN and inf
   info = jnp.finfo(dtype)
   if info.nmant >= jnp.finfo(jnp.float32).nmant:
-    return absmax.astype(dtype)
-  a = jnp.minimum(absmax.astype(jnp.float32), np.float32(info.max))
+    return jnp.where(finite, absmax, jnp.inf).astype(dtype)
+  a = jnp.minimum(absmax, np.float32(info.max))
   near = a.astype(dtype)
   near32 = near.astype(jnp.float32)
   up = near32 * np.float32(1 + 0.75 * 2.0 ** -info.nmant)
   if info.smallest_subnormal >= jnp.finfo(jnp.float32).smallest_normal:
     up = jnp.maximum(up, near32 + np.float32(info.smallest_subnormal))
   up = jnp.minimum(up, np.float32(info.max)).astype(dtype)
-  return jnp.where(near32 < a, up, near)
+  out = jnp.where(near32 < a, up, near)
+  return jnp.where(finite, out, jnp.array(jnp.inf, dtype))

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
+from quantmuon.formats.matrix_view import MatrixView
 from quantmuon.formats.stored import Stored
 
 Array = jax.Array
@@ -61,26 +62,37 @@ def _names(entry: Entry) -> tuple[str, ...]:
   return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
+def merged_entry(entries: tuple[Entry, ...]) -> Entry:
+  """The entry of axes merged row-major into one: their mesh axes in order
+  when the sharded ones come first (such a merge keeps the sharding),
+  else None."""
+  sharded = [i for i, e in enumerate(entries) if e is not None]
+  if sharded != list(range(len(sharded))):
+    return None
+  names = sum((_names(e) for e in entries), ())
+  return None if not names else names[0] if len(names) == 1 else names
+
+
 def matrix_entries(shape: tuple[int, ...], spec: PartitionSpec
                    ) -> tuple[Entry, Entry]:
   """The (rows, cols) entries of the matrix view of an array of ``shape``.
 
-  The rows merge the leading axes; their entry is the leading axes' mesh
-  axes in order when the sharded ones come first (a row-major merge keeps
-  that sharding), else None.
+  The rows merge the leading axes (see :func:`merged_entry`).
   """
   entries = full_spec(spec, len(shape))
   if len(shape) == 0:
     return None, None
   if len(shape) == 1:
     return None, entries[0]
-  lead = entries[:-1]
-  sharded = [i for i, e in enumerate(lead) if e is not None]
-  if sharded != list(range(len(sharded))):
-    return None, entries[-1]
-  names = sum((_names(e) for e in lead), ())
-  rows = None if not names else names[0] if len(names) == 1 else names
-  return rows, entries[-1]
+  return merged_entry(entries[:-1]), entries[-1]
+
+
+def view_entries(view: MatrixView, shape: tuple[int, ...],
+                 spec: PartitionSpec) -> tuple[Entry, Entry, Entry]:
+  """The (batch, rows, cols) entries of a leaf's stack of matrices."""
+  entries = full_spec(spec, len(shape))
+  return tuple(merged_entry(tuple(entries[a] for a in axes))
+               for axes in (view.batch, view.reduction, view.output))
 
 
 def _part_spec(part: Any, shape: tuple[int, ...], spec: PartitionSpec,
@@ -107,6 +119,9 @@ def stored_specs(stored: Stored, spec: PartitionSpec,
   Returns:
     A ``Stored`` of the same structure whose leaves are ``PartitionSpec``.
   """
+  view = getattr(stored.format, "view", None)
+  if isinstance(view, MatrixView):
+    return _per_matrix_specs(stored, view, spec, sizes)
   factors = stored.format.factor_axes
   if factors:
     rows, cols = matrix_entries(stored.shape, spec)
@@ -125,17 +140,51 @@ def stored_specs(stored: Stored, spec: PartitionSpec,
   return Stored(parts, stored.format, stored.shape, stored.dtype)
 
 
-def value_spec(stored: Stored) -> PartitionSpec:
+def _per_matrix_specs(stored: Stored, view: MatrixView,
+                      spec: PartitionSpec, sizes: Mapping[str, int]
+                      ) -> Stored:
+  """A ``PerMatrix`` value: each matrix's parts placed by the rule for
+  the matrix, behind the batch axis's entry."""
+  batch, rows, cols = view_entries(view, stored.shape, spec)
+  inner = stored.parts["matrices"]
+  one = jax.eval_shape(lambda s: jax.tree.map(lambda a: a[0], s), inner)
+  specs = stored_specs(one, PartitionSpec(rows, cols), sizes)
+  size = view.batch_size(stored.shape)
+  specs = jax.tree.map(
+      lambda p: PartitionSpec(fit(batch, size, sizes), *p), specs,
+      is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return Stored({"matrices": specs}, stored.format, stored.shape,
+                stored.dtype)
+
+
+def value_spec(stored: Stored, batch_dims: int = 0) -> PartitionSpec:
   """The spec of the decoded array, read from the parts that carry it.
 
   The first part of the array's rank (codes, values) gives it; a
-  ``Subspace`` reads its residual. Replicated when no part has that rank.
+  ``Subspace`` reads its residual, a ``PerMatrix`` value its matrices'
+  (the stack's batch, row and column entries on the first axis of each
+  group of its view). Replicated when no part has that rank.
+
+  Args:
+    stored: the stored value (concrete or traced).
+    batch_dims: leading batch axes its arrays have beyond ``stored.shape``
+      (1 for the matrices of a ``PerMatrix`` value); they lead the spec.
   """
+  view = getattr(stored.format, "view", None)
+  if isinstance(view, MatrixView):
+    stack = full_spec(value_spec(stored.parts["matrices"], 1), 3)
+    entries: list[Entry] = [None] * len(stored.shape)
+    for axes, entry in zip((view.batch, view.reduction, view.output), stack,
+                           strict=True):
+      if axes:
+        entries[axes[0]] = entry
+    return PartitionSpec(*entries)
   for part in stored.parts.values():
     if isinstance(part, Stored) and part.shape == stored.shape:
-      return value_spec(part)
+      return value_spec(part, batch_dims)
+  rank = len(stored.shape) + batch_dims
   for part in stored.parts.values():
-    if not isinstance(part, Stored) and part.ndim == len(stored.shape):
+    if not isinstance(part, Stored) and part.ndim == rank:
       spec = jax.typeof(part).sharding.spec
       return PartitionSpec(*full_spec(spec, part.ndim))
   return PartitionSpec()
@@ -162,6 +211,26 @@ def on_mesh_of(sharding: NamedSharding) -> contextlib.AbstractContextManager:
   return jax.sharding.use_abstract_mesh(abstract)
 
 
+def unsharded(tree: Any) -> Any:
+  """``tree``'s arrays as ``jax.ShapeDtypeStruct`` without shardings, to
+  trace a function that reshapes them (``jax.eval_shape``)."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                      tree)
+
+
+def on_auto_axes(fn: Any, sharding: NamedSharding, out_specs: Any,
+                 *args: Any) -> Any:
+  """``fn(*args)`` on Auto axes of ``sharding``'s Explicit mesh, its
+  results placed by ``out_specs`` (a tree of ``PartitionSpec``).
+
+  Tile reshapes and per-matrix views are not expressible in sharded
+  types (they raise ``ShardingTypeError``): such code runs on Auto axes,
+  and its results come back on the Explicit ones.
+  """
+  with on_mesh_of(sharding):
+    return jax.sharding.auto_axes(fn, out_sharding=out_specs)(*args)
+
+
 def known_sharding(x: Any) -> NamedSharding | None:
   """``x``'s ``NamedSharding`` when known: a concrete array's, or its type's
   on an Explicit mesh; None for a traced array on an Auto mesh."""
@@ -174,14 +243,40 @@ def known_sharding(x: Any) -> NamedSharding | None:
 def constrain(stored: Stored, sharding: NamedSharding
               ) -> Stored:
   """Places the parts of ``stored`` by the rule for an array of
-  ``sharding``."""
+  ``sharding``, and records its spec in the value (``Stored.spec``)."""
   specs = stored_specs(stored, sharding.spec, sharding.mesh.shape)
   explicit = AxisType.Explicit in sharding.mesh.axis_types
   place = (jax.sharding.reshard if explicit
            else jax.lax.with_sharding_constraint)
-  return jax.tree.map(
+  placed = jax.tree.map(
       lambda part, spec: place(part, NamedSharding(sharding.mesh, spec)),
       stored, specs)
+  return placed.with_spec(sharding.spec)
+
+
+def keep(old: Stored, new: Stored) -> Stored:
+  """``new`` placed where ``old`` was: by the rule for ``old.spec`` when a
+  mesh of Auto axes is in play (a context mesh, or the mesh in the types
+  of ``jit``'s inputs), and recording the same spec.
+
+  Under a plain ``jax.jit(tx.update)`` on Auto axes XLA may choose other
+  shardings for a new state than the old one came in with: a reshard every
+  step, and a retrace when the state is fed back. Nothing is constrained
+  without a recorded spec, without a mesh, on Explicit axes (whose
+  shardings are types) or inside ``shard_map``.
+  """
+  if old.spec is None:
+    return new
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    typed = [getattr(jax.typeof(x), "sharding", None)
+             for x in jax.tree.leaves((old, new))]
+    mesh = next((s.mesh for s in typed
+                 if s is not None and not s.mesh.empty), mesh)
+  if mesh.empty or mesh.size < 2 or any(
+      t != AxisType.Auto for t in mesh.axis_types):
+    return new.with_spec(old.spec)
+  return constrain(new, NamedSharding(mesh, old.spec))
 
 
 def zeros_like(p: Array) -> Array:

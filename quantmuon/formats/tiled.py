@@ -108,6 +108,15 @@ def check_scaled(fmt: Format) -> None:
   set_field(fmt, "scale_dtype", dtype)
 
 
+def _real_counts(tiles: tuple[int, ...], m: int, n: int) -> np.ndarray:
+  """Elements inside the ``(m, n)`` matrix of each tile of a
+  ``(rt, tr, ct, tc)`` tiling, ``(rt, ct)``."""
+  rt, tr, ct, tc = tiles
+  rows = np.minimum(tr, m - tr * np.arange(rt))
+  cols = np.minimum(tc, n - tc * np.arange(ct))
+  return np.outer(rows, cols)
+
+
 class _AbsmaxTiled(Format):
   """Shared encode/decode of the tile-scaled formats."""
 
@@ -156,15 +165,19 @@ class _AbsmaxTiled(Format):
     if self.clip_rms is None:
       absmax = self.scale_statistic.of(tiles, (1, 3), None)
       if self.compands_first:
-        absmax = self._compander.compand(jnp.minimum(absmax, 1.0))
+        absmax = self._compander.compand(absmax)
       return absmax
     if self.compands_first:
-      tiles = self._compander.compand(jnp.clip(tiles, -1.0, 1.0))
-    rt, tr, ct, tc = tiles.shape
-    rows = np.minimum(tr, m - tr * np.arange(rt))
-    cols = np.minimum(tc, n - tc * np.arange(ct))
-    count = np.outer(rows, cols).astype(np.float32)
+      tiles = self._compander.compand(tiles)
+    count = _real_counts(tiles.shape, m, n).astype(np.float32)
     return self.scale_statistic.of(tiles, (1, 3), count)
+
+  def _holds_zero(self, tiles: Array, m: int, n: int) -> Array:
+    """Per tile, whether one of its real elements is an exact zero: more
+    zeros than padding."""
+    _, tr, _, tc = tiles.shape
+    padding = tr * tc - _real_counts(tiles.shape, m, n)
+    return jnp.sum(tiles == 0, axis=(1, 3)) > padding
 
   @property
   def compands_first(self) -> bool:
@@ -227,24 +240,30 @@ class _AbsmaxTiled(Format):
     tr, tc = self.tile_shape(m, n)
     mat = x.reshape(m, n).astype(jnp.float32)
     tiles = layout.to_tiles(mat, tr, tc)
-    scale = layout.round_scale(self._statistic(tiles, m, n),
-                               self.scale_dtype)
+    # A tile holding a NaN or an inf gets an inf scale (see layout).
+    scale = layout.round_scale(
+        jnp.where(layout.tiles_hold_non_finite(mat, tr, tc), jnp.inf,
+                  self._statistic(tiles, m, n)), self.scale_dtype)
     if self.compands_first:
-      tiles = self._compander.compand(jnp.clip(tiles, -1.0, 1.0))
+      tiles = self._compander.compand(tiles)
     y = tiles / layout.safe_scale(scale)[:, None, :, None]
+    book = self.code_map
+    if book.zero_groups is not None:
+      scale = book.flag_scales(scale, self._holds_zero(tiles, m, n))
     noise = uniform_noise(key, y.shape, self.rounding, repr(self))
-    codes = self.code_map.encode(y, noise)
-    codes = packing.pack(layout.from_tiles(codes, m, n), self.bits)
+    codes = book.encode_scaled(y, noise, scale[:, None, :, None])
+    codes = packing.pack(layout.from_tiles(codes.astype(jnp.uint8), m, n),
+                         self.bits)
     return self.kernel_assemble(codes, (scale,), x.shape, x.dtype)
 
   def _decode(self, stored: Stored) -> Array:
     m, n = layout.matrix_shape(stored.shape)
     tr, tc = self.tile_shape(m, n)
     codes = packing.unpack(stored["codes"].reshape(m, -1), self.bits, n)
-    y = self.code_map.decode(codes)
-    tiles = layout.to_tiles(y, tr, tc)
     scale = stored["scales"].astype(jnp.float32)[:, None, :, None]
-    mat = layout.from_tiles(tiles * scale, m, n)
+    tiles = self.code_map.decode_scaled(
+        codes, scale, arrange=lambda y: layout.to_tiles(y, tr, tc))
+    mat = layout.from_tiles(tiles, m, n)
     if self.compands_first:
       mat = self._compander.expand(mat)
     return mat.reshape(stored.shape)
@@ -266,7 +285,9 @@ class Blockwise(_AbsmaxTiled):
   Args:
     bits: 2, 4 or 8 bits a code; 4 and 2 are packed two and four a byte.
     codebook: ``linear``, ``dynamic``, ``mulaw``, ``midrise`` or an
-      unsigned codebook.
+      unsigned codebook (with ``midrise``, a tile that holds an exact zero
+      takes ``linear`` codes and a negative scale; see
+      ``formats.codebooks``).
     block_size: elements per block.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic`` (needs ``key`` in ``encode``).
@@ -311,7 +332,9 @@ class Axiswise(_AbsmaxTiled):
   Args:
     bits: 2, 4 or 8 bits a code.
     codebook: ``linear``, ``dynamic``, ``mulaw``, ``midrise`` or an
-      unsigned codebook.
+      unsigned codebook (with ``midrise``, a tile that holds an exact zero
+      takes ``linear`` codes and a negative scale; see
+      ``formats.codebooks``).
     axis: ``tensor``, ``row`` or ``col`` of the matrix view.
     mu: mu-law parameter for ``codebook="mulaw"``.
     rounding: ``nearest`` or ``stochastic``.

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 
 from quantmuon import formats, momentum_op
 from quantmuon.formats import layout
-from quantmuon.formats.kernel_layout import KernelLayout, Spanning
+from quantmuon.formats.kernel_layout import KernelFormat, KernelLayout, Spanning
 from quantmuon.kernels import body, geometry, gpu, tpu
 from quantmuon.kernels import tile as tile_lib
 
@@ -59,7 +59,7 @@ def run(geo: KernelLayout, step: tile_lib.Step, ins: dict[str, Any],
   return body.launch(driver(geo), step, ins, interpret=interpret)
 
 
-def _encode(geo: KernelLayout, fmt: formats.Format, base: tile_lib.Step,
+def _encode(geo: KernelLayout, fmt: KernelFormat, base: tile_lib.Step,
             ins: dict[str, Any], key: Array | None, shape: tuple[int, ...],
             backend: str, interpret: bool
             ) -> tuple[dict[str, Any], formats.Stored]:
@@ -144,7 +144,7 @@ def accumulate(stored: formats.Stored, g: Array, *, low_rank: Array,
   return out["new"], None if plain else out["fresh"]
 
 
-def encode(fmt: formats.Format, x: Array, *, low_rank: Array,
+def encode(fmt: KernelFormat, x: Array, *, low_rank: Array,
            shape: tuple[int, ...], key: Array | None, backend: str,
            interpret: bool) -> formats.Stored:
   """``fmt.encode(x - low_rank)`` in one fused pass (two for Axiswise).

@@ -20,9 +20,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from quantmuon import momentum_op
-from quantmuon.formats import kernel_math
+from quantmuon.formats import codebooks, kernel_math, layout
 from quantmuon.formats.kernel_layout import KernelLayout, Spanning
-from quantmuon.kernels import codec as codec_lib
 from quantmuon.kernels import tile as tile_lib
 
 Array = jax.Array
@@ -43,7 +42,7 @@ class TileIO(abc.ABC):
 
   mask: Array | None
   reduction: str
-  lookup: codec_lib.Lookup
+  lookup: codebooks.Lookup
   scalars: Any
   expm1: Callable[[Array], Array] = staticmethod(jnp.expm1)
 
@@ -106,9 +105,10 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
   low_rank = io.load("low_rank") if step.low_rank else None
   if step.source is tile_lib.Source.MOMENTUM:
     s = tile_lib.read_scalars(io.scalars)
-    m = codec_lib.decode(codec, io.load_codes(), io.lookup) * io.load_scale()
+    m = codec.codebook.decode_scaled(io.load_codes(), io.load_scale(),
+                                     io.lookup)
     if codec.compand is not None:
-      m = codec.compand.kernel_expand(m, io.expm1)
+      m = codec.compand.expand(m, io.expm1)
     if low_rank is not None:
       m = m + low_rank
     x, g = momentum_op.accumulate(m, io.load("g"), s, step.cfg)
@@ -122,8 +122,11 @@ def run(step: tile_lib.Step, codec: KernelLayout, io: TileIO) -> None:
   if step.sink is tile_lib.Sink.STORE:
     io.store("new", x)
     return
+  # A group holding a NaN or an inf gets an inf scale, as in the formats;
+  # companding would clip the flag to one.
+  x = layout.flag_non_finite(x)
   if codec.compand is not None:
-    x = codec.compand.kernel_compand(x)
+    x = jnp.where(x == jnp.inf, x, codec.compand.compand(x))
   if step.sink is tile_lib.Sink.STATS:
     io.store_stats(tile_lib.magnitude(x, io.mask))
     return

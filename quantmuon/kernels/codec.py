@@ -1,38 +1,30 @@
-"""How a kernel reads a codebook, bit for bit what the formats compute.
+"""How a kernel reads a codebook's tables: the backends' lookups.
 
-:mod:`quantmuon.formats.codebooks` decodes and encodes with gathers and
-searchsorted over whole arrays. Inside a kernel the codebook object itself
-computes its codes (``Codebook.kernel_encode`` / ``kernel_decode``):
-
-- by arithmetic (``linear``, ``midrise``, ``mulaw`` encoding), written with
-  the very operations of the formats (division, not multiplication by a
-  reciprocal; round half to even);
-- from small constant tables (``dynamic`` levels, ``mulaw`` levels): a
-  table lookup and a "how many entries lie below y" count, done by the
-  backend's :class:`Lookup`, defined here. On GPU (Triton) the tables
-  are kernel operands and a lookup is a gather from them (they stay in
-  L1), the count a branchless binary search. Mosaic TPU has no vector
-  gather, so there the tables are constants and a lookup is a chain of
-  selects, the count a sum of comparisons (2**bits operations an element:
-  cheap at 4 bits, the compute cost of 8-bit ``dynamic`` codes on TPU).
-
-Tables are computed once by the formats' own functions, so interpret-mode
-kernels match the XLA path exactly.
+A codebook (:mod:`quantmuon.formats.codebooks`) computes its own codes, on
+whole arrays under XLA and on a tile inside a kernel alike: by arithmetic
+(``linear``, ``midrise``, ``mulaw`` encoding), or from small constant
+tables (``dynamic`` levels, ``mulaw`` levels) through a
+:class:`~quantmuon.formats.codebooks.Lookup`: a table lookup and a "how
+many entries lie below y" count. This module holds the backends' lookups.
+On GPU (Triton) the tables are kernel operands and a lookup is a gather
+from them (they stay in L1), the count a branchless binary search
+(:class:`GatherLookup`). Mosaic TPU has no vector gather, so there the
+tables are constants and a lookup is a chain of selects, the count a sum of
+comparisons (:class:`ConstantLookup`; 2**bits operations an element: cheap
+at 4 bits, the compute cost of 8-bit ``dynamic`` codes on TPU).
 """
 
 from __future__ import annotations
 
-import abc
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from quantmuon.formats.kernel_layout import KernelLayout
+from quantmuon.formats.codebooks import Lookup
 
 Array = jax.Array
-_FMAX = float(np.finfo(np.float32).max)
 
 
 def padded_table(values: np.ndarray) -> np.ndarray:
@@ -41,18 +33,6 @@ def padded_table(values: np.ndarray) -> np.ndarray:
   out = np.full(size, np.inf, np.float32)
   out[:values.size] = values
   return out
-
-
-class Lookup(abc.ABC):
-  """How a kernel reads a constant table: ``take`` and ``count_below``."""
-
-  @abc.abstractmethod
-  def take(self, name: str, table: np.ndarray, index: Array) -> Array:
-    """``table[index]`` for an int32 ``index`` array."""
-
-  @abc.abstractmethod
-  def count_below(self, name: str, table: np.ndarray, y: Array) -> Array:
-    """How many entries of the sorted ``table`` are below ``y`` (int32)."""
 
 
 class GatherLookup(Lookup):
@@ -98,17 +78,3 @@ def expm1_from_exp(x: Array) -> Array:
   u = jnp.exp(x)
   d = u - 1.0
   return jnp.where(d == 0.0, x, d * x / jnp.log1p(d))
-
-
-def decode(codec: KernelLayout, codes: Array, lookup: Lookup) -> Array:
-  """int32 codes -> normalized float32 levels (before the scale)."""
-  return codec.codebook.kernel_decode(codes, lookup)
-
-
-def encode(codec: KernelLayout, y: Array, noise: Array | None,
-           lookup: Lookup) -> Array:
-  """Normalized float32 values -> int32 codes, as ``codebooks.encode``
-  (NaN codes as zero, +-inf as the largest finite value)."""
-  y = jnp.where(y != y, 0.0, y)
-  y = jnp.minimum(jnp.maximum(y, -_FMAX), _FMAX)
-  return codec.codebook.kernel_encode(y, noise, lookup)

@@ -35,9 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from quantmuon import momentum_op
-from quantmuon.formats import kernel_math, layout
+from quantmuon.formats import codebooks, kernel_math, layout
 from quantmuon.formats.kernel_layout import KernelLayout
-from quantmuon.kernels import codec as codec_lib
 
 Array = jax.Array
 
@@ -113,7 +112,7 @@ def magnitude(x: Array, mask: Array | None) -> Array:
 def encode(codec: KernelLayout, reduction: str, x: Array,
            mask: Array | None, given: Array | None, count: Array | None,
            sums: Callable[[Array], Array], noise: Array | None,
-           lookup: codec_lib.Lookup) -> Encoded:
+           lookup: codebooks.Lookup) -> Encoded:
   """Scales and codes of a tile, as the formats' ``_encode``.
 
   Args:
@@ -131,12 +130,13 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
 
   Returns:
     The int32 codes and the scales: ``row`` (per row, or the whole tile's as
-    shape (1, 1)) and ``col`` (Grid's column scales).
+    shape (1, 1); negative for a group that holds an exact zero, where the
+    codebook has ``zero_groups``) and ``col`` (Grid's column scales).
   """
-  dtype, stat = codec.scale_dtype, codec.statistic
+  dtype, stat, book = codec.scale_dtype, codec.statistic, codec.codebook
   if reduction == "given":
     out = Encoded(codes=None)
-    divisor = layout.safe_scale(given)
+    divisor = flags = layout.safe_scale(given)
   else:
     inside = x if mask is None else jnp.where(mask, x, 0.0)
     if reduction in ("row", "all"):
@@ -147,15 +147,26 @@ def encode(codec: KernelLayout, reduction: str, x: Array,
                         keepdims=True)
       out = Encoded(None, row=layout.round_scale(found, dtype))
       divisor = layout.safe_scale(out.row)
+      if book.zero_groups is not None:
+        zeros = x == 0 if mask is None else mask & (x == 0)
+        out.row = book.flag_scales(
+            out.row, sums(zeros.astype(jnp.float32)) > 0)
+      flags = out.row
     else:
+      row, col = (stat.of(inside, 1, keepdims=True),
+                  stat.of(inside, 0, keepdims=True))
+      # A tile holding a NaN or an inf (flagged as +inf, see body.run)
+      # gets inf scales throughout, as the format gives it.
+      bad = jnp.max(row, axis=0, keepdims=True) > layout.F32_MAX
       out = Encoded(None,
-                    row=layout.round_scale(
-                        stat.of(inside, 1, keepdims=True), dtype),
-                    col=layout.round_scale(
-                        stat.of(inside, 0, keepdims=True), dtype))
-      divisor = layout.safe_scale(jnp.minimum(out.row.astype(jnp.float32),
-                                 out.col.astype(jnp.float32)))
-  out.codes = codec_lib.encode(codec, x / divisor, noise, lookup)
+                    row=layout.round_scale(jnp.where(bad, jnp.inf, row),
+                                           dtype),
+                    col=layout.round_scale(jnp.where(bad, jnp.inf, col),
+                                           dtype))
+      divisor = flags = layout.safe_scale(
+          jnp.minimum(out.row.astype(jnp.float32),
+                      out.col.astype(jnp.float32)))
+  out.codes = book.encode_scaled(x / divisor, noise, flags, lookup)
   return out
 
 

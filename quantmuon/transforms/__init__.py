@@ -12,6 +12,12 @@ from quantmuon.transforms.momentum import (
     scale_by_quantized_momentum,
 )
 from quantmuon.transforms.newton_schulz import orthogonalize
+from quantmuon.transforms.options import (
+    MomentumOptions,
+    OrthogonalizeOptions,
+    ScaleOptions,
+    ViewOptions,
+)
 from quantmuon.transforms.quantize_state import (
     QuantizedState,
     StoredLeaf,
@@ -21,9 +27,13 @@ from quantmuon.transforms.scale import scale_by_shape
 
 __all__ = [
     "FloatingPointState",
+    "MomentumOptions",
+    "OrthogonalizeOptions",
     "QuantizedMomentumState",
     "QuantizedState",
+    "ScaleOptions",
     "StoredLeaf",
+    "ViewOptions",
     "leafwise_muon",
     "log_mantissa_schedule",
     "orthogonalize",

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from quantmuon import formats
-from quantmuon.transforms import _tree
+from quantmuon.transforms.options import static_int
 
 Array = jax.Array
 MantissaBits = int | Callable[[Array], Array] | None
@@ -141,7 +141,7 @@ def mantissa_fn(mantissa_bits: MantissaBits, name: str = "mantissa_bits",
 
 def quantize_gradients(fmt: formats.FloatingPoint, *,
                        mantissa_bits: MantissaBits = None,
-                       seed: int | None = 0
+                       seed: int | None = None
                        ) -> optax.GradientTransformation:
   """Rounds the incoming updates to ``fmt``: the paper's q_G.
 
@@ -160,7 +160,7 @@ def quantize_gradients(fmt: formats.FloatingPoint, *,
   """
   _check_format(fmt, "fmt")
   width = mantissa_fn(mantissa_bits)
-  seed = _tree.static_int(seed, "seed", 0)
+  seed = static_int(seed, "seed", 0)
 
   def update_fn(updates, state, params=None):
     del params
@@ -177,7 +177,7 @@ def quantize_gradients(fmt: formats.FloatingPoint, *,
 
 def snap_params(fmt: formats.FloatingPoint, *,
                 mantissa_bits: MantissaBits = None,
-                seed: int | None = 0) -> optax.GradientTransformation:
+                seed: int | None = None) -> optax.GradientTransformation:
   """Emits updates that put ``params + updates`` on ``fmt``'s grid: q_W.
 
   Put it last in a chain. The new weight is ``round(params + updates)``
@@ -206,7 +206,7 @@ def snap_params(fmt: formats.FloatingPoint, *,
   """
   _check_format(fmt, "fmt")
   width = mantissa_fn(mantissa_bits)
-  seed = _tree.static_int(seed, "seed", 0)
+  seed = static_int(seed, "seed", 0)
 
   def update_fn(updates, state, params=None):
     if params is None:

@@ -1,217 +1,183 @@
-"""Muon leaf by leaf: momentum, Newton-Schulz and scaling, one leaf at a time.
+"""Muon matrix by matrix: momentum, Newton-Schulz and scaling together.
 
 The chain ``scale_by_quantized_momentum -> orthogonalize -> scale_by_shape``
 emits every leaf's fresh float32 momentum as one tree before Newton-Schulz
 starts, so the momenta of all leaves are alive at once and the compiled
 update needs as much memory as float32 Muon, whatever the stored format.
-:func:`leafwise_muon` runs the same per-leaf functions: the momentum step
-(:func:`quantmuon.transforms.momentum.leaf_step`) and Newton-Schulz
-(:func:`quantmuon.transforms.newton_schulz.newton_schulz`) of each leaf
-as one unit of XLA work, so only one leaf's float32 intermediates are
-alive at a time; then the elementwise shape scaling
-(:func:`quantmuon.transforms.scale.scale_leaf`), which XLA fuses with what
-follows. Each leaf runs in its own ``lax.cond``
-(:func:`quantmuon.transforms._tree.map_isolated`), so inside a training
-step a leaf's update can run, and free its gradient, as soon as the
-backward pass has produced that gradient. With ``group_leaves`` the
-leaves of one shape, format and dimension numbers run as one loop over
-them instead (:func:`quantmuon.transforms._tree.map_grouped`), which XLA
-compiles once: a third of the Subspace presets' compile time at GPT-2
-small's shapes, but the loop starts only when all of its gradients exist,
-so a training step holds them all (one more float32 copy of the matrix
-gradients at GPT-2 small, batch 1; ``benchmarks/update_memory.py``). Its
-updates and state are the chain's, bit for bit, either way.
+:func:`leafwise_muon` runs the same per-matrix functions (the momentum step,
+:func:`quantmuon.transforms.momentum.leaf_step`, and Newton-Schulz,
+:func:`quantmuon.transforms.newton_schulz.newton_schulz`) through
+:mod:`quantmuon.transforms.schedule`: each leaf is one unit of XLA work,
+and a leaf holding several matrices (scanned layers, experts) loops over
+them, so only one matrix's float32 intermediates are alive at a time, a
+stacked leaf compiles once whatever its depth, and inside a training step
+each leaf's update runs, and frees its gradient, as soon as the backward
+pass has produced it. The elementwise shape scaling
+(:func:`quantmuon.transforms.scale.scale_leaf`) follows outside the units,
+where XLA fuses it with what follows. Updates and state equal the chain's,
+bit for bit on plain matrices.
+
+On a mesh, Newton-Schulz's stacked layout makes a group of same-shape
+matrices the unit of work instead (:func:`by_group`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from quantmuon import formats
-from quantmuon.formats.base import check_choice
-from quantmuon.transforms import _tree, newton_schulz, scale, stacked
+from quantmuon.formats.matrix_view import MatrixView
+from quantmuon.transforms import (
+    matrices,
+    newton_schulz,
+    options,
+    scale,
+    schedule,
+    stacked,
+)
 from quantmuon.transforms import momentum as momentum_lib
 
+Array = jax.Array
 
-def leafwise_muon(
-    beta: float = 0.95,
-    nesterov: bool = True,
-    momentum_format: formats.Format = formats.Blockwise(bits=8),
-    accumulation: str = "ema",
-    normalize: bool = False,
-    min_size: int | None = 4096,
-    seed: int | None = 0,
-    impl: str = "auto",
-    ns_coeffs: Any = "quintic",
-    ns_steps: int | None = 5,
-    eps: float = 1e-7,
-    consistent_rms: float | None = None,
-    dimension_numbers: Any = None,
-    ns_layout: str = "auto",
-    mesh: Any = None,
-    group_leaves: bool = False,
-) -> optax.GradientTransformation:
+
+@options.expand
+def leafwise_muon(step: options.MomentumOptions,
+                  ns: options.OrthogonalizeOptions,
+                  shape: options.ScaleOptions,
+                  view: options.ViewOptions) -> optax.GradientTransformation:
   """``scale_by_quantized_momentum -> orthogonalize -> scale_by_shape``,
-  one leaf at a time.
+  one matrix at a time.
 
   Args:
-    beta: momentum decay.
-    nesterov: orthogonalize the Nesterov mix instead of the momentum.
-    momentum_format: a ``quantmuon.formats`` format for the stored momentum.
-    accumulation: ``ema`` or ``sum``.
-    normalize: MuonQ's pre-quantization normalization.
-    min_size: leaves with fewer elements are stored in float32.
-    seed: seed of the keys for formats that round stochastically.
-    impl: how the momentum step runs (see
-      :func:`quantmuon.scale_by_quantized_momentum`).
-    ns_coeffs: Newton-Schulz coefficients (see
-      :func:`quantmuon.orthogonalize`).
-    ns_steps: Newton-Schulz steps for a preset or a single triple.
-    eps: added to the Frobenius norm before Newton-Schulz.
-    consistent_rms: None for the width rule, else the RMS target (see
-      :func:`quantmuon.scale_by_shape`).
-    dimension_numbers: as for :func:`quantmuon.orthogonalize`.
-    ns_layout: as for :func:`quantmuon.orthogonalize`. In the stacked
-      layout (by default under a mesh) the unit of work is a group of
-      leaves whose matrices share a shape, not one leaf: their momentum
-      steps, then their Newton-Schulz stacked (see :func:`by_group`).
-    mesh: as for :func:`quantmuon.orthogonalize`.
-    group_leaves: run same-shape leaves as one loop, compiled once, instead
-      of each leaf on its own (see the module docstring for the memory this
-      costs inside a training step).
+    step: the fields of ``MomentumOptions``, as keywords (see
+      :mod:`quantmuon.transforms.options`).
+    ns: the fields of ``OrthogonalizeOptions``. In the stacked layout (by
+      default under a mesh) the unit of work is a group of leaves whose
+      matrices share a shape, not one leaf: their momentum steps, then
+      their Newton-Schulz stacked (see :func:`by_group`).
+    shape: the field of ``ScaleOptions``, ``consistent_rms``.
+    view: the field of ``ViewOptions``, ``dimension_numbers``.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is the
-    ``QuantizedMomentumState`` of :func:`scale_by_quantized_momentum`.
+    ``QuantizedMomentumState`` of
+    :func:`quantmuon.transforms.scale_by_quantized_momentum`.
   """
-  min_size, seed = momentum_lib.check_options(
-      momentum_format, accumulation, min_size, seed, impl)
-  schedule = newton_schulz.newton_schulz_schedule(ns_coeffs, ns_steps)
-  check_choice(ns_layout, "ns_layout", stacked.LAYOUTS)
+  opts = step.checked("leafwise_muon")
+  ns = ns.checked("leafwise_muon")
+  iteration = newton_schulz.newton_schulz_schedule(
+      ns.ns_coeffs, ns.ns_steps, ns.preconditioning)
 
   def init_fn(params):
-    return momentum_lib.init_momentum(params, momentum_format, min_size)
+    return momentum_lib.init_momentum(params, opts, view.dimension_numbers)
 
   def update_fn(updates, state, params=None):
     del params
     count = optax.safe_increment(state.count)
     grads, treedef, stored, state_def = momentum_lib.pair_leaves(
         updates, state, "leafwise_muon")
-    dims = newton_schulz.leaf_dimension_numbers(dimension_numbers, updates)
-    base_key = momentum_lib.step_key(seed, count)
-    on = stacked.resolve_mesh(ns_layout, mesh, grads)
+    views = matrices.leaf_views(view.dimension_numbers, updates)
+    base_key = momentum_lib.step_key(opts.seed, count)
+    on = stacked.resolve_mesh(ns.ns_layout, ns.mesh, grads)
+
+    def orthogonalized(fresh: Array) -> tuple[Array, Array]:
+      out = newton_schulz.newton_schulz(fresh, iteration, ns.eps).astype(
+          fresh.dtype)
+      dual = (newton_schulz.dual_norm(fresh, out) if ns.adaptive
+              else jnp.zeros([], jnp.float32))
+      return out, dual
+
     if on is not None:
-      def step(i, g, s):
-        return momentum_lib.leaf_step(
-            i, g, s, beta=beta, accumulation=accumulation,
-            normalize=normalize, nesterov=nesterov, count=count,
-            base_key=base_key, impl=impl)
-      outs, new_stored = by_group(step, grads, stored, dims, schedule, eps,
-                                  on)
-      new_updates = treedef.unflatten([
-          scale.scale_leaf(o, dim, consistent_rms)
-          for o, dim in zip(outs, dims, strict=True)])
-      momentum = state_def.unflatten(new_stored)
-      return new_updates, momentum_lib.QuantizedMomentumState(count,
-                                                              momentum)
-
-    distinct = []  # the distinct dimension numbers, by position
-    for dim in dims:
-      if dim not in distinct:
-        distinct.append(dim)
-
-    # Jitted so that its shapes and its call are traced once per shape;
-    # the position is an argument.
-    @functools.partial(jax.jit, static_argnums=(3,))
-    def core(i, g, s, dim_index):
-      fresh, new_stored = momentum_lib.leaf_step(
-          i, g, s, beta=beta, accumulation=accumulation, normalize=normalize,
-          nesterov=nesterov, count=count, base_key=base_key, impl=impl)
-      mats = newton_schulz.to_matrices(fresh, distinct[dim_index])
-      return newton_schulz.newton_schulz(mats, schedule, eps), new_stored
-
-    if group_leaves:
-      # Leaves of one shape, format and dimension numbers in one loop, so
-      # XLA compiles core once for them.
-      outs = _tree.map_grouped(
-          lambda dim_index, i, g, s: core(i, g, s, dim_index),
-          lambda i: distinct.index(dims[i]), grads, stored)
+      def momentum_only(i, g, s):
+        return momentum_lib.leaf_step(i, g, s, opts=opts, count=count,
+                                      base_key=base_key)
+      outs, duals, new_stored = by_group(
+          momentum_only, grads, stored, views, iteration, ns.eps,
+          ns.adaptive, on)
     else:
-      outs = _tree.map_isolated(
-          lambda i, g, s: core(jnp.uint32(i), g, s, distinct.index(dims[i])),
-          grads, stored)
-    # Scaled outside the loops and conds, as the chain scales, so that XLA
-    # rewrites the scaling and what follows it (the learning rate) alike.
+      def unit(i, g, s):
+        return momentum_lib.leaf_step(
+            jnp.uint32(i), g, s, opts=opts, count=count, base_key=base_key,
+            then=orthogonalized)
+      done = schedule.in_order(unit, list(zip(grads, stored, strict=True)))
+      outs, duals = [], []
+      for ((out, dual), _), g, v in zip(done, grads, views, strict=True):
+        outs.append(out if v.is_matrix else v.from_matrices(out, g.shape))
+        duals.append(jnp.sum(dual))
+      new_stored = [new for _, new in done]
+    if ns.adaptive:
+      outs = [(o * d).astype(o.dtype) for o, d in zip(outs, duals,
+                                                     strict=True)]
+    # Scaled outside the units, as the chain scales, so that XLA rewrites
+    # the scaling and what follows it (the learning rate) alike.
     new_updates = treedef.unflatten([
-        scale.scale_leaf(newton_schulz.from_matrices(o[0], g, dim), dim,
-                         consistent_rms)
-        for o, g, dim in zip(outs, grads, dims, strict=True)])
-    momentum = state_def.unflatten([o[1] for o in outs])
-    return new_updates, momentum_lib.QuantizedMomentumState(count, momentum)
+        scale.scale_leaf(o, v, shape.consistent_rms)
+        for o, v in zip(outs, views, strict=True)])
+    momentum = state_def.unflatten(new_stored)
+    return new_updates, momentum_lib.QuantizedMomentumState(
+        count, momentum_lib.keep_placement(state.momentum, momentum))
 
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-class _Group(NamedTuple):
-  """The inputs of one group's unit of work (a leaf for map_isolated)."""
-  grads: tuple[jax.Array, ...]
-  stored: tuple[Any, ...]
+  return optax.GradientTransformation(init_fn,
+                                      schedule.jit_when_eager(update_fn))
 
 
-def by_group(step: Callable[..., tuple[jax.Array, Any]], grads: list,
-             stored: list, dims: list, schedule: newton_schulz.NewtonSchulz,
-             eps: float, mesh: Any) -> tuple[list, list]:
+def by_group(step: Callable[..., tuple[Array, Any]], grads: Sequence[Array],
+             stored: Sequence[Any], views: Sequence[MatrixView],
+             iteration: newton_schulz.NewtonSchulz, eps: float,
+             adaptive: bool, mesh: Any) -> tuple[list, list, list]:
   """Momentum steps and stacked Newton-Schulz, one group at a time.
 
   Leaves whose matrices share a shape form a group
   (:func:`quantmuon.transforms.stacked.group_by_shape`); each group is one
-  unit of XLA work (:func:`quantmuon.transforms._tree.map_isolated`): the
+  unit of XLA work (:func:`quantmuon.transforms.schedule.in_order`): the
   momentum step of each of its leaves, then their Newton-Schulz in the
-  stacked layout. So one group's float32 intermediates are alive at a
-  time.
+  stacked layout, a stacked leaf's matrices joining the stack as they are.
+  So one group's float32 intermediates are alive at a time.
 
   Args:
     step: ``step(i, grad, stored) -> (fresh momentum, new stored)`` of the
       leaf at position ``i`` (a uint32).
     grads: the gradient leaves.
     stored: their stored momenta.
-    dims: their dimension numbers.
-    schedule: the Newton-Schulz schedule.
-    eps: added to each Frobenius norm.
+    views: their views.
+    iteration: the Newton-Schulz schedule.
+    eps: added to each matrix's norm.
+    adaptive: also return each leaf's dual norm.
     mesh: the mesh of the layout.
 
   Returns:
-    ``(orthogonalized updates, new stored momenta)``, one of each a leaf,
-    the updates in the gradients' shapes and dtypes.
+    ``(orthogonalized updates, dual norms (zeros unless adaptive), new
+    stored momenta)``, one of each a leaf, the updates in the gradients'
+    shapes and dtypes.
   """
-  shapes = [jax.eval_shape(newton_schulz.to_matrices, g, d).shape
-            for g, d in zip(grads, dims, strict=True)]
-  groups = stacked.group_by_shape(shapes)
+  groups = stacked.group_by_shape(
+      [v.matrix_shape(g.shape) for g, v in zip(grads, views, strict=True)])
 
-  def unit(k, members):
+  def unit(k, members_grads, members_stored):
     fresh, new_stored = [], []
-    for i, g, s in zip(groups[k], members.grads, members.stored,
+    for i, g, s in zip(groups[k], members_grads, members_stored,
                        strict=True):
       f, n = step(jnp.uint32(i), g, s)
       fresh.append(f)
       new_stored.append(n)
     outs = newton_schulz.orthogonalize_stacked(
-        fresh, [dims[i] for i in groups[k]], schedule, eps, mesh)
-    return outs, new_stored
+        fresh, [views[i] for i in groups[k]], iteration, eps, mesh)
+    duals = [newton_schulz.dual_norm(f, o) if adaptive
+             else jnp.zeros([], jnp.float32) for f, o in zip(fresh, outs,
+                                                            strict=True)]
+    return outs, duals, new_stored
 
-  inputs = [_Group(tuple(grads[i] for i in group),
-                   tuple(stored[i] for i in group)) for group in groups]
-  done = _tree.map_isolated(unit, inputs,
-                            is_leaf=lambda x: isinstance(x, _Group))
+  done = schedule.in_order(unit, [
+      (tuple(grads[i] for i in group), tuple(stored[i] for i in group))
+      for group in groups])
   outs: list[Any] = [None] * len(grads)
+  duals: list[Any] = [None] * len(grads)
   new_stored: list[Any] = [None] * len(grads)
-  for group, (o, n) in zip(groups, done, strict=True):
-    for i, x, y in zip(group, o, n, strict=True):
-      outs[i], new_stored[i] = x.astype(grads[i].dtype), y
-  return outs, new_stored
+  for group, (o, d, n) in zip(groups, done, strict=True):
+    for i, x, y, z in zip(group, o, d, n, strict=True):
+      outs[i], duals[i], new_stored[i] = x.astype(grads[i].dtype), y, z
+  return outs, duals, new_stored

@@ -21,7 +21,9 @@ import numpy as np
 import optax
 
 from quantmuon.formats.base import check_choice
-from quantmuon.transforms import _tree, stacked
+from quantmuon.formats.matrix_view import MatrixView
+from quantmuon.transforms import matrices, options, stacked
+from quantmuon.transforms import schedule as schedule_lib
 
 Array = jax.Array
 
@@ -41,53 +43,98 @@ POLAR_EXPRESS_SAFETY = 1.02
 POLAR_EXPRESS_TAIL = (1.875, -1.25, 0.375)
 
 
+# optax.contrib.muon's "dion" preset (Ahn et al., arXiv 2504.05295).
+DION = (
+    (4.0848, -6.8946, 2.9270),
+    (3.9505, -6.3029, 2.6377),
+    (3.7418, -5.5913, 2.3037),
+    (2.8769, -3.1427, 1.2046),
+    (2.8366, -3.0525, 1.2012),
+)
+# The first-step rescalings' floor, as optax's (a fixed 1e-8).
+PRECONDITIONING_EPS = 1e-8
+
+
 class NewtonSchulz(NamedTuple):
-  """A resolved iteration: one (a, b, c) per step, and the input margin."""
+  """A resolved iteration: one (a, b, c) per step, the input margin and
+  the preconditioning."""
   coeffs: tuple[tuple[float, float, float], ...]
   safety: float
+  preconditioning: str = "frobenius"
 
 
 def newton_schulz_schedule(ns_coeffs: Any = "quintic",
-                           ns_steps: int | None = 5) -> NewtonSchulz:
+                           ns_steps: int | None = None,
+                           preconditioning: str = "frobenius"
+                           ) -> NewtonSchulz:
   """Resolves ``ns_coeffs`` and ``ns_steps`` to per-step coefficients.
 
   Args:
-    ns_coeffs: ``"quintic"`` (Keller Jordan's triple every step),
-      ``"polar_express"`` (five tuned triples, then ``POLAR_EXPRESS_TAIL``
-      for any further steps), one ``(a, b, c)`` triple, or a sequence of
-      triples (one per step; its length sets the number of steps).
-    ns_steps: number of steps for a single triple or a preset.
+    ns_coeffs: ``"quintic"`` (or optax's name ``"standard"``: Keller
+      Jordan's triple every step), ``"polar_express"`` (five tuned
+      triples, then ``POLAR_EXPRESS_TAIL`` for any further steps),
+      ``"dion"`` (optax's five triples), one ``(a, b, c)`` triple, or a
+      sequence of triples (one per step; its length sets the number of
+      steps).
+    ns_steps: number of steps for a single triple or a preset (None: 5);
+      a sequence of triples must not be longer (as in optax).
+    preconditioning: one of ``PRECONDITIONINGS`` (see
+      :class:`quantmuon.transforms.options.OrthogonalizeOptions`).
 
   Returns:
     A ``NewtonSchulz`` with one triple per step.
   """
-  steps = _tree.static_int(ns_steps, "ns_steps", 5)
+  steps = options.static_int(ns_steps, "ns_steps", 5)
   if steps < 1:
     raise ValueError(f"ns_steps must be >= 1, got {steps}.")
+  check_choice(preconditioning, "preconditioning", options.PRECONDITIONINGS)
   safety = 1.0
   if isinstance(ns_coeffs, str):
-    if ns_coeffs == "quintic":
+    if ns_coeffs in ("quintic", "standard"):
       triples = [QUINTIC] * steps
     elif ns_coeffs == "polar_express":
       triples = list(POLAR_EXPRESS[:steps])
       triples += [POLAR_EXPRESS_TAIL] * (steps - len(triples))
       safety = POLAR_EXPRESS_SAFETY
+    elif ns_coeffs == "dion":
+      triples = _sequence(DION, steps)
     else:
       raise ValueError(
-          "ns_coeffs must be 'quintic', 'polar_express', an (a, b, c) triple "
-          f"or a sequence of triples, got {ns_coeffs!r}.")
+          "ns_coeffs must be 'quintic' ('standard'), 'polar_express', "
+          "'dion', an (a, b, c) triple or a sequence of triples, got "
+          f"{ns_coeffs!r}.")
   else:
     arr = np.asarray(ns_coeffs, dtype=np.float64)
     if arr.shape == (3,):
       triples = [tuple(arr)] * steps
     elif arr.ndim == 2 and arr.shape[1] == 3 and arr.shape[0] >= 1:
-      triples = [tuple(row) for row in arr]
+      triples = _sequence([tuple(row) for row in arr], steps)
     else:
       raise ValueError(
           "ns_coeffs must be an (a, b, c) triple or a sequence of triples, "
           f"got an array of shape {arr.shape}.")
   return NewtonSchulz(tuple(tuple(float(c) for c in t) for t in triples),
-                      safety)
+                      safety, preconditioning)
+
+
+def _sequence(triples: Sequence[tuple], steps: int) -> list[tuple]:
+  """A sequence of triples, each one step; more than ``steps`` is an
+  error, as in optax."""
+  if len(triples) > steps:
+    raise ValueError(
+        f"ns_coeffs has {len(triples)} triples, more than ns_steps={steps}; "
+        "pass ns_steps >= the number of triples.")
+  return list(triples)
+
+
+def _step(x: Array, gram: Array, coeffs: tuple[float, float, float]
+          ) -> Array:
+  a, b, c = coeffs
+  return a * x + (b * gram + c * gram @ gram) @ x
+
+
+def _gram(x: Array) -> Array:
+  return x @ jnp.swapaxes(x, -1, -2)
 
 
 def newton_schulz(x: Array, schedule: NewtonSchulz, eps: float = 1e-7
@@ -97,7 +144,8 @@ def newton_schulz(x: Array, schedule: NewtonSchulz, eps: float = 1e-7
   Args:
     x: array of shape (..., m, n).
     schedule: from :func:`newton_schulz_schedule`.
-    eps: added to the Frobenius norm before dividing.
+    eps: added to the norm before dividing (``frobenius`` and
+      ``spectral`` preconditioning).
 
   Returns:
     float32 array of ``x``'s shape, approximately ``U V^T`` of its SVD.
@@ -106,163 +154,129 @@ def newton_schulz(x: Array, schedule: NewtonSchulz, eps: float = 1e-7
   transposed = x.shape[-2] > x.shape[-1]
   if transposed:
     x = jnp.swapaxes(x, -1, -2)
-  norm = jnp.sqrt(jnp.sum(x * x, axis=(-2, -1), keepdims=True))
-  x = x / (norm * schedule.safety + eps)
-  for a, b, c in schedule.coeffs:
-    gram = x @ jnp.swapaxes(x, -1, -2)
-    x = a * x + (b * gram + c * gram @ gram) @ x
+  coeffs = schedule.coeffs
+  kind = schedule.preconditioning
+  if kind in ("frobenius", "spectral"):
+    if kind == "frobenius":
+      norm = jnp.sqrt(jnp.sum(x * x, axis=(-2, -1), keepdims=True))
+    else:
+      norm = jnp.linalg.norm(x, ord=2, axis=(-2, -1), keepdims=True)
+    x = x / (norm * schedule.safety + eps)
+  else:
+    gram = _gram(x)
+    floor = PRECONDITIONING_EPS
+    if kind == "aol":
+      s = jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.abs(gram), axis=-1),
+                                    floor))[..., None]
+      x, gram = x * s, gram * s * jnp.swapaxes(s, -1, -2)
+    else:  # schatten
+      s = jax.lax.rsqrt(jnp.maximum(
+          jnp.sqrt(jnp.sum(gram * gram, axis=(-2, -1), keepdims=True)),
+          floor))
+      x, gram = x * s, gram * s * s
+    x = _step(x, gram, coeffs[0])
+    coeffs = coeffs[1:]
+  for triple in coeffs:
+    x = _step(x, _gram(x), triple)
   return jnp.swapaxes(x, -1, -2) if transposed else x
 
 
-def orthogonalize_leaf(u: Array, schedule: NewtonSchulz, eps: float,
-                       dim_nums: _tree.DimNums | None) -> Array:
-  """Newton-Schulz on one leaf, reshaped by its dimension numbers."""
-  return from_matrices(
-      newton_schulz(to_matrices(u, dim_nums), schedule, eps), u, dim_nums)
+def orthogonalize_matrices(u: Array, schedule: NewtonSchulz, eps: float,
+                           view: MatrixView) -> Array:
+  """Newton-Schulz of each matrix of a leaf, in the leaf's shape and dtype.
+
+  The matrices of a batch run one after another
+  (:func:`quantmuon.transforms.schedule.over_matrices`), as in
+  :func:`quantmuon.transforms.leafwise_muon`, which gives the same results.
+
+  Args:
+    u: the leaf.
+    schedule: from :func:`newton_schulz_schedule`.
+    eps: added to each matrix's norm.
+    view: the leaf's view.
+
+  Returns:
+    The orthogonalized leaf.
+  """
+  if view.is_matrix:
+    return newton_schulz(u, schedule, eps).astype(u.dtype)
+  out, _ = schedule_lib.over_matrices(
+      lambda b, x, c: (newton_schulz(x, schedule, eps).astype(u.dtype), c),
+      view.to_matrices(u), ())
+  return view.from_matrices(out, u.shape)
+
+
+def dual_norm(momentum: Array, update: Array) -> Array:
+  """``<momentum, update>`` summed over the leaf: ``adaptive``'s factor."""
+  return jnp.sum(momentum.astype(jnp.float32) * update.astype(jnp.float32))
 
 
 def orthogonalize_stacked(leaves: Sequence[Array],
-                          dims: Sequence[_tree.DimNums | None],
+                          views: Sequence[MatrixView],
                           schedule: NewtonSchulz, eps: float,
                           mesh: Any) -> list[Array]:
   """Newton-Schulz of every leaf in the stacked layout on ``mesh``.
 
   Args:
     leaves: the updates' leaves.
-    dims: their dimension numbers (None for a plain matrix).
+    views: their views; a leaf's batch of matrices joins the stack as it
+      is.
     schedule: from :func:`newton_schulz_schedule`.
-    eps: added to each Frobenius norm.
+    eps: added to each matrix's norm.
     mesh: from :func:`quantmuon.transforms.stacked.resolve_mesh`.
 
   Returns:
     The orthogonalized leaves, in their shapes and dtypes.
   """
   def run(leaves):
-    mats = [to_matrices(u, d) for u, d in zip(leaves, dims, strict=True)]
+    mats = [u if v.is_matrix else v.to_matrices(u)
+            for u, v in zip(leaves, views, strict=True)]
     outs = stacked.map_stacked(
         lambda x: newton_schulz(x, schedule, eps), mats, mesh)
-    return [from_matrices(x, u, d)
-            for x, u, d in zip(outs, leaves, dims, strict=True)]
+    return [(x if v.is_matrix else v.from_matrices(x, u.shape)
+             ).astype(u.dtype)
+            for x, u, v in zip(outs, leaves, views, strict=True)]
 
   return stacked.on_auto_axes(run, leaves, mesh)
 
 
-def to_matrices(u: Array, dim_nums: _tree.DimNums | None) -> Array:
-  """A leaf as the matrix (or batch of matrices) Newton-Schulz takes.
-
-  Args:
-    u: the leaf.
-    dim_nums: its dimension numbers, or None for a plain matrix.
-
-  Returns:
-    ``u`` itself for a plain matrix, else ``u`` with its batch, reduction
-    and output axes moved and merged into shape ``(batch, fan_in,
-    fan_out)``.
-  """
-  batch, red, out = _tree.matrix_axes(u.shape, dim_nums)
-  if not batch and red == (0,) and out == (1,):
-    return u
-  perm = batch + red + out
-  sizes = [u.shape[a] for a in perm]
-  nb, nr = len(batch), len(red)
-  return jnp.transpose(u, perm).reshape(
-      int(np.prod(sizes[:nb])), int(np.prod(sizes[nb:nb + nr])),
-      int(np.prod(sizes[nb + nr:])))
-
-
-def from_matrices(x: Array, u: Array, dim_nums: _tree.DimNums | None
-                  ) -> Array:
-  """The inverse of :func:`to_matrices`: ``x`` in ``u``'s layout and dtype.
-
-  Args:
-    x: the output of Newton-Schulz on ``to_matrices(u, dim_nums)``.
-    u: the leaf (only its shape and dtype are read).
-    dim_nums: its dimension numbers, or None for a plain matrix.
-
-  Returns:
-    ``x`` with ``u``'s shape and dtype.
-  """
-  batch, red, out = _tree.matrix_axes(u.shape, dim_nums)
-  if not batch and red == (0,) and out == (1,):
-    return x.astype(u.dtype)
-  perm = batch + red + out
-  result = x.reshape([u.shape[a] for a in perm])
-  return jnp.transpose(result, np.argsort(perm)).astype(u.dtype)
-
-
-def leaf_dimension_numbers(dimension_numbers: Any, updates: Any
-                           ) -> list[_tree.DimNums | None]:
-  """The dimension numbers of each leaf of ``updates``, in leaf order.
-
-  Args:
-    dimension_numbers: as for :func:`orthogonalize`.
-    updates: the updates tree.
-
-  Returns:
-    One ``MuonDimensionNumbers`` (or None for a plain matrix) a leaf.
-
-  Raises:
-    ValueError: for a leaf that has no matrix to orthogonalize, before
-      anything is traced.
-  """
-  lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
-  paths = jax.tree_util.tree_flatten_with_path(updates)[0]
-  dims = [lookup(path) for path, _ in paths]
-  for (_, leaf), dim in zip(paths, dims, strict=True):
-    _tree.matrix_axes(leaf.shape, dim)
-  return dims
-
-
-def orthogonalize(
-    ns_coeffs: str | Sequence[float] | Sequence[Sequence[float]] = "quintic",
-    ns_steps: int | None = 5,
-    eps: float = 1e-7,
-    dimension_numbers: Any = None,
-    ns_layout: str = "auto",
-    mesh: Any = None,
-) -> optax.GradientTransformation:
+@options.expand
+def orthogonalize(ns: options.OrthogonalizeOptions,
+                  view: options.ViewOptions) -> optax.GradientTransformation:
   """Replaces each update by its Newton-Schulz orthogonalization.
 
-  Follows Keller Jordan's Muon (quintic iteration) or the Polar Express
-  (Amsel et al. 2025). Stateless; ``params`` are not used. On a mesh the
-  default lays the matrices out whole on devices (see
-  :mod:`quantmuon.transforms.stacked`).
+  Follows Keller Jordan's Muon (quintic iteration), the Polar Express
+  (Amsel et al. 2025) or optax's presets, with optax's preconditionings.
+  Each matrix of a leaf's view is orthogonalized on its own. Stateless;
+  ``params`` are not used. On a mesh the default lays the matrices out
+  whole on devices (see :mod:`quantmuon.transforms.stacked`).
 
   Args:
-    ns_coeffs: ``"quintic"``, ``"polar_express"``, an ``(a, b, c)`` triple, or
-      a sequence of triples, one per step.
-    ns_steps: steps for a preset or a single triple.
-    eps: added to the Frobenius norm of each matrix before dividing.
-    dimension_numbers: None (every leaf is a matrix), a
-      ``MuonDimensionNumbers`` for all leaves, a tree of them with the
-      parameters' structure, or a callable of the updates returning one.
-      Leaves of rank > 2 need them; rank 0 and 1 leaves are an error.
-    ns_layout: ``auto`` (the stacked layout when a mesh of several devices
-      is given as ``mesh``, set in the context when ``update`` is traced
-      (``jax.set_mesh``) or carried by the updates' types (sharded arrays
-      under ``jit``); else leaf by leaf), ``stacked`` (same-shape
-      matrices stacked and the stack split over the mesh, each matrix whole
-      on one device; a lone matrix split along its long axis) or ``leaf``
-      (one leaf at a time, its placement left to XLA).
-    mesh: the mesh of the stacked layout; None finds it as above.
+    ns: the fields of ``OrthogonalizeOptions``, as keywords (see
+      :mod:`quantmuon.transforms.options`).
+    view: the field of ``ViewOptions``, ``dimension_numbers``: leaves of
+      rank > 2 need them; rank 0 and 1 leaves are an error.
 
   Returns:
     An ``optax.GradientTransformation`` with empty state.
   """
-  schedule = newton_schulz_schedule(ns_coeffs, ns_steps)
-  check_choice(ns_layout, "ns_layout", stacked.LAYOUTS)
+  ns = ns.checked("orthogonalize")
+  schedule = newton_schulz_schedule(ns.ns_coeffs, ns.ns_steps,
+                                    ns.preconditioning)
 
   def update_fn(updates, state, params=None):
     del params
     leaves, treedef = jax.tree.flatten(updates)
-    dims = leaf_dimension_numbers(dimension_numbers, updates)
-    on = stacked.resolve_mesh(ns_layout, mesh, leaves)
+    views = matrices.leaf_views(view.dimension_numbers, updates)
+    on = stacked.resolve_mesh(ns.ns_layout, ns.mesh, leaves)
     if on is not None:
-      outs = orthogonalize_stacked(leaves, dims, schedule, eps, on)
-      return treedef.unflatten(outs), state
-    outs = _tree.map_in_order(
-        lambda i, leaf: orthogonalize_leaf(leaf, schedule, eps, dims[i]),
-        leaves)
+      outs = orthogonalize_stacked(leaves, views, schedule, ns.eps, on)
+    else:
+      outs = [orthogonalize_matrices(u, schedule, ns.eps, v)
+              for u, v in zip(leaves, views, strict=True)]
+    if ns.adaptive:
+      outs = [(o * dual_norm(u, o)).astype(o.dtype)
+              for u, o in zip(leaves, outs, strict=True)]
     return treedef.unflatten(outs), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -25,8 +25,10 @@ import jax.numpy as jnp
 import optax
 
 from quantmuon import formats
-from quantmuon.formats import placement
-from quantmuon.transforms import _tree, fp
+from quantmuon.formats import placement, serialization
+from quantmuon.transforms import fp
+from quantmuon.transforms.options import static_int
+from quantmuon.transforms.variables import without_variables
 
 Array = jax.Array
 StateFormat = (formats.Format | Mapping[str, formats.Format | None]
@@ -67,6 +69,20 @@ def is_stored_leaf(x: Any) -> bool:
   return isinstance(x, StoredLeaf)
 
 
+def _register_stored_leaf(flax: Any) -> None:
+  """Registers :class:`StoredLeaf` with ``flax.serialization``: its state
+  dict is its ``stored`` value's (see ``formats.serialization``)."""
+  flax.register_serialization_state(
+      StoredLeaf, lambda leaf: {"stored": flax.to_state_dict(leaf.stored)},
+      lambda target, state: StoredLeaf(
+          flax.from_state_dict(target.stored, state["stored"],
+                               name="stored"), target.depth),
+      override=True)
+
+
+serialization.when_imported(serialization.FLAX, _register_stored_leaf)
+
+
 class QuantizedState(NamedTuple):
   """State of :func:`quantize_state`.
 
@@ -84,9 +100,9 @@ def quantize_state(
     inner: optax.GradientTransformation,
     state_format: StateFormat,
     *,
-    min_size: int | None = 4096,
+    min_size: int | None = None,
     mantissa_bits: fp.MantissaBits = None,
-    seed: int | None = 0,
+    seed: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Stores the state of ``inner`` in a format between steps.
 
@@ -119,7 +135,7 @@ def quantize_state(
     mantissa_bits: overrides the mantissa width of ``FloatingPoint``
       formats (other formats ignore it): an int up to the format's own
       width, or a schedule of the step count (traced; clipped to the
-      format's width), e.g. :func:`quantmuon.log_mantissa_schedule`. The
+      format's width), e.g. :func:`quantmuon.fp.log_mantissa_schedule`. The
       format's width is the storage width.
     seed: seed of the keys of formats that round stochastically; keys are
       folded with the step count and the leaf's position, so a resumed run
@@ -135,15 +151,15 @@ def quantize_state(
       ``mantissa_bits`` wider than a ``FloatingPoint`` format.
   """
   resolve = _resolver(state_format)
-  min_size = _tree.static_int(min_size, "min_size", 4096)
+  min_size = static_int(min_size, "min_size", 4096)
   if min_size < 0:
     raise ValueError(f"min_size must be non-negative, got {min_size}.")
-  seed = _tree.static_int(seed, "seed", 0)
+  seed = static_int(seed, "seed", 0)
   width = fp.mantissa_fn(mantissa_bits)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    params = _tree.without_variables(params)
+    params = without_variables(params)
     state = inner.init(params)
     fmts = resolve(state, params, min_size)
     if isinstance(mantissa_bits, int):
@@ -170,8 +186,8 @@ def quantize_state(
     # optimizer sees plain trees, and the updates get their wrappers back.
     wrapped = jax.tree.structure(updates)
     updates, new = inner.update(
-        _tree.without_variables(updates), decoded,
-        _tree.without_variables(params), **extra_args)
+        without_variables(updates), decoded,
+        without_variables(params), **extra_args)
     updates = wrapped.unflatten(jax.tree.leaves(updates))
     count = optax.safe_increment(state.count)
     previous = jax.tree.leaves(state.inner, is_leaf=is_stored_leaf)

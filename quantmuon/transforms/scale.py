@@ -2,37 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import optax
 
-from quantmuon.transforms import _tree
+from quantmuon.formats.matrix_view import MatrixView
+from quantmuon.transforms import matrices, options
 
 
-def scale_leaf(update: jax.Array, dim_nums: _tree.DimNums | None,
+def shape_factor(shape: tuple[int, ...], view: MatrixView,
+                 consistent_rms: float | None) -> jax.Array | float:
+  """The factor of :func:`scale_by_shape` for each matrix of a leaf.
+
+  Args:
+    shape: the leaf's shape.
+    view: its view.
+    consistent_rms: None for the width rule, else the RMS target.
+
+  Returns:
+    The factor.
+
+  Raises:
+    ValueError: for matrices without elements.
+  """
+  fan_in, fan_out = view.matrix_shape(shape)
+  if fan_in == 0 or fan_out == 0:
+    raise ValueError(
+        f"scale_by_shape: a leaf of shape {tuple(shape)} holds empty "
+        f"({fan_in} x {fan_out}) matrices, which have no shape to scale by; "
+        "leave it out of Muon's leaves (labels=...).")
+  if consistent_rms is None:
+    return jnp.sqrt(jnp.maximum(1.0, fan_out / fan_in))
+  return consistent_rms * jnp.sqrt(float(max(fan_in, fan_out)))
+
+
+def scale_leaf(update: jax.Array, view: MatrixView,
                consistent_rms: float | None) -> jax.Array:
   """One leaf's update scaled by the rule of :func:`scale_by_shape`.
 
   Args:
     update: the orthogonalized update.
-    dim_nums: its dimension numbers, or None for a plain matrix.
+    view: its view.
     consistent_rms: None for the width rule, else the RMS target.
 
   Returns:
     The scaled update, in ``update``'s dtype.
   """
-  fan_in, fan_out = _tree.fans(update.shape, dim_nums)
-  if consistent_rms is None:
-    factor = jnp.sqrt(jnp.maximum(1.0, fan_out / fan_in))
-  else:
-    factor = consistent_rms * jnp.sqrt(float(max(fan_in, fan_out)))
+  factor = shape_factor(update.shape, view, consistent_rms)
   return (factor * update).astype(update.dtype)
 
 
-def scale_by_shape(consistent_rms: float | None = None,
-                   dimension_numbers: Any = None
+@options.expand
+def scale_by_shape(scale: options.ScaleOptions, view: options.ViewOptions
                    ) -> optax.GradientTransformation:
   """Scales each matrix update by a factor of its shape.
 
@@ -42,10 +63,12 @@ def scale_by_shape(consistent_rms: float | None = None,
     ``consistent_rms * sqrt(max(fan_in, fan_out))``; with 0.2 the update RMS
     matches AdamW's, so Muon can share AdamW's learning rate.
 
+  fan_in and fan_out are those of each matrix of the leaf's view (the
+  products of its reduction and output axes), not of the stack.
+
   Args:
-    consistent_rms: None for the width rule, else the RMS target (0.2).
-    dimension_numbers: as for :func:`quantmuon.orthogonalize`; fan_in is the
-      product of the reduction axes, fan_out of the output axes.
+    scale: the field of ``ScaleOptions``, ``consistent_rms``.
+    view: the field of ``ViewOptions``, ``dimension_numbers``.
 
   Returns:
     A stateless ``optax.GradientTransformation``.
@@ -53,10 +76,10 @@ def scale_by_shape(consistent_rms: float | None = None,
 
   def update_fn(updates, state, params=None):
     del params
-    lookup = _tree.dimension_numbers_by_path(dimension_numbers, updates)
-    scaled = jax.tree_util.tree_map_with_path(
-        lambda path, u: scale_leaf(u, lookup(path), consistent_rms),
-        updates)
-    return scaled, state
+    leaves, treedef = jax.tree.flatten(updates)
+    views = matrices.leaf_views(view.dimension_numbers, updates)
+    scaled = [scale_leaf(u, v, scale.consistent_rms)
+              for u, v in zip(leaves, views, strict=True)]
+    return treedef.unflatten(scaled), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)

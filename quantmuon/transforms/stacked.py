@@ -26,8 +26,8 @@ one device, or none, is no mesh: the leaves are orthogonalized one at a
 time as before.
 The results equal those of leaf-by-leaf Newton-Schulz up to float32
 rounding (batched matmuls may sum in another order). This module lays out
-any batched matrix function; :func:`quantmuon.orthogonalize` and
-:func:`quantmuon.leafwise_muon` give it Newton-Schulz.
+any batched matrix function; :func:`quantmuon.transforms.orthogonalize` and
+:func:`quantmuon.transforms.leafwise_muon` give it Newton-Schulz.
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ def resolve_mesh(layout: str, mesh: Any = None,
   if mesh.empty:
     typed = [jax.typeof(x).sharding.mesh for x in leaves]
     mesh = next((m for m in typed if not m.empty), mesh)
-  if mesh.empty or mesh.size < 2:
+  manual = not mesh.empty and AxisType.Manual in mesh.axis_types
+  if mesh.empty or mesh.size < 2 or manual:
+    # Inside shard_map (Manual axes) each device already holds its own
+    # block: Newton-Schulz runs on it leaf by leaf.
     if layout == "stacked":
       raise ValueError(
           "ns_layout='stacked' needs a mesh of several devices: pass mesh= "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 import pytest
 
-from quantmuon.experiments import defaults
+from quantmuon_experiments import defaults
 
 
 def tiny_config(steps: int = 4) -> ml_collections.ConfigDict:

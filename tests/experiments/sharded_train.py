@@ -19,7 +19,7 @@ import tempfile
 
 import jax
 
-from quantmuon.experiments import train
+from quantmuon_experiments import train
 from tests.experiments.conftest import tiny_config
 
 STEPS = 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantmuon.experiments import data
+from quantmuon_experiments import data
 
 
 def _write_corpus(root, sizes):

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import quantmuon
-from quantmuon.experiments import classifier, model
+from quantmuon_experiments import classifier, model
 
 
 def _labels(net: nnx.Module) -> dict[str, str]:
@@ -78,3 +78,32 @@ def test_classifiers(kind):
   assert labels["head/kernel"] == "adam"
   kernels = [k for k in labels if k.endswith("kernel") and "head" not in k]
   assert kernels and all(labels[k] == "muon" for k in kernels)
+
+
+def test_scanned_layers_compute_the_unscanned_model():
+  """``scan_layers``: one ``(depth, ...)`` stack per parameter, run by
+  ``nnx.scan``, computing what the list of blocks computes with the same
+  weights; the optimizers see one layer per index of ``STACK_AXES``."""
+  kw = dict(vocab_size=256, context=8, width=16, depth=3, heads=2)
+  scanned = model.GPT(model.GPTConfig(scan_layers=True, **kw), nnx.Rngs(0))
+  plain = model.GPT(model.GPTConfig(**kw), nnx.Rngs(1))
+  stacked = nnx.to_pure_dict(nnx.state(scanned, nnx.Param))
+  assert stacked["blocks"]["mlp"]["fc"]["kernel"].shape == (3, 16, 64)
+  weights = nnx.to_pure_dict(nnx.state(plain, nnx.Param))
+  for name in ("wte", "wpe", "ln_f", "lm_head"):
+    weights[name] = stacked[name]
+  for i in range(3):
+    weights["blocks"][i] = jax.tree.map(lambda x, i=i: x[i],
+                                        stacked["blocks"])
+  nnx.update(plain, nnx.State(weights))
+  tokens = jnp.array([[1, 5, 9, 200, 3, 7]])
+  assert jnp.allclose(scanned(tokens), plain(tokens), atol=1e-5)
+
+  with pytest.raises(quantmuon.routing.AmbiguousLeafError,
+                     match="stack_axes"):
+    quantmuon.muon_labels(stacked)
+  labels = quantmuon.muon_labels(stacked, stack_axes=model.STACK_AXES)
+  assert labels["blocks"]["attn"]["query"]["kernel"] == "muon"
+  assert labels["blocks"]["ln_1"]["scale"] == "adam"
+  assert model.stack_axes(scanned.config) == model.STACK_AXES
+  assert model.stack_axes(plain.config) is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quantmuon.experiments import plots
+from quantmuon_experiments import plots
 
 
 def test_every_optimizer_has_its_own_style():

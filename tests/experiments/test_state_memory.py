@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from quantmuon.experiments import optimizers, state_memory
+from quantmuon_experiments import optimizers, state_memory
 from tests.experiments.conftest import tiny_config
 
 PARAMS = {"wte": {"embedding": jax.ShapeDtypeStruct((256, 64), jnp.float32)},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantmuon.experiments import defaults, errors, timing
+from quantmuon_experiments import defaults, errors, timing
 
 
 def test_round_robin_warms_up_interleaves_and_rotates():

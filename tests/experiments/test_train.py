@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import nnx
 
-from quantmuon.experiments import (
+from quantmuon_experiments import (
     checkpoint,
     defaults,
     optimizers,
@@ -83,6 +83,21 @@ def test_summary_fields(tmp_path):
   assert np.isfinite(s["step_time_s"])
   assert os.path.exists(tmp_path / "summary.json")
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_scanned_layers_train_with_the_same_state(tmp_path):
+  """``model.scan_layers``: the optimizer is told the stack axis, so the
+  state and the matrix split are those of the list of blocks."""
+  config = tiny_config(steps=2)
+  config.model.depth = 2
+  config.optimizer.name = "muon_8bit"
+  plain = train.train(config, tmp_path / "plain")
+  config.model.scan_layers = True
+  scanned = train.train(config, tmp_path / "scanned")
+  for key in ("params", "state_bytes", "matrix_params",
+              "matrix_state_bytes"):
+    assert scanned[key] == plain[key], key
+  assert np.isfinite(scanned["final_val_loss"])
 
 
 def _digits_config(steps: int = 4):
@@ -174,8 +189,8 @@ def test_digits_runs(tmp_path, kind):
 
 
 def test_train_command_line(tmp_path):
-  """``python -m quantmuon.experiments.train`` with config overrides."""
-  cmd = [sys.executable, "-m", "quantmuon.experiments.train",
+  """``python -m quantmuon_experiments.train`` with config overrides."""
+  cmd = [sys.executable, "-m", "quantmuon_experiments.train",
          "--config", os.path.join(ROOT, "configs", "train.py"),
          "--workdir", str(tmp_path),
          "--config.train.steps=2", "--config.train.eval_every=2",
@@ -227,9 +242,11 @@ def test_progress_is_a_bar_on_a_terminal():
     ("--config.mesh.data=2",
      "config.mesh: data * fsdp = 2 * 1 = 2 must equal the number of "
      "devices, 1; set "),
+    ("--config.train.steps=-5",
+     "config.train.steps must be at least 1, got -5; set "),
 ])
 def test_config_errors_are_one_line(tmp_path, option, expected):
-  cmd = [sys.executable, "-m", "quantmuon.experiments.train",
+  cmd = [sys.executable, "-m", "quantmuon_experiments.train",
          "--config", os.path.join(ROOT, "configs", "train.py"),
          "--workdir", str(tmp_path), "--config.data.max_bytes=100000",
          option]
@@ -266,7 +283,7 @@ def test_a_ready_optimizer_trains_through_the_same_loop(tmp_path):
 def test_importing_the_loop_defines_no_flags():
   """A program with its own absl flags can import train and compare."""
   code = ("from absl import flags\n"
-          "import quantmuon.experiments.compare\n"
+          "import quantmuon_experiments.compare\n"
           "print(sorted({'config', 'workdir', 'resume'} & set(flags.FLAGS)))")
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -288,7 +305,12 @@ def test_every_config_file_loads_by_path_outside_the_repository(tmp_path):
       "  module = importlib.util.module_from_spec(spec)\n"
       "  spec.loader.exec_module(module)\n"
       "  assert module.get_config().train.steps > 0, path\n")
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  # Only this checkout's two packages on the path, not its root.
+  packages = tmp_path / "packages"
+  packages.mkdir()
+  for name in ("quantmuon", "quantmuon_experiments"):
+    (packages / name).symlink_to(os.path.join(ROOT, name))
+  env = dict(os.environ, PYTHONPATH=str(packages))
   done = subprocess.run([sys.executable, "-c", script, *paths],
                         cwd=tmp_path, env=env, capture_output=True,
                         text=True, timeout=300)

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from quantmuon.experiments import errors, parallel
+from quantmuon_experiments import errors, parallel
 from tests.experiments.conftest import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_params_split_rows_where_divisible():
 @pytest.mark.slow
 def test_train_command_line_on_a_mesh(tmp_path):
   """``--config.mesh.data=2 --config.mesh.fsdp=4`` on 8 devices."""
-  cmd = [sys.executable, "-m", "quantmuon.experiments.train",
+  cmd = [sys.executable, "-m", "quantmuon_experiments.train",
          "--config", str(ROOT / "configs" / "train.py"),
          "--workdir", str(tmp_path), "--config.mesh.data=2",
          "--config.mesh.fsdp=4", "--config.train.steps=2",

@@ -98,7 +98,7 @@ def test_memory_report():
   state = {"w": util.encode(Blockwise(bits=4, block_size=16),
                             util.normal((4, 32))),
            "count": jnp.zeros((), jnp.int32)}
-  report = quantmuon.memory_report(state)
+  report = quantmuon.memory.memory_report(state)
   assert sum(report.values()) == quantmuon.nbytes(state)
   assert any("codes" in path for path in report)
   assert any("scales" in path for path in report)

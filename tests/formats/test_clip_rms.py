@@ -50,14 +50,48 @@ def test_midrise_rms_matches_the_reference(bits):
   np.testing.assert_array_equal(np.asarray(stored.decode())[0], 0)
 
 
+def numpy_linear(x: np.ndarray, s: np.ndarray, bits: int) -> np.ndarray:
+  """Decoded linear codes (``2**(bits-1) - 1`` levels a side) of ``x``
+  with scales ``s``."""
+  q = 2 ** (bits - 1) - 1
+  return np.round(np.clip(x / np.where(s == 0, 1, s), -1, 1) * q) / q * s
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_midrise_groups_holding_a_zero_keep_it(bits):
+  """A group that holds an exact zero takes the linear levels, which hold
+  zero, and flags it in the sign of its scale; the other groups keep the
+  midrise levels. Zeros used to decode to +scale/(2**bits - 1)."""
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((6, 300)).astype(np.float32)
+  x[:, 5] = 0  # in the first block of every row
+  x[2, 200] = 0  # in the second block of row 2
+  x[4, :] = 0  # an all-zero row keeps zero scales
+  fmt = formats.Blockwise(bits=bits, codebook="midrise", clip_rms=1.5,
+                          block_size=128)
+  stored = fmt.encode(jnp.asarray(x))
+  decoded = np.asarray(stored.decode())
+  np.testing.assert_array_equal(decoded[x == 0], 0)
+  scales = np.asarray(stored["scales"])
+  flagged = np.zeros((6, 3), bool)
+  flagged[[0, 1, 2, 3, 5], 0] = True
+  flagged[2, 1] = True
+  np.testing.assert_array_equal(scales < 0, flagged)
+  _, midrise = numpy_midrise(x, bits, 1.5, 128)
+  s = np.repeat(np.abs(scales), 128, axis=1)[:, :300]
+  expected = np.where(np.repeat(flagged, 128, axis=1)[:, :300],
+                      numpy_linear(x, s, bits), midrise)
+  np.testing.assert_allclose(decoded, expected, rtol=1e-6, atol=1e-7)
+
+
 def test_midrise_levels_use_every_code():
-  np.testing.assert_allclose(formats.codebooks.levels("midrise", 2),
+  np.testing.assert_allclose(formats.codebooks.MidRise(2).levels(),
                              [-1, -1 / 3, 1 / 3, 1])
-  y = jnp.asarray(formats.codebooks.levels("midrise", 4))
-  codes = formats.codebooks.encode(y, "midrise", 4)
+  book = formats.codebooks.MidRise(4)
+  y = jnp.asarray(book.levels())
+  codes = book.encode(y)
   np.testing.assert_array_equal(np.asarray(codes), np.arange(16))
-  np.testing.assert_array_equal(
-      np.asarray(formats.codebooks.decode(codes, "midrise", 4)), y)
+  np.testing.assert_array_equal(np.asarray(book.decode(codes)), y)
 
 
 def test_rms_scale_halves_the_two_bit_error_of_an_absmax_scale():
@@ -95,7 +129,7 @@ def test_clip_rms_must_be_positive(bad):
 def test_rms_scales_have_kernels_on_blocks_and_row_groups():
   """The 2-bit residual of muon_lowbit (row blocks of 128, and groups of
   rows shorter than that) has a kernel; RMS scales that span the tensor,
-  and midrise codes in padded views of Grid or spanning tiles, do not."""
+  and midrise codes in spanning tiles, do not."""
   lowbit = qm.muon_lowbit(0.02, bits=2, min_size=0)
   state = lowbit.init({"w": jnp.zeros((96, 300))})
   (stored,) = [x for x in jax.tree.leaves(state, is_leaf=formats.is_stored)
@@ -109,4 +143,9 @@ def test_rms_scales_have_kernels_on_blocks_and_row_groups():
   assert "ClipRms" in kernels.unsupported_reason(
       formats.Axiswise(bits=2, clip_rms=1.5), (64, 128))
   assert "zero level" in kernels.unsupported_reason(
-      formats.Grid(bits=2, codebook="midrise"), (64, 128))
+      formats.Axiswise(bits=2, codebook="midrise", axis="row"), (64, 128))
+
+
+def test_grid_takes_no_midrise_codes():
+  with pytest.raises(ValueError, match="Grid: codebook='midrise' has no"):
+    formats.Grid(bits=2, codebook="midrise")

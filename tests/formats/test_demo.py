@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantmuon import demo
 from quantmuon.formats import Axiswise, Blockwise, FloatingPoint, Grid, Subspace
+from quantmuon_experiments import demo
 
 
 def test_formats_cover_every_family():

@@ -123,11 +123,23 @@ def test_saturates_at_max_finite(e, m, expected):
   fmt = FloatingPoint(e, m)
   assert float(fmt.max_finite()) == expected
   over = min(expected * 4.0, float(np.finfo(np.float32).max))
-  x = np.array([over, -over, np.inf, -np.inf, expected, -expected,
+  x = np.array([over, -over, expected, -expected,
                 expected * (1 + 2.0 ** -(m + 2))], np.float32)
   out = np.asarray(util.roundtrip(fmt)(x))
   np.testing.assert_array_equal(np.abs(out), expected)
   np.testing.assert_array_equal(np.sign(out), np.sign(x))
+
+
+@pytest.mark.parametrize("e,m", [(5, 10), (4, 3), (1, 2), (8, 7), (2, 0)])
+def test_infinities_stay_infinite(e, m):
+  """Were saturated to the largest finite value: a finite stored value
+  from an inf. With no mantissa bit a NaN decodes as an inf."""
+  fmt = FloatingPoint(e, m)
+  x = np.float32([np.inf, -np.inf, np.nan, 1.0])
+  out = np.asarray(util.roundtrip(fmt)(x))
+  np.testing.assert_array_equal(out[:2], x[:2])
+  assert not np.isfinite(out[2]) and (m == 0 or np.isnan(out[2]))
+  np.testing.assert_array_equal(np.asarray(fmt.round(x))[:2], x[:2])
 
 
 def test_round_gives_representable_values():

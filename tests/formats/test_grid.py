@@ -62,17 +62,18 @@ def test_grid_beats_block_128_on_row_and_column_outliers():
   assert grid < 0.5 * block, (grid, block)
 
 
-def test_grid_non_finite_stays_in_its_row_and_column_of_the_tile():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_grid_non_finite_stays_in_its_tile_and_stays_non_finite(bad):
   fmt = Grid(bits=4, tile=8)
   clean = util.normal((16, 16), seed=2)
   x = clean.copy()
-  x[10, 3] = np.nan  # tile (1, 0): row 10, column 3 within it
+  x[10, 3] = bad  # tile (1, 0)
   out = np.asarray(util.roundtrip(fmt)(x))
   expected = np.asarray(util.roundtrip(fmt)(clean))
-  touched = np.zeros(x.shape, bool)
-  touched[10, 0:8] = True
-  touched[8:16, 3] = True
-  np.testing.assert_array_equal(out[~touched], expected[~touched])
+  tile = np.zeros(x.shape, bool)
+  tile[8:16, 0:8] = True
+  np.testing.assert_array_equal(out[~tile], expected[~tile])
+  assert not np.any(np.isfinite(out[tile]))
 
 
 def test_grid_scale_dtype():

@@ -1,4 +1,5 @@
-"""Scales stored in a narrow dtype: rounded up, never inf, never zero."""
+"""Scales stored in a narrow dtype: rounded up, never inf for a finite absmax,
+never zero."""
 
 from __future__ import annotations
 
@@ -30,12 +31,22 @@ def test_round_scale_is_the_least_value_at_or_above(dtype):
   absmax = np.concatenate([
       [0], normal, np.nextafter(normal, np.float32(np.inf)),
       np.nextafter(normal[1:], np.float32(0)),
-      np.float32([7e4, 3e38, np.inf])])
+      np.float32([7e4, 3e38])])
   got = np.asarray(jax.jit(lambda a: layout.round_scale(a, dtype))(absmax))
   assert got.dtype == dtype
   top = np.float32(ml_dtypes.finfo(dtype).max)
   expected = values[np.searchsorted(values, np.minimum(absmax, top))]
   np.testing.assert_array_equal(got.astype(np.float32), expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16,
+                                   np.float32])
+def test_round_scale_of_a_non_finite_absmax_is_inf(dtype):
+  """A group that held a NaN or an inf: the scale decodes it to non-finite
+  values (float16 saturated it to 65504, which coded the inf as finite)."""
+  absmax = np.float32([np.inf, np.nan, 1.0])
+  got = np.asarray(jax.jit(lambda a: layout.round_scale(a, dtype))(absmax))
+  np.testing.assert_array_equal(got.astype(np.float32), [np.inf, np.inf, 1])
 
 
 def test_round_scale_keeps_float32():

@@ -3,6 +3,10 @@ hashing and equality, zeros, and argument checking."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -20,6 +24,7 @@ from quantmuon.formats import (
     Subspace,
     is_stored,
 )
+from quantmuon.formats import stored as stored_lib
 
 from . import util
 
@@ -194,3 +199,33 @@ def test_empty_arrays_are_a_clear_error(fmt):
 def test_plain_formats_hold_empty_arrays(fmt):
   stored = fmt.encode(jnp.zeros((0, 5)))
   assert fmt.decode(stored).shape == (0, 5)
+
+
+def test_key_paths_carry_the_format_tag(fmt):
+  """A part's key names its format, so a checkpoint of one format does not
+  restore into a target of another with the same shapes."""
+  stored = util.encode(fmt, util.normal(SHAPE, seed=5))
+  for path, _ in jax.tree_util.tree_flatten_with_path(stored)[0]:
+    name, tag = stored_lib.split_part_key(path[0].key)
+    assert name in stored.parts and tag == stored_lib.format_tag(fmt)
+
+
+def test_format_tags_follow_equality():
+  tag = stored_lib.format_tag
+  assert tag(Blockwise(bits=8, mu=255)) == tag(Blockwise(bits=8, mu=255.0))
+  assert tag(Float(jnp.float32)) == tag(Float("float32"))
+  different = [Blockwise(), Blockwise(codebook="dynamic"),
+               Blockwise(codebook="mulaw"),
+               Blockwise(codebook="mulaw", companding="before_scale"),
+               Blockwise(codebook="mulaw", mu=100.0), Axiswise(),
+               Subspace(), Subspace(residual=Grid(bits=4, tile=64))]
+  assert len({tag(f) for f in different}) == len(different)
+
+
+def test_format_tags_are_the_same_in_every_process():
+  code = ("from quantmuon.formats import Subspace, stored\n"
+          "print(stored.format_tag(Subspace()))")
+  env = dict(os.environ, PYTHONHASHSEED="123", JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                       capture_output=True, text=True).stdout.strip()
+  assert out == stored_lib.format_tag(Subspace())

@@ -246,7 +246,7 @@ def test_configuration_without_kernel_raises_under_pallas():
 
 def test_impl_is_checked():
   with pytest.raises(ValueError, match="impl"):
-    qm.scale_by_quantized_momentum(impl="cuda")
+    qm.transforms.scale_by_quantized_momentum(impl="cuda")
   with pytest.raises(ValueError, match="impl"):
     qm.muon_grasp(0.01, impl="triton")
   assert "impl" in qm.muonq.__signature__.parameters

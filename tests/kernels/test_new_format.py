@@ -18,10 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from quantmuon import kernels
+from quantmuon import formats, kernels
 from quantmuon.formats import codebooks, layout, packing
 from quantmuon.formats.base import Format, Stored
-from quantmuon.formats.kernel_layout import KernelLayout, RowBlocks
+from quantmuon.formats.kernel_layout import (
+  FactoredFormat,
+  KernelFormat,
+  KernelLayout,
+  RowBlocks,
+)
 from quantmuon.momentum_op import Config
 
 from . import util
@@ -89,6 +94,14 @@ def test_toy_format_runs_its_kernel_bit_exact(backend, bits):
   util.assert_same_state(ref, out)
   assert sorted(out.parts) == ["q", "row_absmax"]
   assert np.any(np.asarray(out["q"]) != np.asarray(stored["q"]))
+
+
+def test_formats_with_kernels_implement_the_protocols():
+  assert isinstance(PerRow(), KernelFormat)
+  for fmt in (formats.Blockwise(), formats.Axiswise(), formats.Grid()):
+    assert isinstance(fmt, KernelFormat), fmt
+  assert isinstance(formats.Subspace(), FactoredFormat)
+  assert not isinstance(formats.Float(), KernelFormat)
 
 
 @pytest.mark.parametrize("platform", ["tpu", "cuda"])

@@ -36,7 +36,8 @@ PRESETS = {
     "muon_lowbit": lambda impl: qm.muon_lowbit(0.02, impl=impl),
     "muon_lowbit_2bit": lambda impl: qm.muon_lowbit(0.02, bits=2, impl=impl),
     "grid_ema": lambda impl: qm.quantized_muon(
-        0.02, qm.formats.Grid(bits=4, tile=64), accumulation="ema",
+        0.02, momentum_format=qm.formats.Grid(bits=4, tile=64),
+        accumulation="ema",
         impl=impl),
 }
 # A square matrix, a ragged one, and a vector (AdamW).

@@ -25,7 +25,7 @@ def _on_grid(fmt, x, m=None):
 
 
 def test_log_schedule_is_monotone_and_logarithmic():
-  sched = qm.log_mantissa_schedule(2, 23)
+  sched = qm.fp.log_mantissa_schedule(2, 23)
   t = jnp.arange(200_000)
   m = np.asarray(jax.jit(sched)(t))
   assert np.all(np.diff(m) >= 0)
@@ -33,12 +33,12 @@ def test_log_schedule_is_monotone_and_logarithmic():
   for k in range(1, 18):  # + one bit each time 1 + t doubles, exactly
     assert m[2 ** k - 1] == 2 + k
     assert m[2 ** k - 2] == 2 + k - 1
-  capped = np.asarray(qm.log_mantissa_schedule(1, 5)(t))
+  capped = np.asarray(qm.fp.log_mantissa_schedule(1, 5)(t))
   assert capped.max() == 5 and capped[2 ** 4 - 1] == 5
 
 
 def test_log_schedule_growth():
-  m = np.asarray(qm.log_mantissa_schedule(0, 23, growth=2.0)(
+  m = np.asarray(qm.fp.log_mantissa_schedule(0, 23, growth=2.0)(
       jnp.arange(1024)))
   want = np.minimum(23, np.floor(2.0 * np.log2(1 + np.arange(1024))))
   np.testing.assert_array_equal(m, want)
@@ -54,7 +54,7 @@ def test_log_schedule_is_exact_up_to_int32s_end(growth):
   t = np.concatenate([[0, 1, top - 1, top],
                       [2 ** k + d for k in range(1, 31) for d in (-2, -1)],
                       np.exp(rng.uniform(0, np.log(top), 2000)).astype(int)])
-  got = np.asarray(jax.jit(qm.log_mantissa_schedule(0, 23, growth))(
+  got = np.asarray(jax.jit(qm.fp.log_mantissa_schedule(0, 23, growth))(
       jnp.asarray(t, jnp.int32)))
   want = [min(23, math.floor(growth * math.log2(1 + int(s)))) for s in t]
   np.testing.assert_array_equal(got, want)
@@ -71,7 +71,7 @@ def test_log_schedule_is_exact_up_to_int32s_end(growth):
 ])
 def test_log_schedule_rejects_bad_arguments(kwargs, name):
   with pytest.raises(ValueError, match=name):
-    qm.log_mantissa_schedule(**kwargs)
+    qm.fp.log_mantissa_schedule(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -85,7 +85,7 @@ def test_format_bits_out_of_range(kwargs, name):
     FP(**kwargs)
 
 
-@pytest.mark.parametrize("make", [qm.quantize_gradients, qm.snap_params])
+@pytest.mark.parametrize("make", [qm.fp.quantize_gradients, qm.fp.snap_params])
 def test_mantissa_override_out_of_range(make):
   with pytest.raises(ValueError, match="mantissa_bits"):
     make(FP(8, 7), mantissa_bits=24)
@@ -103,13 +103,13 @@ def test_quantize_gradients_rounds_to_the_grid(rng):
   g = {"w": jnp.asarray(rng.normal(size=(16, 8)) * 10, jnp.float32),
        "h": jnp.asarray(rng.normal(size=(4,)), jnp.bfloat16),
        "i": jnp.arange(3)}
-  tx = qm.quantize_gradients(fmt)
+  tx = qm.fp.quantize_gradients(fmt)
   out, state = jax.jit(tx.update)(g, tx.init(g))
   np.testing.assert_array_equal(out["w"], fmt.round(g["w"]))
   assert out["h"].dtype == jnp.bfloat16 and _on_grid(fmt, out["h"])
   np.testing.assert_array_equal(out["i"], g["i"])
   assert int(state.count) == 1
-  out, _ = qm.quantize_gradients(FP(8, 10), mantissa_bits=1).update(
+  out, _ = qm.fp.quantize_gradients(FP(8, 10), mantissa_bits=1).update(
       g, state)
   np.testing.assert_array_equal(out["w"],
                                 FP(8, 10).round(g["w"], mantissa_bits=1))
@@ -118,7 +118,7 @@ def test_quantize_gradients_rounds_to_the_grid(rng):
 def test_stochastic_rounding_is_unbiased():
   fmt = FP(8, 2, "stochastic")
   x = jnp.full((200_000,), 1.1, jnp.float32)  # between 1.0 and 1.25
-  tx = qm.quantize_gradients(fmt, seed=3)
+  tx = qm.fp.quantize_gradients(fmt, seed=3)
   out, state = tx.update({"g": x}, tx.init(None))
   vals = np.asarray(out["g"])
   assert set(np.unique(vals)) == {1.0, 1.25}
@@ -134,7 +134,7 @@ def test_stochastic_rounding_is_unbiased():
 
 def _adam_snap_run(fmt, params, steps, mantissa_bits=None):
   tx = optax.chain(optax.adam(1e-2),
-                   qm.snap_params(fmt, mantissa_bits=mantissa_bits))
+                   qm.fp.snap_params(fmt, mantissa_bits=mantissa_bits))
   state = tx.init(params)
   step = jax.jit(tx.update)
   history = []
@@ -158,7 +158,7 @@ def test_snap_params_leaves_weights_exactly_on_the_grid(rng, fmt):
   # of the update the chain had before snapping.
   start = jax.tree.map(fmt.round, params)
   tx = optax.adam(1e-2)
-  snap = qm.snap_params(fmt)
+  snap = qm.fp.snap_params(fmt)
   s, ss = tx.init(start), snap.init(start)
   p = start
   for t in range(5):
@@ -180,7 +180,7 @@ def test_snap_params_hard_moves_stay_on_the_grid(rng):
       -8, 4, 20_000), jnp.float32)
   u = jnp.asarray(rng.normal(size=20_000) * 10.0 ** rng.uniform(
       -8, 4, 20_000), jnp.float32)
-  snap = qm.snap_params(fmt)
+  snap = qm.fp.snap_params(fmt)
   d, _ = jax.jit(snap.update)({"w": u}, snap.init(None), {"w": p})
   new = optax.apply_updates({"w": p}, d)["w"]
   assert _on_grid(fmt, new)
@@ -189,13 +189,13 @@ def test_snap_params_hard_moves_stay_on_the_grid(rng):
 
 
 def test_snap_params_needs_params():
-  snap = qm.snap_params(FP(8, 3))
+  snap = qm.fp.snap_params(FP(8, 3))
   with pytest.raises(ValueError, match="needs params"):
     snap.update({"w": jnp.ones(3)}, snap.init(None), None)
 
 
 def test_snap_params_rejects_a_narrow_param_dtype():
-  snap = qm.snap_params(FP(8, 3))
+  snap = qm.fp.snap_params(FP(8, 3))
   p = {"w": jnp.ones(3, jnp.float16)}
   with pytest.raises(ValueError, match="float16"):
     snap.update(p, snap.init(p), p)
@@ -205,12 +205,12 @@ def test_snap_params_rejects_a_narrow_param_dtype():
 
 
 def test_a_scheduled_run_traces_the_update_once(rng):
-  sched = qm.log_mantissa_schedule(1, 10)
+  sched = qm.fp.log_mantissa_schedule(1, 10)
   tx = optax.chain(
-      qm.quantize_gradients(FP(8, 10), mantissa_bits=sched),
+      qm.fp.quantize_gradients(FP(8, 10), mantissa_bits=sched),
       qm.quantize_state(optax.adam(1e-2), FP(8, 10), min_size=0,
                         mantissa_bits=sched),
-      qm.snap_params(FP(8, 10), mantissa_bits=sched))
+      qm.fp.snap_params(FP(8, 10), mantissa_bits=sched))
   traces = []
 
   def step(params, state, grads):
@@ -236,6 +236,6 @@ def test_stochastic_snap_params_keeps_weights_on_the_grid_still():
   fmt = FP(8, 23, "stochastic")
   w = {"w": jnp.asarray(np.random.default_rng(0).normal(size=4096),
                         jnp.float32)}
-  tx = qm.snap_params(fmt)
+  tx = qm.fp.snap_params(fmt)
   u, _ = tx.update(jax.tree.map(jnp.zeros_like, w), tx.init(w), w)
   np.testing.assert_array_equal(optax.apply_updates(w, u)["w"], w["w"])

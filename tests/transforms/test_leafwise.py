@@ -10,7 +10,7 @@ import pytest
 from optax.contrib import MuonDimensionNumbers
 
 import quantmuon as qm
-from quantmuon.transforms import _tree
+from quantmuon.transforms import schedule
 
 PRESETS = {
     "muon": qm.muon,
@@ -65,20 +65,17 @@ def _muon_parts(state) -> tuple:
   return tuple(s for s in inner if not isinstance(s, optax.EmptyState))
 
 
-# Grouping runs the same per-leaf step in a loop whatever the format, so
-# it is checked on one Blockwise and one Subspace preset.
-@pytest.mark.parametrize("name,pipeline", [
-    *((name, "leafwise") for name in sorted(PRESETS)),
-    ("muon_8bit", "grouped"), ("muonq", "grouped")])
-def test_preset_equals_its_chain_bit_for_bit(name, pipeline):
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_equals_its_chain_bit_for_bit(name):
   params = _params()
   kw = dict(weight_decay=0.1, min_size=1024)
-  ours, s_ours = _run(PRESETS[name](0.01, pipeline=pipeline, **kw), params)
+  ours, s_ours = _run(PRESETS[name](0.01, **kw), params)
   theirs, s_theirs = _run(PRESETS[name](0.01, pipeline="chain", **kw),
                           params)
   for u_ours, u_theirs in zip(ours, theirs, strict=True):
     _assert_same(u_ours, u_theirs)
-  assert isinstance(_muon_parts(s_ours)[0], qm.QuantizedMomentumState)
+  assert isinstance(_muon_parts(s_ours)[0],
+                    qm.transforms.QuantizedMomentumState)
   _assert_same(_muon_parts(s_ours), _muon_parts(s_theirs))
   _assert_same(s_ours.inner_states["adam"], s_theirs.inner_states["adam"])
 
@@ -88,12 +85,13 @@ def test_leafwise_muon_equals_the_three_transforms():
   dims = {"w": None, "conv": MuonDimensionNumbers((0, 1, 2), 3)}
   kw = dict(beta=0.9, nesterov=True, accumulation="sum", min_size=0,
             momentum_format=qm.formats.Blockwise(bits=4, block_size=64))
-  ours = qm.leafwise_muon(**kw, ns_coeffs="polar_express",
+  ours = qm.transforms.leafwise_muon(**kw, ns_coeffs="polar_express",
                           consistent_rms=0.2, dimension_numbers=dims)
   theirs = optax.chain(
-      qm.scale_by_quantized_momentum(**kw),
-      qm.orthogonalize(ns_coeffs="polar_express", dimension_numbers=dims),
-      qm.scale_by_shape(consistent_rms=0.2, dimension_numbers=dims))
+      qm.transforms.scale_by_quantized_momentum(**kw, dimension_numbers=dims),
+      qm.transforms.orthogonalize(ns_coeffs="polar_express",
+                                  dimension_numbers=dims),
+      qm.transforms.scale_by_shape(consistent_rms=0.2, dimension_numbers=dims))
   u_ours, s_ours = _run(ours, params)
   u_theirs, s_theirs = _run(theirs, params)
   _assert_same(u_ours, u_theirs)
@@ -102,7 +100,7 @@ def test_leafwise_muon_equals_the_three_transforms():
 
 
 def test_leafwise_muon_names_the_mismatched_tree():
-  tx = qm.leafwise_muon()
+  tx = qm.transforms.leafwise_muon()
   state = tx.init({"w": jnp.ones((8, 8))})
   with pytest.raises(ValueError, match="leafwise_muon: the updates have 2"):
     tx.update({"w": jnp.ones((8, 8)), "v": jnp.ones((8, 8))}, state)
@@ -113,57 +111,52 @@ def test_pipeline_names_its_choices():
     qm.muon(1e-3, pipeline="fused")
 
 
-def test_map_isolated_gives_tree_map_results_with_nan_first_elements():
+def test_in_order_gives_each_result_in_its_own_cond():
   xs = [jnp.array([jnp.nan, 1.0]), jnp.ones((2, 3)), jnp.zeros(())]
-  empty = [jnp.zeros((0, 3))]
+  empty = [(jnp.zeros((0, 3)),)]
   def f(i, x):
     return x * 2 + i
-  run = jax.jit(lambda xs: _tree.map_isolated(f, xs))
-  for ours, x, i in zip(run(xs), xs, range(3), strict=True):
+  units = [(x,) for x in xs]
+  run = jax.jit(lambda units: schedule.in_order(f, units))
+  for ours, x, i in zip(run(units), xs, range(3), strict=True):
     np.testing.assert_array_equal(ours, f(i, x))
-  jaxpr = jax.make_jaxpr(lambda xs: _tree.map_isolated(f, xs))(xs)
+  jaxpr = jax.make_jaxpr(lambda units: schedule.in_order(f, units))(units)
   assert sum(e.primitive.name == "cond" for e in jaxpr.eqns) == len(xs)
-  assert _tree.map_isolated(f, empty)[0].shape == (0, 3)
+  assert schedule.in_order(f, empty)[0].shape == (0, 3)
 
 
-def test_map_grouped_runs_each_group_in_one_loop():
-  """Groups of 3, 2 and 1 leaves: the results of a Python loop, the
-  carried values replaced, ``fn`` traced once per group (shape and static
-  argument), and one loop per group of more than one leaf."""
-  xs = [jnp.full((2, 3), float(i)) for i in range(3)] + [
-      jnp.ones((4,)), jnp.ones((4,)) * 5, jnp.ones((2, 3)) * 7]
-  carried = [{"m": jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)}
-             for x in xs]
-  static = [0, 0, 0, 0, 0, 1]  # the last (2, 3) leaf is a group of its own
+def test_over_matrices_is_one_loop_of_a_python_loop():
+  """Outputs and carried values of a loop over a stack equal a Python loop
+  over its matrices, and the function is traced for one matrix only."""
+  xs = jnp.arange(4 * 2 * 3, dtype=jnp.float32).reshape(4, 2, 3)
+  carried = {"m": jnp.ones((4, 2, 3)), "s": jnp.zeros((4,))}
   traces = []
 
-  def fn(s, i, x, c):
-    traces.append(s)
-    return x * 2 + i + s, {"m": c["m"] + x}
+  def fn(b, x, c):
+    traces.append(x.shape)
+    return (x * 2 + b, jnp.sum(x)), {"m": c["m"] + x, "s": c["s"] + b}
 
-  run = jax.jit(lambda xs, cs: _tree.map_grouped(
-      fn, lambda i: static[i], xs, cs))
-  for i, ((y, c), x, c_old) in enumerate(
-      zip(run(xs, carried), xs, carried, strict=True)):
-    np.testing.assert_array_equal(y, x * 2 + i + static[i])
-    np.testing.assert_array_equal(c["m"], c_old["m"] + x)
-  # eval_shape and the loop body (or the cond) trace each group twice.
-  assert len(traces) == 2 * 3
-  jaxpr = jax.make_jaxpr(lambda xs, cs: _tree.map_grouped(
-      fn, lambda i: static[i], xs, cs))(xs, carried)
+  (ys, sums), new = jax.jit(
+      lambda xs, cs: schedule.over_matrices(fn, xs, cs))(xs, carried)
+  for b in range(4):
+    np.testing.assert_array_equal(ys[b], xs[b] * 2 + b)
+    assert sums[b] == jnp.sum(xs[b])
+    np.testing.assert_array_equal(new["m"][b], 1 + xs[b])
+    assert new["s"][b] == b
+  assert set(traces) == {(2, 3)}
+  jaxpr = jax.make_jaxpr(
+      lambda xs, cs: schedule.over_matrices(fn, xs, cs))(xs, carried)
   names = [e.primitive.name for e in jaxpr.eqns]
-  assert names.count("while") + names.count("scan") == 2
-  assert names.count("cond") == 1
+  assert names.count("while") + names.count("scan") == 1
 
 
 @pytest.mark.parametrize("name", ["muon", "muonq"])
 def test_training_step_frees_each_gradient_after_its_update(name):
   # A training step (gradient, update, apply; params and state donated) of
   # six same-shape layers. Leaf by leaf, each layer's update runs once the
-  # backward pass has its gradient; a grouped loop waits for all six, and
-  # the chain emits every momentum at once. Measured: 1.7 / 1.6 float32
-  # copies of the six gradients leaf by leaf, 4.3 / 3.3 grouped, 3.2 / 4.9
-  # chained (muon / muonq).
+  # backward pass has its gradient; the chain emits every momentum at
+  # once. Measured (before issue 22): 1.7 / 1.6 float32 copies of the six
+  # gradients leaf by leaf, 3.2 / 4.9 chained (muon / muonq).
   layers, d = 6, 256
   params = {f"w{i}": jax.ShapeDtypeStruct((d, d), jnp.float32)
             for i in range(layers)}
@@ -189,4 +182,28 @@ def test_training_step_frees_each_gradient_after_its_update(name):
 
   leafwise = temporaries("leafwise")
   assert leafwise < 2.0
-  assert leafwise < 0.6 * min(temporaries("grouped"), temporaries("chain"))
+  assert leafwise < 0.6 * temporaries("chain")
+
+
+def test_eager_updates_compile_once():
+  """An un-jitted update (nnx.Optimizer outside nnx.jit) compiles on its
+  first call only."""
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  try:
+    params = {f"w{i}": jnp.ones((64, 64)) * (i + 1) for i in range(4)}
+    tx = qm.muon_8bit(1e-2, min_size=0)
+    state = tx.init(params)
+    _, state = tx.update(params, state, params)
+    first = len(compiles)
+    for _ in range(2):
+      _, state = tx.update(params, state, params)
+    assert first > 0 and len(compiles) == first
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listen)

@@ -20,7 +20,8 @@ def _grads(steps, shape=(32, 64)):
 def test_float_ema_matches_optax_scale_by_muon_momentum():
   """EMA + Nesterov with optax's bias correction, before Newton-Schulz."""
   beta = 0.95
-  tx = qm.scale_by_quantized_momentum(beta, momentum_format=formats.Float(),
+  tx = qm.transforms.scale_by_quantized_momentum(beta=beta, accumulation="ema",
+                                      momentum_format=formats.Float(),
                                       min_size=0)
   state = tx.init({"w": jnp.zeros((32, 64))})
   mu = np.zeros((32, 64))
@@ -33,7 +34,7 @@ def test_float_ema_matches_optax_scale_by_muon_momentum():
 
 
 def test_sum_accumulation_and_nesterov():
-  tx = qm.scale_by_quantized_momentum(0.9, nesterov=True,
+  tx = qm.transforms.scale_by_quantized_momentum(beta=0.9, nesterov=True,
                                       momentum_format=formats.Float(),
                                       accumulation="sum", min_size=0)
   state = tx.init({"w": jnp.zeros((32, 64))})
@@ -46,14 +47,14 @@ def test_sum_accumulation_and_nesterov():
 
 
 def test_small_leaves_stay_float32_and_big_ones_quantize():
-  tx = qm.scale_by_quantized_momentum(min_size=1000)
+  tx = qm.transforms.scale_by_quantized_momentum(min_size=1000)
   state = tx.init({"small": jnp.zeros((8, 8)), "big": jnp.zeros((32, 64))})
   assert isinstance(state.momentum["small"].format, formats.Float)
   assert isinstance(state.momentum["big"].format, formats.Blockwise)
 
 
 def test_normalize_keeps_unit_norm_state():
-  tx = qm.scale_by_quantized_momentum(
+  tx = qm.transforms.scale_by_quantized_momentum(
       momentum_format=formats.Float(), accumulation="sum", normalize=True,
       nesterov=False, min_size=0)
   state = tx.init({"w": jnp.zeros((32, 64))})
@@ -67,8 +68,8 @@ def test_stochastic_rounding_is_reproducible_from_seed_and_count():
   grads = _grads(3)
 
   def run(seed):
-    tx = qm.scale_by_quantized_momentum(momentum_format=fmt, min_size=0,
-                                        seed=seed)
+    tx = qm.transforms.scale_by_quantized_momentum(
+        momentum_format=fmt, min_size=0, seed=seed)
     state = tx.init({"w": jnp.zeros((32, 64))})
     update = jax.jit(tx.update)
     for g in grads:
@@ -81,9 +82,9 @@ def test_stochastic_rounding_is_reproducible_from_seed_and_count():
 
 def test_bad_arguments():
   with pytest.raises(ValueError, match="accumulation"):
-    qm.scale_by_quantized_momentum(accumulation="mean")
+    qm.transforms.scale_by_quantized_momentum(accumulation="mean")
   with pytest.raises(ValueError, match="momentum_format"):
-    qm.scale_by_quantized_momentum(momentum_format="int8")
+    qm.transforms.scale_by_quantized_momentum(momentum_format="int8")
 
 
 def test_subspace_momentum_step_keeps_one_copy_of_the_momentum():

@@ -22,7 +22,7 @@ def _matrix(shape, seed=0):
 @pytest.mark.parametrize("shape", [(24, 40), (40, 24)])
 def test_quintic_matches_numpy(shape):
   x = _matrix(shape)
-  tx = qm.orthogonalize()
+  tx = qm.transforms.orthogonalize()
   out, _ = tx.update({"w": jnp.asarray(x)}, tx.init(None))
   np.testing.assert_allclose(out["w"], ref.newton_schulz(x), atol=2e-5)
 
@@ -68,7 +68,7 @@ def test_custom_triples_and_their_errors():
 def test_dimension_numbers_batch_the_other_axes():
   x = _matrix((3, 16, 24))  # (heads, in, out)
   dims = MuonDimensionNumbers(reduction_axis=1, output_axis=2)
-  tx = qm.orthogonalize(dimension_numbers=dims)
+  tx = qm.transforms.orthogonalize(dimension_numbers=dims)
   out, _ = tx.update({"w": jnp.asarray(x)}, tx.init(None))
   for h in range(3):
     np.testing.assert_allclose(out["w"][h], ref.newton_schulz(x[h]),
@@ -81,10 +81,10 @@ def test_dimension_numbers_batch_the_other_axes():
 
 
 def test_non_matrices_are_an_error():
-  tx = qm.orthogonalize()
+  tx = qm.transforms.orthogonalize()
   with pytest.raises(ValueError, match="not a matrix"):
     tx.update({"b": jnp.zeros((4, 5, 6))}, tx.init(None))
-  tx = qm.orthogonalize(dimension_numbers=MuonDimensionNumbers())
+  tx = qm.transforms.orthogonalize(dimension_numbers=MuonDimensionNumbers())
   with pytest.raises(ValueError, match="0-D and 1-D"):
     tx.update({"b": jnp.zeros((5,))}, tx.init(None))
 
@@ -92,7 +92,7 @@ def test_non_matrices_are_an_error():
 def test_leaf_order_barrier_keeps_values():
   leaves = {"a": jnp.asarray(_matrix((8, 12), 1)),
             "b": jnp.asarray(_matrix((12, 8), 2))}
-  tx = qm.orthogonalize()
+  tx = qm.transforms.orthogonalize()
   out, _ = jax.jit(tx.update)(leaves, tx.init(None))
   for k in leaves:
     np.testing.assert_allclose(out[k], ref.newton_schulz(np.asarray(
@@ -101,9 +101,10 @@ def test_leaf_order_barrier_keeps_values():
 
 def test_scale_by_shape_rules():
   u = {"wide": jnp.ones((16, 64)), "tall": jnp.ones((64, 16))}
-  width, _ = qm.scale_by_shape().update(u, optax.EmptyState())
+  width, _ = qm.transforms.scale_by_shape().update(u, optax.EmptyState())
   assert float(width["wide"][0, 0]) == pytest.approx(2.0)  # sqrt(64/16)
   assert float(width["tall"][0, 0]) == pytest.approx(1.0)
-  rms, _ = qm.scale_by_shape(consistent_rms=0.2).update(u, optax.EmptyState())
+  rms, _ = qm.transforms.scale_by_shape(consistent_rms=0.2).update(
+      u, optax.EmptyState())
   assert float(rms["wide"][0, 0]) == pytest.approx(0.2 * 8)
   assert float(rms["tall"][0, 0]) == pytest.approx(0.2 * 8)

@@ -141,7 +141,8 @@ def test_quantization_matters_in_these_tests():
   """The reference tests can fail: naive 4-bit differs from full Muon."""
   grads = _grads()
   naive, _ = _run(qm.muon_4bit(LR, min_size=0), grads)
-  full, _ = _run(qm.quantized_muon(LR, qm.formats.Float(), nesterov=False),
+  full, _ = _run(qm.quantized_muon(LR, momentum_format=qm.formats.Float(),
+                                   nesterov=False, consistent_rms=0.2),
                  grads)
   errs = [np.linalg.norm(a - b) / np.linalg.norm(b)
           for a, b in zip(naive[1:], full[1:], strict=True)]
@@ -253,7 +254,8 @@ def test_errors_name_the_argument():
   with pytest.raises(ValueError, match="block_size"):
     qm.muon_8bit(1e-3, block_size=-4)
   with pytest.raises(ValueError, match="rank"):
-    tx = qm.quantized_muon(1e-3, qm.formats.Subspace(rank=100), min_size=0)
+    tx = qm.quantized_muon(1e-3, momentum_format=qm.formats.Subspace(rank=100),
+                           min_size=0)
     tx.init({"w": jnp.zeros((8, 32))})
   with pytest.raises(ValueError, match="static_args"):
     tx = optax.inject_hyperparams(qm.muon_8bit)(learning_rate=1e-3,
@@ -282,7 +284,8 @@ def test_full_precision_twin_is_the_preset_with_float_storage(name):
   twin = qm.full_precision_twin(preset)
   assert twin.__name__ == f"{name}_fp32"
   assert inspect.signature(twin) == inspect.signature(preset)
-  by_hand = qm.quantized_muon(LR, fmt, consistent_rms=0.2, min_size=0,
+  by_hand = qm.quantized_muon(LR, momentum_format=fmt, consistent_rms=0.2,
+                              min_size=0,
                               weight_decay=0.1, **options)
   ours, _ = _run(twin(LR, min_size=0, weight_decay=0.1), _grads())
   theirs, _ = _run(by_hand, _grads())
@@ -328,5 +331,40 @@ def test_muon_lowbit_is_its_recipe():
       bits=2, codebook="midrise", clip_rms=1.5, block_size=128,
       scale_dtype=jnp.float16)
   settings = qm.presets.twin_settings(qm.muon_lowbit, LR)
-  assert (settings["accumulation"], settings["normalize"],
-          settings["nesterov"]) == ("sum", True, True)
+  assert (settings.accumulation, settings.normalize,
+          settings.nesterov) == ("sum", True, True)
+
+
+@pytest.mark.parametrize("preset", [
+    qm.muon_lowbit, qm.full_precision_twin(qm.muon_lowbit)])
+def test_muon_lowbit_two_bit_keeps_weights_with_zero_gradients(preset):
+  """A column whose gradient is always exactly zero (a dead ReLU unit's)
+  stays at zero, as in the float32 twin. The 2-bit residual's midrise
+  codes have no zero level: zeros inside a group decoded to +scale/3, and
+  the column drifted (mean |W| as the live columns' after 30 steps)."""
+  tx = preset(1e-2, bits=2, min_size=0, impl="xla")
+  shape = (16, 128)
+  params = {"w": jnp.zeros(shape)}
+  state = jax.jit(tx.init)(params)
+  step = jax.jit(tx.update)
+  for g in jax.random.normal(jax.random.key(0), (4, *shape)):
+    updates, state = step({"w": g.at[:, 5].set(0.0)}, state, params)
+    params = optax.apply_updates(params, updates)
+  w = np.asarray(params["w"])
+  assert np.all(w[:, 5] == 0), np.abs(w[:, 5]).mean()
+  assert np.abs(w).mean() > 1e-3
+
+
+def test_the_registry_names_every_variant_and_its_twin():
+  from quantmuon import registry
+  assert registry.get("muon_lowbit_2bit").options(LR)[1] == \
+      qm.muon_lowbit.options(LR, bits=2)[1]
+  twin = registry.get("muon_8bit_dynamic_fp32")
+  assert twin.options(LR)[1] == qm.presets.twin_settings(
+      qm.muon_8bit, LR, scheme="dynamic")
+  assert registry.twin_of("muonq") == "muonq_fp32"
+  assert registry.twin_of("muon") is None
+  assert registry.get("muonq").quantized
+  assert not registry.get("muon").quantized
+  with pytest.raises(ValueError, match="unknown preset 'muon_3bit'"):
+    registry.get("muon_3bit")

@@ -158,7 +158,7 @@ def test_errors_name_the_argument():
 
 def test_floating_point_state_with_a_schedule(rng):
   fmt = formats.FloatingPoint(8, 10)
-  sched = qm.log_mantissa_schedule(1, 10)
+  sched = qm.fp.log_mantissa_schedule(1, 10)
   tx = qm.quantize_state(optax.adam(1e-2), {"mu": fmt}, min_size=0,
                          mantissa_bits=sched)
   params = _params(rng)
@@ -168,10 +168,10 @@ def test_floating_point_state_with_a_schedule(rng):
     assert bool(jnp.all(fmt.round(mu, mantissa_bits=sched(t)) == mu))
   # Muon's momentum the same way: wrapping a float32 momentum and storing
   # it in FloatingPoint gives the momentum transform with that format.
-  direct = qm.scale_by_quantized_momentum(
+  direct = qm.transforms.scale_by_quantized_momentum(
       momentum_format=formats.FloatingPoint(8, 3), min_size=0)
   wrapped = qm.quantize_state(
-      qm.scale_by_quantized_momentum(momentum_format=formats.Float(),
+      qm.transforms.scale_by_quantized_momentum(momentum_format=formats.Float(),
                                      min_size=0),
       formats.FloatingPoint(8, 3), min_size=0)
   a, _ = _run(direct, params, 4)

@@ -90,9 +90,9 @@ def test_flax_attention_routes_biases_to_adam_and_kernels_to_muon():
     assert labels[name]["kernel"] == "muon"
   assert labels["out"]["kernel"] == "muon"
   assert labels["out"]["bias"] == "adam"
-  dims = routing.default_dimension_numbers(params)
-  assert dims["query"]["kernel"] == MuonDimensionNumbers((0,), (1, 2))
-  assert dims["out"]["kernel"] == MuonDimensionNumbers((0, 1), (2,))
+  views = routing.views(params)
+  assert views["query"]["kernel"] == qm.formats.MatrixView((), (0,), (1, 2))
+  assert views["out"]["kernel"] == qm.formats.MatrixView((), (0, 1), (2,))
 
 
 def test_flax_attention_kernels_are_orthogonalized_as_matrices():
@@ -101,7 +101,7 @@ def test_flax_attention_kernels_are_orthogonalized_as_matrices():
   params = nnx_params(attn)
   grads = jax.tree.map(
       lambda p: jax.random.normal(jax.random.key(p.size), p.shape), params)
-  tx = qm.muon(1.0, consistent_rms=None)
+  tx = qm.muon(1.0, consistent_rms=None, adam_nesterov=False)
   updates, _ = tx.update(grads, tx.init(params), params)
   # query: (in, heads, head_dim) as a 32 x 32 matrix, orthogonal up to
   # Newton-Schulz's tolerance; out: (heads, head_dim, out) likewise.
@@ -122,7 +122,7 @@ def test_flax_conv_kernel_is_viewed_as_in_times_window_by_out():
   grads = {"kernel": g, "bias": jnp.zeros((16,))}
   tx = qm.muon(1.0, consistent_rms=None)
   updates, _ = tx.update(grads, tx.init(params), params)
-  expected = qm.orthogonalize().update(
+  expected = qm.transforms.orthogonalize().update(
       {"w": g.reshape(27, 16)}, optax.EmptyState())[0]["w"]
   # scale_by_learning_rate negates the step.
   np.testing.assert_allclose(
@@ -150,7 +150,7 @@ def test_override_with_a_tree_or_a_callable():
   params = {"a": jnp.ones((8, 8)), "b": jnp.ones((8, 8))}
   tree = {"a": "adam", "b": "muon"}
   for labels in (tree, lambda p: tree):
-    tx = qm.muon(1e-2, labels=labels)
+    tx = qm.muon(1e-2, labels=labels, adam_nesterov=False)
     state = tx.init(params)
     updates, _ = tx.update(params, state, params)
     # AdamW's first step moves every entry by about the learning rate.
@@ -181,3 +181,23 @@ def test_labels_of_nnx_state_equal_those_of_its_pure_dict():
   assert (jax.tree.leaves(qm.muon_labels(state))
           == jax.tree.leaves(qm.muon_labels(nnx.to_pure_dict(state))))
   assert "adam" in jax.tree.leaves(qm.muon_labels(state))
+
+
+def test_blocks_in_a_top_level_list_keep_their_out_projection():
+  # An index is a component: "out" under a list of blocks is no head.
+  block = {"qkv": {"kernel": jnp.zeros((64, 192))},
+           "out": {"kernel": jnp.zeros((64, 64))}}
+  for params in ([block] * 2, {"blocks": [block] * 2}):
+    labels = qm.muon_labels(params)
+    blocks = labels if isinstance(labels, list) else labels["blocks"]
+    assert [b["out"]["kernel"] for b in blocks] == ["muon", "muon"]
+
+
+def test_integer_leaves_and_empty_matrices_are_named_errors():
+  with pytest.raises(ValueError, match=r"\['step'\] has dtype int32"):
+    qm.muon_8bit(1e-2).init({"w": jnp.zeros((8, 8)),
+                             "step": jnp.zeros((8, 8), jnp.int32)})
+  tx = qm.muon(1e-2)
+  params = {"w": jnp.zeros((0, 64))}
+  with pytest.raises(ValueError, match=r"scale_by_shape: .*\(0, 64\)"):
+    tx.update(params, tx.init(params), params)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType
 
+import quantmuon as qm
 from quantmuon.transforms import newton_schulz, stacked
 
 SCHEDULE = newton_schulz.newton_schulz_schedule("quintic", 5)
@@ -54,9 +55,9 @@ def test_stacked_newton_schulz_matches_each_leaf():
   leaves = [jax.random.normal(keys[0], (16, 24)),
             jax.random.normal(keys[1], (24, 16)),
             jax.random.normal(keys[2], (16, 40))]
-  dims = [None] * 3
+  views = [qm.formats.MatrixView.matrix()] * 3
   with jax.sharding.set_mesh(_mesh()):
-    got = newton_schulz.orthogonalize_stacked(leaves, dims, SCHEDULE, 1e-7,
+    got = newton_schulz.orthogonalize_stacked(leaves, views, SCHEDULE, 1e-7,
                                               _mesh())
   for g, u in zip(got, leaves, strict=True):
     want = newton_schulz.newton_schulz(u, SCHEDULE)
