@@ -12,12 +12,14 @@ power iteration warm-started from the R stored at the previous step:
 The factors and the residual are then stored in their own formats. The
 full-size products ``P @ R.T`` of decode and of the residual are computed a
 block of rows at a time (:func:`add_low_rank`), so neither needs a float32
-temporary of the whole matrix.
+temporary of the whole matrix. P and R share a format, and are decoded
+as one stacked array where the format allows (:meth:`Subspace.decode_factors`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -29,7 +31,7 @@ from quantmuon.formats import layout, placement
 from quantmuon.formats.base import Format, Stored, positive_int
 from quantmuon.formats.grid import Grid
 from quantmuon.formats.kernel_layout import Factored
-from quantmuon.formats.tiled import Blockwise
+from quantmuon.formats.tiled import Axiswise, Blockwise
 
 Array = jax.Array
 # Elements of one block of rows of P @ R.T in :func:`add_low_rank` (4 MiB).
@@ -115,6 +117,13 @@ def orthonormalize(a: Array) -> Array:
   residual absorbs what P misses: ``M = P R^T + residual`` with ``R = M^T
   P`` holds for any P.
 
+  The program is kept small, since every leaf compiles its own copy (each
+  Cholesky factorization and inverse brings small transposing kernels that
+  are slow to compile): the two passes are one loop body, and the two
+  factorizations of a pass (small shift, safe shift) one Cholesky in a
+  loop of two. Its values are those of the two passes written out, bit
+  for bit, and it is differentiable like them.
+
   Args:
     a: float32 matrix.
 
@@ -124,22 +133,57 @@ def orthonormalize(a: Array) -> Array:
   """
   m, k = a.shape
   eye = jnp.eye(k, dtype=a.dtype)
+  tiny = jnp.finfo(a.dtype).tiny
   # Fukaya et al.'s shifted CholeskyQR (SIAM J. Sci. Comput. 2020): a shift
   # of 11 (m k + k (k + 1)) u ||a||_F^2 never lets the factorization break
   # down in floating point.
   safe = 11 * (m * k + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
-  for _ in range(2):
-    gram = a.T @ a
+
+  def factor(gram: Array) -> Array:
     trace = jnp.trace(gram)
-    tiny = jnp.finfo(a.dtype).tiny
-    chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
+
     # A nearly rank-deficient ``a`` (a warm start whose columns have
-    # aligned, as after a rank-one first step) can break the small shift's
-    # factorization down to NaN; only then the safe shift is used.
-    chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol, jnp.linalg.cholesky(
-        gram + (safe * trace + tiny) * eye))
-    a = a @ jnp.linalg.inv(chol).T
-  return a
+    # aligned, as after a rank-one first step) can break the small
+    # shift's factorization down to NaN; only then the safe shift's
+    # factorization, the loop's second, is kept. A loop of static length
+    # (a scan), not a while loop, so that reverse-mode differentiation
+    # goes through it.
+    def attempt(i: Array, chol: Array) -> Array:
+      shift = jnp.where(i == 0, 1e-6 * trace / k, safe * trace)
+      fresh = jnp.linalg.cholesky(gram + (shift + tiny) * eye)
+      return jnp.where(jnp.all(jnp.isfinite(chol)), chol, fresh)
+
+    return jax.lax.fori_loop(0, 2, attempt,
+                             jnp.full((k, k), jnp.nan, a.dtype))
+
+  def one_pass(_: Array, a: Array) -> Array:
+    return a @ jnp.linalg.inv(factor(a.T @ a)).T
+
+  return jax.lax.fori_loop(0, 2, one_pass, a)
+
+
+def decodes_rows_apart(fmt: Format) -> bool:
+  """Whether ``fmt`` decodes each row of a matrix from that row's codes
+  and its row tile's scales alone, with stored parts laid out by rows
+  (codes) and row tiles (scales): ``Blockwise``, ``Axiswise``, ``Grid``.
+  Then zero rows appended to every part leave the decoded leading rows as
+  they are, bit for bit."""
+  return isinstance(fmt, Blockwise | Axiswise | Grid)
+
+
+@functools.cache
+def _stored_shapes(fmt: Format, rows: int, cols: int) -> Stored:
+  """The shapes of ``fmt``'s stored value of a ``(rows, cols)`` matrix."""
+  return jax.eval_shape(lambda: fmt.init((rows, cols)))
+
+
+def _padded(stored: Stored, like: Stored) -> list[Array]:
+  """The parts of ``stored`` zero-padded to the parts of ``like`` (a
+  stored value of more rows, or its shapes)."""
+  return [jnp.pad(leaf, [(0, w - d) for d, w in zip(leaf.shape, want.shape,
+                                                    strict=True)])
+          for leaf, want in zip(jax.tree.leaves(stored),
+                                jax.tree.leaves(like), strict=True)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +279,29 @@ class Subspace(Format):
     }
     return Stored(parts, self, shape, dtype)
 
+  def decode_factors(self, stored: Stored) -> tuple[Array, Array]:
+    """``(P, R)`` of a stored value, float32.
+
+    Where the factors' format decodes rows apart (:func:`decodes_rows_apart`)
+    this is one decode of the two stacked, the shorter one's parts
+    zero-padded: one program for both instead of two, bit for bit the same
+    values (tested). Factors on Explicit mesh axes are decoded apart.
+    """
+    p, r = stored["P"], stored["R"]
+    # Factors on Explicit mesh axes have their own placements (P like the
+    # rows, R like the columns), which a stack cannot hold.
+    if not decodes_rows_apart(self.factors) or any(
+        placement.explicit_sharding(x) is not None
+        for x in jax.tree.leaves((p, r))):
+      return p.decode(), r.decode()
+    (m, k), n = p.shape, r.shape[0]
+    full = _stored_shapes(self.factors, max(m, n), k)
+    stacked = [jnp.stack(pair) for pair in zip(
+        _padded(p, full), _padded(r, full), strict=True)]
+    both = jax.vmap(self.factors.decode)(
+        jax.tree.unflatten(jax.tree.structure(full), stacked))
+    return both[0, :m], both[1, :n]
+
   def factorize(self, mat: Array, previous: Stored | None = None
                 ) -> tuple[Array, Array]:
     """The warm-started power iteration on an ``(m, n)`` float32 matrix.
@@ -251,7 +318,7 @@ class Subspace(Format):
     if previous is None:
       q = self._start(mat.shape[1], self.rank_for(mat.shape))
     else:
-      q = self._normalize_columns(previous["R"].decode())
+      q = self._normalize_columns(self.decode_factors(previous)[1])
     for _ in range(self.power_iters):
       p = orthonormalize(mat @ q)
       r = mat.T @ p
@@ -282,7 +349,7 @@ class Subspace(Format):
                    ) -> tuple[Stored, tuple[Array, Array]]:
     """``(stored residual, (P, R))`` of a stored value, for the kernels;
     the factors decoded to float32."""
-    return stored["residual"], (stored["P"].decode(), stored["R"].decode())
+    return stored["residual"], self.decode_factors(stored)
 
   def residual_key(self, key: Array | None) -> Array | None:
     """The key :meth:`encode` encodes the residual with."""
@@ -313,5 +380,5 @@ class Subspace(Format):
   def _decode(self, stored: Stored) -> Array:
     m, n = layout.matrix_shape(stored.shape)
     residual = stored["residual"].decode().reshape(m, n)
-    return add_low_rank(residual, stored["P"].decode(),
-                        stored["R"].decode()).reshape(stored.shape)
+    return add_low_rank(residual, *self.decode_factors(stored)).reshape(
+        stored.shape)

@@ -11,7 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from quantmuon.formats import Blockwise, Float, Grid, Subspace, subspace
+from quantmuon.formats import (
+  Axiswise,
+  Blockwise,
+  Float,
+  Grid,
+  Subspace,
+  subspace,
+)
 from quantmuon.formats.subspace import add_low_rank, row_blocks
 
 from . import util
@@ -171,6 +178,103 @@ def test_orthonormalize_survives_a_breakdown_of_the_small_shift():
 
   np.testing.assert_array_equal(jax.jit(subspace.orthonormalize)(b),
                                 jax.jit(small_only)(b))
+  # Through the breakdown too, it is the two passes written out, each
+  # computing both factorizations, bit for bit.
+  np.testing.assert_array_equal(q, jax.jit(_written_out)(a))
+
+
+def _written_out(a):
+  """CholeskyQR2 as two passes written out, each computing both
+  factorizations."""
+  k = a.shape[1]
+  safe = 11 * (a.size + k * (k + 1)) * float(jnp.finfo(a.dtype).eps) / 2
+  tiny, eye = jnp.finfo(a.dtype).tiny, jnp.eye(k)
+  for _ in range(2):
+    gram = a.T @ a
+    trace = jnp.trace(gram)
+    chol = jnp.linalg.cholesky(gram + (1e-6 * trace / k + tiny) * eye)
+    chol = jnp.where(jnp.all(jnp.isfinite(chol)), chol,
+                     jnp.linalg.cholesky(gram + (safe * trace + tiny) * eye))
+    a = a @ jnp.linalg.inv(chol).T
+  return a
+
+
+def test_orthonormalize_has_the_written_out_gradient():
+  """Reverse mode goes through the loops (a while loop had stopped
+  ``jax.grad`` of an update through a Subspace preset's chain)."""
+  a = np.random.default_rng(2).standard_normal((64, 6)).astype(np.float32)
+  w = np.random.default_rng(3).standard_normal((64, 6)).astype(np.float32)
+
+  def grad_of(fn):
+    return jax.jit(jax.grad(lambda a: jnp.sum(fn(a) * w)))(a)
+
+  got = grad_of(subspace.orthonormalize)
+  assert np.all(np.isfinite(got)) and np.any(got != 0)
+  np.testing.assert_allclose(got, grad_of(_written_out), rtol=1e-5,
+                             atol=1e-6)
+
+
+def test_orthonormalize_compiles_one_factorization():
+  """Each leaf compiles its own copy: the two passes and the fallback
+  share one Cholesky factorization and one inverse in the program (the
+  passes written out had four and two)."""
+  def count(jaxpr, name):
+    found = 0
+    for eqn in jaxpr.eqns:
+      found += eqn.primitive.name == name
+      for param in eqn.params.values():
+        for sub in param if isinstance(param, tuple) else (param,):
+          if hasattr(sub, "jaxpr"):  # a ClosedJaxpr
+            found += count(sub.jaxpr, name)
+          elif hasattr(sub, "eqns"):
+            found += count(sub, name)
+    return found
+
+  jaxpr = jax.make_jaxpr(subspace.orthonormalize)(
+      jax.ShapeDtypeStruct((256, 12), jnp.float32)).jaxpr
+  assert count(jaxpr, "cholesky") == 1
+  assert count(jaxpr, "lu") == 1
+
+
+@pytest.mark.parametrize("m, k", [(256, 12), (300, 48), (64, 1)])
+def test_orthonormalize_is_householder_q_up_to_signs(m, k):
+  """Reference: numpy's float64 Householder QR of a full-rank input."""
+  a = util.normal((m, k), seed=k)
+  q = np.asarray(jax.jit(subspace.orthonormalize)(a), np.float64)
+  ref, _ = np.linalg.qr(a.astype(np.float64))
+  signs = np.sign(np.sum(q * ref, axis=0))
+  np.testing.assert_allclose(q, ref * signs, atol=2e-5)
+  np.testing.assert_allclose(q.T @ q, np.eye(k), atol=2e-5)
+
+
+@pytest.mark.parametrize("factors", [
+    Blockwise(bits=8, block_size=128),
+    Blockwise(bits=2, codebook="midrise", clip_rms=1.5, block_size=16,
+              scale_dtype=jnp.float16),
+    Axiswise(axis="col", bits=4, codebook="mulaw", scale_dtype=jnp.float16,
+             companding="before_scale"),
+    Grid(bits=4, tile=8),
+], ids=["blockwise8", "midrise_rms", "col_mulaw", "grid"])
+def test_factors_decoded_stacked_as_apart(factors):
+  """P and R decoded as one stacked array equal two decodes bit for bit
+  (odd and ragged row counts, P shorter and longer than R)."""
+  assert subspace.decodes_rows_apart(factors)
+
+  encode = jax.jit(lambda x, seed: factors.encode(
+      x, key=jax.random.key(seed)))
+
+  @jax.jit
+  def both_ways(parts):
+    fmt = Subspace(rank=parts["P"].shape[1], factors=factors)
+    return fmt.decode_factors(parts), (parts["P"].decode(),
+                                       parts["R"].decode())
+
+  for m, n, k in [(37, 90, 7), (130, 50, 12)]:
+    stacked, apart = both_ways({
+        "P": encode(util.normal((m, k), seed=1), 1),
+        "R": encode(3 * util.normal((n, k), seed=2), 2)})
+    for x, y in zip(stacked, apart, strict=True):
+      np.testing.assert_array_equal(x, y)
 
 
 def test_warm_start_from_aligned_columns_stays_finite():

@@ -11,6 +11,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import pytest
 
@@ -124,6 +125,53 @@ def test_auto_exported_from_cpu_carries_the_kernel():
     assert call in _export(tx.update, [platform], grads, state, params)
 
 
+def test_auto_exported_for_several_platforms_carries_each_kernel():
+  tx = qm.muon_8bit(0.01)
+  params = {"w": jnp.zeros((64, 256))}
+  state = tx.init(params)
+  text = _export(tx.update, ["cpu", "tpu", "cuda"], params, state, params)
+  assert all(call in text for call in CUSTOM_CALLS.values())
+
+
+def test_auto_lowered_for_the_cpu_traces_no_kernel(monkeypatch):
+  """Only the lowering platform's function is traced: a program for the
+  CPU never builds a kernel (platform_dependent traced them all)."""
+  def no_kernel(*args, **kwargs):
+    raise AssertionError("a kernel was traced")
+
+  monkeypatch.setattr(kernels.dispatch, "family", no_kernel)
+  tx = qm.muonq(0.01)
+  params = {"w": jnp.zeros((64, 64))}
+  jax.jit(tx.update).lower(params, tx.init(params), params)
+
+
+@pytest.mark.parametrize("impl", ["auto", "pallas_interpret"])
+def test_vmap_of_the_kernel_path_is_a_loop(impl):
+  tx = qm.muon_8bit(0.01, impl=impl)
+  params = {"w": jnp.zeros((64, 64))}
+  state = tx.init(params)
+  gs = jax.random.normal(jax.random.key(0), (2, 64, 64))
+
+  def update(g):
+    return tx.update({"w": g}, state, params)
+
+  mapped = jax.jit(jax.vmap(update))(gs)
+  for i, g in enumerate(gs):
+    one = jax.jit(update)(g)
+    assert jax.tree.all(jax.tree.map(
+        lambda a, b, i=i: bool(jnp.all(a[i] == b)), mapped, one))
+
+
+def test_vmap_exported_carries_the_kernel():
+  """A mapped update lowered for an accelerator maps its kernel."""
+  tx = qm.muon_8bit(0.01)
+  params = {"w": jnp.zeros((64, 64))}
+  state = tx.init(params)
+  update = jax.vmap(lambda g: tx.update({"w": g}, state, params))
+  for platform, call in CUSTOM_CALLS.items():
+    assert call in _export(update, [platform], jnp.ones((2, 64, 64)))
+
+
 def test_auto_on_cpu_is_the_xla_path():
   fmt, shape, _, _ = CASES["grid_4bit"]
   stored, g = fmt.init(shape), jnp.ones(shape)
@@ -133,6 +181,43 @@ def test_auto_on_cpu_is_the_xla_path():
   xla = jax.jit(_step("xla", False))(stored, g)
   assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)),
                                    auto, xla))
+
+
+@pytest.mark.parametrize("preset, pipeline", [
+    (qm.muon_8bit, "leafwise"),
+    # A Subspace leaf's gradient compiles for about 10 s.
+    pytest.param(qm.muonq, "chain", marks=pytest.mark.slow)])
+def test_grad_through_auto_is_the_xla_gradient(preset, pipeline):
+  """``jax.grad`` of a function of the update (meta-learning does this):
+  platform_dependent used to differentiate the Pallas branches too and
+  fail ("Linearization failed ..."), even on the CPU. The gradients
+  agree to rounding: XLA fuses the two programs differently. Two leaves,
+  since the chain orders the second leaf after the first's encode."""
+  params = {"a": jnp.zeros((32, 64)), "b": jnp.zeros((32, 64))}
+  grads = {name: jax.random.normal(jax.random.key(i), (32, 64))
+           for i, name in enumerate(params)}
+  weights = jax.random.normal(jax.random.key(2), (32, 64))
+
+  def grad_of(impl):
+    tx = preset(0.01, impl=impl, pipeline=pipeline, min_size=0)
+    state = tx.init(params)
+
+    def loss(grads):
+      updates, _ = tx.update(grads, state, params)
+      return jnp.sum((updates["a"] + 2 * updates["b"]) * weights)
+
+    if impl == "auto":  # the kernel path is taken
+      assert "quantmuon_momentum_step" in str(jax.make_jaxpr(loss)(grads))
+    return jax.jit(jax.grad(loss))(grads)
+
+  want = grad_of("xla")
+  got = grad_of("auto")
+  for name in params:
+    assert bool(jnp.all(jnp.isfinite(want[name])))
+    assert bool(jnp.any(want[name] != 0))
+    np.testing.assert_allclose(
+        got[name], want[name], rtol=1e-5,
+        atol=1e-5 * float(jnp.max(jnp.abs(want[name]))))
 
 
 def test_pallas_on_cpu_points_to_interpret():
