@@ -40,8 +40,8 @@ from quantmuon.formats.matrix_view import MatrixView
 from quantmuon_experiments import timing
 
 LR = 1e-3
-STACKED = "_stacked"
-STACK_KEY = "blocks"
+STACKED = update_memory.STACKED
+STACK_KEY = update_memory.STACK_KEY
 
 
 def tiny_params() -> dict[str, Any]:
@@ -55,34 +55,17 @@ def tiny_params() -> dict[str, Any]:
           "wte": {"embedding": jax.ShapeDtypeStruct((64, d), jnp.float32)}}
 
 
-BASE_SCALES = {"gpt2": update_memory.SCALES["gpt2"],
-               "llama_1b": update_memory.SCALES["llama_1b"],
+BASE_SCALES = {"gpt2": update_memory.BASE_SCALES["gpt2"],
+               "llama_1b": update_memory.BASE_SCALES["llama_1b"],
                "tiny": tiny_params}
-
-
-def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
-  """The ``block_<i>`` subtrees stacked on a leading axis under ``blocks``.
-
-  Args:
-    params: a tree of ShapeDtypeStructs whose blocks share one structure.
-
-  Returns:
-    The tree with ``blocks`` (each leaf ``(layers, *shape)``) in place of
-    the blocks; the other entries unchanged.
-  """
-  blocks = [v for k, v in params.items() if k.startswith("block_")]
-  out = {k: v for k, v in params.items() if not k.startswith("block_")}
-  out[STACK_KEY] = jax.tree.map(
-      lambda *xs: jax.ShapeDtypeStruct((len(xs), *xs[0].shape), xs[0].dtype),
-      *blocks)
-  return out
 
 
 def params_of(scale: str) -> dict[str, Any]:
   """The ShapeDtypeStruct tree of a scale (``<base>`` or ``<base>_stacked``)."""
   base = scale.removesuffix(STACKED)
   params = BASE_SCALES[base]()
-  return stack_layers(params) if scale.endswith(STACKED) else params
+  return (update_memory.stack_blocks(params) if scale.endswith(STACKED)
+          else params)
 
 
 # The stacked layers' leading axis is a batch axis.
