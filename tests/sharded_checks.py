@@ -514,8 +514,9 @@ def main() -> None:
       "explicit_presets": lambda: explicit_preset_checks(PRESETS),
       "quantize_state": quantize_state_checks,
       "unpinned": lambda: unpinned_checks(
-          PRESETS if full else ("muon_8bit", "muonq", "muon_lowbit"),
-          tuple(LAYOUTS) if full else ("fsdp", "2d")),
+          # A Blockwise and a Subspace preset on both mesh axes.
+          PRESETS if full else ("muon_8bit", "muon_lowbit"),
+          tuple(LAYOUTS) if full else ("2d",)),
       "shard_map": lambda: shard_map_checks(("muon", "muon_8bit",
                                              "muon_lowbit")),
   }
