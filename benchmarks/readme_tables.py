@@ -332,6 +332,14 @@ def sections() -> list[tuple[str, str | None]]:
           note=(". What `quantmuon-compare` runs without `--config` "
                 "(`defaults.quick_config`); one seed, whose gaps move by "
                 "about 0.5% from seed to seed (the report's noise note)"))),
+      ("The quick comparison with scanned layers", compare(
+          "compare_quick_scanned",
+          "quantmuon-compare --workdir DIR --config.model.scan_layers=True",
+          note=(". The same run with the blocks made by `nnx.vmap` and "
+                "run by `nnx.scan` (`stack_axes` given to the optimizers): "
+                "the same state bytes; the losses differ from the list of "
+                "blocks' by the different initialization (the layers' "
+                "random keys are split differently), one seed"))),
       ("The full comparison, one seed", compare(note=(
           ". One seed, with AdamW and width-scaled Muon; it ran as "
           "`configs/compare.py`, now `configs/compare_full.py`; its "
