@@ -261,8 +261,10 @@ def update_memory() -> str | None:
       "temporaries_mib": "temporaries MiB", "total_mib": "total MiB",
       "total_vs_muon": "total vs muon",
       "total_vs_muon_chain": "total vs chained muon",
-      "compile_s": "compile s",
-      "compile_cpu_vs_muon": "compile CPU time vs muon"})
+      "total_vs_unscanned": "total vs unscanned",
+      "compile_cpu_s": "compile CPU s",
+      "compile_cpu_vs_muon": "compile CPU time vs muon",
+      "compile_cpu_vs_unscanned": "compile CPU time vs unscanned"})
   settings = data["settings"]
   steps = tables.markdown(settings["momentum_step"], {
       "format": "format", "temporaries_mib": "temporaries MiB",
@@ -271,9 +273,12 @@ def update_memory() -> str | None:
   text = (f"Compiled update, state donated, XLA path "
           f"(`python -m benchmarks.update_memory`; "
           f"{_where(data['environment'])}); total = arguments + outputs + "
-          f"temporaries - aliased; `*_grouped` rows ran same-shape leaves "
-          f"in one loop (`pipeline='grouped'`, since removed), chained "
-          f"muon is `muon(..., pipeline='chain')`:\n\n{table}\n\n"
+          f"temporaries - aliased; chained muon is `muon(..., "
+          f"pipeline='chain')`; `_stacked` scales hold each block kind as "
+          f"one `(12, m, n)` leaf, declared with `stack_axes`. Compile "
+          f"time is trace + lower + compile with `impl='auto'`, in this "
+          f"process's CPU seconds, measured while other jobs shared the "
+          f"machine:\n\n{table}\n\n"
           f"Momentum step alone on a {shape} leaf:\n\n{steps}")
   if settings.get("train_step"):
     train = tables.markdown(settings["train_step"], {
