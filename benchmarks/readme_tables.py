@@ -332,6 +332,11 @@ def sections() -> list[tuple[str, str | None]]:
            "compare_lowbit_adam8",
            "quantmuon-compare --config configs/compare_full.py "
            "--config.optimizers=muon_lowbit --config.seeds=0,1,2")),
+      ("muon_lowbit with AdamW's state in 8 bits, width 256",
+       quantization_costs(
+           "compare_wide_lowbit_adam8",
+           "quantmuon-compare --config configs/compare_wide.py "
+           "--config.optimizers=muon_lowbit --config.seeds=0,1,2")),
       ("The quick comparison", compare(
           "compare_quick", "quantmuon-compare --workdir DIR",
           note=(". What `quantmuon-compare` runs without `--config` "
