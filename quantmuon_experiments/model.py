@@ -169,9 +169,10 @@ class GPT(nnx.Module):
     return self.lm_head(x)
 
 
-def stack_axes(config: GPTConfig) -> dict[str, int] | None:
-  """The optimizers' ``stack_axes`` for a model of ``config``."""
-  return STACK_AXES if config.scan_layers else None
+def stack_axes(scan_layers: bool) -> dict[str, int] | None:
+  """The optimizers' ``stack_axes`` for a model with or without
+  ``GPTConfig.scan_layers``."""
+  return STACK_AXES if scan_layers else None
 
 
 def count_params(model: nnx.Module) -> int:

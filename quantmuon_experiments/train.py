@@ -173,8 +173,8 @@ def build_optimizer(config: ml_collections.ConfigDict
 
 def _stack_axes(config: ml_collections.ConfigDict) -> Any:
   """The optimizers' ``stack_axes`` of the config's model."""
-  scanned = config.task == "lm" and config.model.get("scan_layers", False)
-  return model.STACK_AXES if scanned else None
+  return model.stack_axes(config.task == "lm"
+                          and config.model.get("scan_layers", False))
 
 
 def guard(tx: optax.GradientTransformation,

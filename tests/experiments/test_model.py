@@ -105,5 +105,5 @@ def test_scanned_layers_compute_the_unscanned_model():
   labels = quantmuon.muon_labels(stacked, stack_axes=model.STACK_AXES)
   assert labels["blocks"]["attn"]["query"]["kernel"] == "muon"
   assert labels["blocks"]["ln_1"]["scale"] == "adam"
-  assert model.stack_axes(scanned.config) == model.STACK_AXES
-  assert model.stack_axes(plain.config) is None
+  assert model.stack_axes(scanned.config.scan_layers) == model.STACK_AXES
+  assert model.stack_axes(plain.config.scan_layers) is None
