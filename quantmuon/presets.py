@@ -217,7 +217,7 @@ def build(learning_rate: ScalarOrSchedule, opts: MuonOptions,
   def init_fn(params):
     # Eager, on one device (nnx.Optimizer builds its state so): one
     # compiled init instead of op-by-op dispatch, seconds for a Subspace.
-    if _on_one_device(params):
+    if sharding.on_one_device(params):
       return jitted_init(params)
     return sharding.replicate_on_mesh(tx.init(params), params)
 
@@ -570,14 +570,6 @@ class _Twin:
 
   def __repr__(self) -> str:
     return f"<quantmuon preset {self.__name__}>"
-
-
-def _on_one_device(params: Any) -> bool:
-  """Whether ``params`` are concrete arrays, all on one device."""
-  leaves = jax.tree.leaves(params)
-  return bool(leaves) and all(
-      isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-      and len(x.sharding.device_set) == 1 for x in leaves)
 
 
 def full_precision_twin(preset: Preset) -> _Twin:

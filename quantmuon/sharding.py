@@ -27,6 +27,7 @@ from jax.sharding import (
 )
 
 from quantmuon import formats
+from quantmuon.formats import placement
 from quantmuon.transforms.variables import without_variables
 
 __all__ = ["init", "replicate_on_mesh", "state_shardings"]
@@ -112,6 +113,15 @@ def init(tx: optax.GradientTransformation, params: Any) -> Any:
       state, shardings, is_leaf=formats.is_stored)
 
 
+def on_one_device(params: Any) -> bool:
+  """Whether ``params`` are concrete arrays, all on one device (an eager
+  ``init`` there can run compiled, with nothing to place)."""
+  leaves = jax.tree.leaves(params)
+  return bool(leaves) and all(
+      placement.is_concrete(x) and len(x.sharding.device_set) == 1
+      for x in leaves)
+
+
 def replicate_on_mesh(state: Any, params: Any) -> Any:
   """``state``'s leaves that sit on one device, replicated on the mesh of
   ``params`` (concrete arrays with ``NamedSharding`` on several devices);
@@ -123,7 +133,7 @@ def replicate_on_mesh(state: Any, params: Any) -> Any:
   """
   meshes = {x.sharding.mesh for x in jax.tree.leaves(
       without_variables(params))
-            if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+            if placement.is_concrete(x)
             and isinstance(x.sharding, NamedSharding)}
   if len(meshes) != 1:
     return state
@@ -132,7 +142,7 @@ def replicate_on_mesh(state: Any, params: Any) -> Any:
     return state
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.tree.map(
-      lambda x: jax.device_put(x, replicated) if isinstance(
-          x, jax.Array) and not isinstance(x, jax.core.Tracer) and isinstance(
+      lambda x: jax.device_put(x, replicated) if placement.is_concrete(
+          x) and isinstance(
               x.sharding, jax.sharding.SingleDeviceSharding) else x, state)
 

@@ -231,10 +231,15 @@ def on_auto_axes(fn: Any, sharding: NamedSharding, out_specs: Any,
     return jax.sharding.auto_axes(fn, out_sharding=out_specs)(*args)
 
 
+def is_concrete(x: Any) -> bool:
+  """Whether ``x`` is an array with values (not a tracer)."""
+  return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+
+
 def known_sharding(x: Any) -> NamedSharding | None:
   """``x``'s ``NamedSharding`` when known: a concrete array's, or its type's
   on an Explicit mesh; None for a traced array on an Auto mesh."""
-  if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+  if is_concrete(x):
     sharding = x.sharding
     return sharding if isinstance(sharding, NamedSharding) else None
   return explicit_sharding(x)
