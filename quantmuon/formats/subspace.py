@@ -255,25 +255,34 @@ class Subspace(Format):
 
   def init(self, shape, dtype=jnp.float32) -> Stored:
     """P = 0 and residual = 0 (so M = 0), R = the Gaussian start."""
-    return self._initial(self.residual.init(shape), shape, dtype)
+    return self._initial(self.residual.init(shape), shape, dtype,
+                         jax.lax.optimization_barrier(jnp.float32(0)))
 
   def init_like(self, like: Array) -> Stored:
     """:meth:`init` for a parameter ``like``, placed like it (see
     :meth:`Format.init_like`)."""
+    # A zero computed from ``like``: encoded from constants alone, P and R
+    # would be constant-folded by XLA, element by element (seconds for
+    # large parameters; an optimization barrier does not stop XLA's CPU
+    # compiler).
+    zero = jnp.min(placement.zeros_like(like))
     stored = self._initial(self.residual.init_like(like), like.shape,
-                           jnp.float32)
+                           jnp.float32, zero)
     sharding = placement.known_sharding(like)
     return stored if sharding is None else placement.constrain(stored,
                                                                sharding)
 
   def _initial(self, residual: Stored, shape: tuple[int, ...],
-               dtype) -> Stored:
-    """The initial value around a stored zero ``residual``."""
+               dtype, zero: Array) -> Stored:
+    """The initial value around a stored zero ``residual``; ``zero`` (a
+    float32 +0 scalar) is added to P's zeros and R's start so that they
+    are not constants of the program."""
     m, n = layout.matrix_shape(shape)
     k = self.rank_for(shape)
     parts = {
-        "P": self.factors.init((m, k)),
-        "R": self.factors.encode(self._start(n, k),
+        "P": self.factors.encode(jnp.zeros((m, k), jnp.float32) + zero,
+                                 key=jax.random.key(0)),
+        "R": self.factors.encode(self._start(n, k) + zero,
                                  key=jax.random.key(self.seed)),
         "residual": residual,
     }

@@ -15,7 +15,9 @@ each leaf's update runs, and frees its gradient, as soon as the backward
 pass has produced it. The elementwise shape scaling
 (:func:`quantmuon.transforms.scale.scale_leaf`) follows outside the units,
 where XLA fuses it with what follows. Updates and state equal the chain's,
-bit for bit on plain matrices.
+bit for bit on plain matrices. A leaf's unit (:func:`leaf_update`) is
+traced and lowered once per shape and format (:data:`shared_leaf_update`),
+however many leaves share them.
 
 On a mesh, Newton-Schulz's stacked layout makes a group of same-shape
 matrices the unit of work instead (:func:`by_group`).
@@ -84,13 +86,6 @@ def leafwise_muon(step: options.MomentumOptions,
     base_key = momentum_lib.step_key(opts.seed, count)
     on = stacked.resolve_mesh(ns.ns_layout, ns.mesh, grads)
 
-    def orthogonalized(fresh: Array) -> tuple[Array, Array]:
-      out = newton_schulz.newton_schulz(fresh, iteration, ns.eps).astype(
-          fresh.dtype)
-      dual = (newton_schulz.dual_norm(fresh, out) if ns.adaptive
-              else jnp.zeros([], jnp.float32))
-      return out, dual
-
     if on is not None:
       def momentum_only(i, g, s):
         return momentum_lib.leaf_step(i, g, s, opts=opts, count=count,
@@ -99,10 +94,11 @@ def leafwise_muon(step: options.MomentumOptions,
           momentum_only, grads, stored, views, iteration, ns.eps,
           ns.adaptive, on)
     else:
+      run = shared_leaf_update if _hashable(opts, ns) else leaf_update
+
       def unit(i, g, s):
-        return momentum_lib.leaf_step(
-            jnp.uint32(i), g, s, opts=opts, count=count, base_key=base_key,
-            then=orthogonalized)
+        return run(jnp.uint32(i), g, s, count, base_key, opts=opts,
+                   iteration=iteration, eps=ns.eps, adaptive=ns.adaptive)
       done = schedule.in_order(unit, list(zip(grads, stored, strict=True)))
       outs, duals = [], []
       for ((out, dual), _), g, v in zip(done, grads, views, strict=True):
@@ -123,6 +119,58 @@ def leafwise_muon(step: options.MomentumOptions,
 
   return optax.GradientTransformation(init_fn,
                                       schedule.jit_when_eager(update_fn))
+
+
+def leaf_update(i: Array, g: Array, stored: Any, count: Array,
+                base_key: Array, *, opts: options.MomentumOptions,
+                iteration: newton_schulz.NewtonSchulz, eps: float,
+                adaptive: bool) -> tuple[tuple[Array, Array], Any]:
+  """One leaf's momentum step and Newton-Schulz: the leafwise pipeline's
+  unit of work.
+
+  Args:
+    i: the leaf's position (a uint32).
+    g: its gradient.
+    stored: its stored momentum.
+    count: the step count (after incrementing).
+    base_key: the step's key (:func:`quantmuon.transforms.momentum.step_key`).
+    opts: checked momentum options.
+    iteration: the Newton-Schulz schedule.
+    eps: added to each matrix's norm.
+    adaptive: also return the dual norm (else a zero).
+
+  Returns:
+    ``((orthogonalized momentum, dual norm), new stored momentum)``, for a
+    ``PerMatrix`` leaf stacked along its matrices.
+  """
+  def orthogonalized(fresh: Array) -> tuple[Array, Array]:
+    out = newton_schulz.newton_schulz(fresh, iteration, eps).astype(
+        fresh.dtype)
+    dual = (newton_schulz.dual_norm(fresh, out) if adaptive
+            else jnp.zeros([], jnp.float32))
+    return out, dual
+
+  return momentum_lib.leaf_step(i, g, stored, opts=opts, count=count,
+                                base_key=base_key, then=orthogonalized)
+
+
+# Traced and lowered once per leaf shape and format, however many leaves
+# share them: every call with the same options and argument types reuses
+# one jaxpr and one lowered function (XLA's own compilation still sees a
+# copy per leaf). The leaf's position is an argument, so it does not split
+# the cache.
+shared_leaf_update = jax.jit(
+    leaf_update, static_argnames=("opts", "iteration", "eps", "adaptive"))
+
+
+def _hashable(*values: Any) -> bool:
+  """Whether ``values`` can be static arguments of a ``jax.jit`` (not if
+  a hyperparameter is an array, as under ``optax.inject_hyperparams``)."""
+  try:
+    hash(values)
+  except TypeError:
+    return False
+  return True
 
 
 def by_group(step: Callable[..., tuple[Array, Any]], grads: Sequence[Array],
