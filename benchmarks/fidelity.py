@@ -201,8 +201,9 @@ def gpt_gradients(capture: Capture, cache: Path | None = None) -> Gradients:
   path = None if cache is None else Path(cache) / capture.cache_name()
   if path is not None and path.exists():
     with np.load(path) as stored:
-      return [{name: stored[name][i] for name in stored.files}
-              for i in range(len(stored[stored.files[0]]))]
+      arrays = {name: stored[name] for name in stored.files}
+    steps = len(next(iter(arrays.values())))
+    return [{name: a[i] for name, a in arrays.items()} for i in range(steps)]
   config = defaults.full_config()
   config.model = defaults.lm_model(context=config.model.context,
                                    width=capture.width, depth=capture.depth,

@@ -358,8 +358,8 @@ def muon() -> dict[str, Any]:
 
 
 @preset
-def muon_8bit(scheme: str = "linear",
-              block_size: int | None = None) -> dict[str, Any]:
+def muon_8bit(scheme: str = "linear", block_size: int | None = None,
+              scale_dtype: Any = jnp.float32) -> dict[str, Any]:
   """8-bit Muon ("Effective Quantization of Muon Optimizer States").
 
   int8 momentum with one float32 absmax scale per block of 2048 elements,
@@ -367,16 +367,29 @@ def muon_8bit(scheme: str = "linear",
   Nesterov, consistent-RMS 0.2 (Moonlight's rule, so that Muon shares
   AdamW's learning rate).
 
+  A block of 2048 spans several rows of a matrix narrower than 2048, and
+  a gradient's rows (input features) differ in scale, so one large row
+  coarsens the codes of the others. Smaller blocks with 2-byte scales fix
+  most of it at 3% more bytes: on gradients captured from a width-512
+  GPT (``python -m benchmarks.fidelity --sources gpt512``),
+  ``block_size=64, scale_dtype="bfloat16"`` (1.03 bytes per element)
+  raises the update's cosine with the full-precision twin's from 0.90-0.93
+  to 0.97-0.98. bfloat16 keeps float32's range, which the momentum (not
+  normalized) needs: a float16 scale below 6e-5 is subnormal and can
+  exceed its block's maximum severalfold.
+
   Args:
     scheme: ``linear`` or ``dynamic``.
     block_size: elements per scale (2048).
+    scale_dtype: dtype the block scales are stored in (float32).
 
   Returns:
     The preset's options.
   """
   fmt = formats.Blockwise(
       bits=8, codebook=_choose(scheme, "scheme", ("linear", "dynamic")),
-      block_size=static_int(block_size, "block_size", 2048))
+      block_size=static_int(block_size, "block_size", 2048),
+      scale_dtype=scale_dtype)
   return dict(momentum_format=fmt, accumulation="sum", nesterov=True,
               consistent_rms=0.2)
 
