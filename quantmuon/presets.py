@@ -508,7 +508,8 @@ def adam_8bit() -> dict[str, formats.Format]:
 
 @preset
 def muon_lowbit(bits: int | None = None, rank_divisor: int | None = None,
-                group_size: int | None = None) -> dict[str, Any]:
+                group_size: int | None = None,
+                rank_budget: float | None = None) -> dict[str, Any]:
   """quantmuon's own low-bit recipe, chosen by measurement.
 
   MuonQ's normalized heavy-ball momentum, stored as top-k factors at 8 bits
@@ -539,6 +540,12 @@ def muon_lowbit(bits: int | None = None, rank_divisor: int | None = None,
     rank_divisor: k = min(m, n) // rank_divisor (20: at most 0.62 bytes
       of state per matrix parameter on large matrices).
     group_size: residual elements per scale (128).
+    rank_budget: None, or bytes per matrix element: each matrix then takes
+      the largest rank whose stored momentum fits in it, and at least
+      ``rank_divisor``'s (``formats.BudgetSubspace``). A square matrix
+      already spends about 0.62 bytes an element at k = min / 20, a
+      rectangular one less: with ``rank_budget=0.62`` a 512 x 2048 matrix
+      takes k = 41 instead of 25 (0.62 bytes an element instead of 0.58).
 
   Returns:
     The preset's options.
@@ -553,9 +560,15 @@ def muon_lowbit(bits: int | None = None, rank_divisor: int | None = None,
     residual = formats.Blockwise(
         bits=bits, codebook="mulaw", companding="before_scale",
         scale_dtype=jnp.float16, block_size=block_size)
-  fmt = formats.Subspace(
-      rank_divisor=static_int(rank_divisor, "rank_divisor", 20),
-      factors=formats.Blockwise(bits=8, block_size=128), residual=residual)
+  subspace = dict(rank_divisor=static_int(rank_divisor, "rank_divisor", 20),
+                  factors=formats.Blockwise(bits=8, block_size=128),
+                  residual=residual)
+  if rank_budget is None:
+    fmt = formats.Subspace(**subspace)
+  else:
+    fmt = formats.BudgetSubspace(
+        bytes_per_element=static_float(rank_budget, "rank_budget", 0.62),
+        **subspace)
   return dict(momentum_format=fmt, accumulation="sum", normalize=True,
               nesterov=True, consistent_rms=0.2,
               adam_state_format=adam_8bit())

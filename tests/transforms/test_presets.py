@@ -365,6 +365,22 @@ def test_muon_lowbit_state_bytes_per_matrix_parameter(shape):
   assert two_bit <= 0.37, two_bit
 
 
+@pytest.mark.parametrize("shape", [(768, 768), (768, 3072), (3072, 768),
+                                   (4096, 11008)])
+def test_muon_lowbit_rank_budget_spends_the_bytes_left(shape):
+  params = {"w": jax.ShapeDtypeStruct(shape, jnp.float32)}
+  default = qm.muon_lowbit.options(LR)[1].momentum_format
+  budget = qm.muon_lowbit.options(LR, rank_budget=0.62)[1].momentum_format
+  assert isinstance(budget, qm.formats.BudgetSubspace)
+  per_param = qm.nbytes(jax.eval_shape(
+      qm.muon_lowbit(LR, rank_budget=0.62).init, params)) / (
+          shape[0] * shape[1])
+  assert 0.615 < per_param <= 0.62, per_param
+  assert budget.rank_for(shape) >= default.rank_for(shape)
+  if shape[0] != shape[1]:
+    assert budget.rank_for(shape) > 1.4 * default.rank_for(shape)
+
+
 def test_muon_lowbit_is_its_recipe():
   tx = qm.muon_lowbit(LR, min_size=0)
   fmt = _muon_momentum(tx.init({"w": jnp.zeros(SHAPE)})).format
