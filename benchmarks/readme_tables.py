@@ -169,14 +169,20 @@ def fidelity() -> str | None:
   data = _load("fidelity")
   if data is None:
     return None
+  settings = data["settings"]
+  settled = settings.get("settled_from")
   table = tables.markdown(data["rows"], {
       "preset": "preset", "source": "gradients", "leaf": "leaf",
-      "shape": "shape", "min_cosine": "min cosine",
-      "mean_cosine": "mean cosine"})
-  settings = data["settings"]
+      "kind": "kind", "shape": "shape", "min_cosine": "min cosine",
+      "mean_cosine": "mean cosine",
+      "min_cosine_settled": f"min cosine from update {settled}",
+      "mean_cosine_settled": f"mean cosine from update {settled}",
+      "B_per_param": "B / matrix param"})
+  sources = "; ".join(f"{name}: {settings[name]}"
+                      for name in ("synthetic", "gpt", "gpt512")
+                      if name in settings)
   return (f"Update fidelity: cosine of each step's update with the exact "
-          f"full-precision twin's, on the same gradients (synthetic: "
-          f"{settings['synthetic']}; gpt: {settings['gpt']}; "
+          f"full-precision twin's, on the same gradients ({sources}; "
           f"`python -m benchmarks.fidelity`; "
           f"{_where(data['environment'])}):\n\n{table}")
 

@@ -14,13 +14,14 @@ from quantmuon.formats.grid import Grid
 from quantmuon.formats.matrix_view import MatrixView
 from quantmuon.formats.per_matrix import PerMatrix
 from quantmuon.formats.stored import Stored, is_stored
-from quantmuon.formats.subspace import Subspace
+from quantmuon.formats.subspace import BudgetSubspace, Subspace
 from quantmuon.formats.tiled import Axiswise, Blockwise
 
 __all__ = [
     "CODEBOOKS",
     "Axiswise",
     "Blockwise",
+    "BudgetSubspace",
     "Float",
     "FloatingPoint",
     "Format",

@@ -391,3 +391,59 @@ class Subspace(Format):
     residual = stored["residual"].decode().reshape(m, n)
     return add_low_rank(residual, *self.decode_factors(stored)).reshape(
         stored.shape)
+
+
+def stored_bytes(fmt: Format, rows: int, cols: int) -> int:
+  """Bytes of ``fmt``'s stored value of a ``(rows, cols)`` matrix, from
+  shapes alone."""
+  return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+             for leaf in jax.tree.leaves(_stored_shapes(fmt, rows, cols)))
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetSubspace(Subspace):
+  """``Subspace`` whose rank spends the bytes a budget leaves.
+
+  The residual's bytes are fixed by the shape; the factors' grow with k.
+  So a byte budget per element, met on square matrices by k = min(m, n) /
+  ``rank_divisor``, leaves bytes unspent on rectangular ones (a 512 x 2048
+  matrix at k = 25 holds 0.58 bytes an element where a 512 x 512 one
+  holds 0.62). Here k is the largest rank whose stored value (factors and
+  residual) fits in ``bytes_per_element`` bytes per element of the matrix,
+  and at least ``rank`` (or ``min(m, n) // rank_divisor``): the budget
+  only adds rank. A distinct class, so that ``Subspace``'s fields, and the
+  tags of values stored in it, are unchanged.
+
+  Args:
+    rank, rank_divisor, power_iters, factors, residual, seed: as
+      :class:`Subspace`; ``rank`` or ``rank_divisor`` gives the least k.
+    bytes_per_element: the budget, in bytes per element of the matrix.
+  """
+
+  bytes_per_element: float = 0.62
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not (isinstance(self.bytes_per_element, int | float)
+            and self.bytes_per_element > 0):
+      raise ValueError(
+          f"BudgetSubspace: bytes_per_element must be a positive number, "
+          f"got {self.bytes_per_element!r}.")
+
+  def rank_for(self, shape: tuple[int, ...]) -> int:
+    """k for an array of ``shape``: the largest within the budget, at least
+    :meth:`Subspace.rank_for`'s."""
+    least = super().rank_for(shape)
+    m, n = layout.matrix_shape(shape)
+    budget = self.bytes_per_element * m * n - stored_bytes(self.residual, m,
+                                                           n)
+
+    def fits(k: int) -> bool:
+      return (stored_bytes(self.factors, m, k)
+              + stored_bytes(self.factors, n, k)) <= budget
+
+    lo, hi = least, min(m, n)  # the largest k in [lo, hi] that fits, or lo
+    while lo < hi:
+      mid = (lo + hi + 1) // 2
+      lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from quantmuon import memory
 from quantmuon.formats import (
   Axiswise,
   Blockwise,
+  BudgetSubspace,
   Float,
   Grid,
   Subspace,
@@ -325,3 +327,54 @@ def test_add_low_rank_temporaries_are_one_block():
 
   assert temporaries(m * n) > 0.9  # one block: the whole product
   assert temporaries(64 * n) < 0.2  # 16 blocks of 64 rows
+
+
+LOWBIT_PARTS = dict(
+    rank_divisor=20, factors=Blockwise(bits=8, block_size=128),
+    residual=Blockwise(bits=4, codebook="mulaw", companding="before_scale",
+                       scale_dtype=jnp.float16, block_size=128))
+
+
+@pytest.mark.parametrize("shape,budget", [
+    ((64, 256), 0.62), ((256, 64), 0.7), ((64, 64), 0.62), ((40, 1000), 0.62),
+    ((48, 80), 0.01)])
+def test_budget_rank_is_the_largest_that_fits(shape, budget):
+  fmt = BudgetSubspace(bytes_per_element=budget, **LOWBIT_PARTS)
+  least = Subspace(**LOWBIT_PARTS).rank_for(shape)
+
+  def nbytes(k):
+    return memory.nbytes(jax.eval_shape(
+        lambda k=k: Subspace(rank=k, **LOWBIT_PARTS).init(shape)))
+
+  k = fmt.rank_for(shape)
+  limit = budget * shape[0] * shape[1]
+  assert k >= least
+  assert k == least or nbytes(k) <= limit  # fits
+  assert k == min(shape) or nbytes(k + 1) > limit  # the largest that fits
+  assert memory.nbytes(jax.eval_shape(lambda: fmt.init(shape))) == nbytes(k)
+
+
+def test_budget_spends_bytes_left_on_rectangular_matrices():
+  fmt = BudgetSubspace(bytes_per_element=0.62, **LOWBIT_PARTS)
+  assert fmt.rank_for((512, 512)) == Subspace(**LOWBIT_PARTS).rank_for(
+      (512, 512)) == 25
+  assert fmt.rank_for((512, 2048)) == 41
+
+
+def test_budget_subspace_stores_as_subspace_of_its_rank():
+  x = low_rank_plus_noise(64, 256, [8.0, 4.0, 2.0, 1.0], 0.1)
+  fmt = BudgetSubspace(bytes_per_element=0.7, **LOWBIT_PARTS)
+  k = fmt.rank_for(x.shape)
+  assert k > Subspace(**LOWBIT_PARTS).rank_for(x.shape)
+  plain = Subspace(rank=k, **LOWBIT_PARTS)
+  ours, theirs = fmt.encode(x), plain.encode(x)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs),
+                  strict=True):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(fmt.decode(ours), plain.decode(theirs))
+
+
+@pytest.mark.parametrize("budget", [0, -1.0, "0.6", None])
+def test_budget_must_be_positive(budget):
+  with pytest.raises(ValueError, match="BudgetSubspace: bytes_per_element"):
+    BudgetSubspace(bytes_per_element=budget)

@@ -3,6 +3,8 @@ independently of the library, for the preset tests."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 QUINTIC = (3.4445, -4.7750, 2.0315)
@@ -22,16 +24,27 @@ def newton_schulz(u: np.ndarray, steps: int = 5, eps: float = 1e-7
   return x.T if transposed else x
 
 
-def linear_qdq(x: np.ndarray, bits: int, block: int) -> np.ndarray:
+def round_up(x: np.float32, dtype: Any) -> np.float32:
+  """The least value of ``dtype`` >= ``x`` (a normal float32), as float32."""
+  y = np.float32(np.asarray(x).astype(dtype))
+  if y < x:
+    y = np.float32(np.nextafter(np.asarray(y).astype(dtype),
+                                np.asarray(np.inf, dtype)))
+  return y
+
+
+def linear_qdq(x: np.ndarray, bits: int, block: int,
+               scale_dtype: Any = np.float32) -> np.ndarray:
   """Blockwise absmax linear quantize-dequantize of a matrix whose rows are
   a multiple of... any shape: blocks of the flattened array (the layout
-  coincides when the row length divides ``block``)."""
+  coincides when the row length divides ``block``), each absmax rounded up
+  to ``scale_dtype``."""
   qmax = 2 ** (bits - 1) - 1
   flat = x.astype(np.float32).ravel()
   out = np.empty_like(flat)
   for start in range(0, flat.size, block):
     chunk = flat[start:start + block]
-    scale = np.abs(chunk).max()
+    scale = round_up(np.abs(chunk).max(), scale_dtype)
     scale = scale if scale > 0 else np.float32(1)
     q = np.clip(np.round(chunk / scale * qmax), -qmax, qmax)
     out[start:start + block] = q / np.float32(qmax) * scale

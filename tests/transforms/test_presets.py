@@ -82,6 +82,53 @@ def test_muon_8bit_matches_numpy_paper_step():
   _close(ours, theirs, 1e-4)
 
 
+def test_muon_8bit_small_blocks_with_bfloat16_scales_match_numpy():
+  grads = _grads()
+  block = SHAPE[1] // 5  # 16: blocks inside a row
+  tx = qm.muon_8bit(LR, min_size=0, block_size=block,
+                    scale_dtype="bfloat16")
+  ours, state = _run(tx, grads)
+  m_q = np.zeros(SHAPE, np.float32)
+  theirs = []
+  for g in grads:
+    m = 0.95 * m_q + g
+    theirs.append(-LR * _scale() * ref.newton_schulz(g + 0.95 * m))
+    m_q = ref.linear_qdq(m, 8, block, scale_dtype=jnp.bfloat16)
+  _close(ours, theirs, 1e-4)
+  np.testing.assert_allclose(_muon_momentum(state).decode(), m_q,
+                             rtol=1e-6, atol=1e-6)
+  assert _muon_momentum(state)["scales"].dtype == jnp.bfloat16
+
+
+def test_muon_8bit_small_blocks_follow_rows_of_different_scales():
+  # Rows (input features) of a gradient differ in scale; a block of 2048
+  # spans 32 rows of 64, so the largest row coarsens the others' codes.
+  rng = np.random.default_rng(3)
+  rows = np.geomspace(1.0, 300.0, 64)[rng.permutation(64)]
+  grads = [(rows[:, None] * rng.normal(size=(64, 64))).astype(np.float32)
+           for _ in range(6)]
+
+  def cosine(tx):
+    params = {"w": jnp.zeros((64, 64))}
+    twin = qm.full_precision_twin(qm.muon_8bit)(LR, min_size=0)
+    s, s_twin = tx.init(params), twin.init(params)
+    for g in grads:
+      u, s = tx.update({"w": jnp.asarray(g)}, s, params)
+      v, s_twin = twin.update({"w": jnp.asarray(g)}, s_twin, params)
+    a, b = np.ravel(u["w"]), np.ravel(v["w"])
+    return a @ b / np.sqrt((a @ a) * (b @ b))
+
+  default = cosine(qm.muon_8bit(LR, min_size=0))
+  small = cosine(qm.muon_8bit(LR, min_size=0, block_size=64,
+                              scale_dtype="bfloat16"))
+  assert default < 0.99 < small, (default, small)
+  params = {"w": jax.ShapeDtypeStruct((512, 512), jnp.float32)}
+  small_bytes = qm.nbytes(jax.eval_shape(qm.muon_8bit(
+      LR, block_size=64, scale_dtype="bfloat16").init, params))
+  default_bytes = qm.nbytes(jax.eval_shape(qm.muon_8bit(LR).init, params))
+  assert small_bytes - default_bytes == 512 * 512 * (2 / 64 - 4 / 2048)
+
+
 def test_muon_4bit_matches_numpy_naive_step():
   grads = _grads()
   ours, _ = _run(qm.muon_4bit(LR, min_size=0), grads)
@@ -316,6 +363,22 @@ def test_muon_lowbit_state_bytes_per_matrix_parameter(shape):
   two_bit = qm.nbytes(jax.eval_shape(qm.muon_lowbit(LR, bits=2).init,
                                      params)) / (shape[0] * shape[1])
   assert two_bit <= 0.37, two_bit
+
+
+@pytest.mark.parametrize("shape", [(768, 768), (768, 3072), (3072, 768),
+                                   (4096, 11008)])
+def test_muon_lowbit_rank_budget_spends_the_bytes_left(shape):
+  params = {"w": jax.ShapeDtypeStruct(shape, jnp.float32)}
+  default = qm.muon_lowbit.options(LR)[1].momentum_format
+  budget = qm.muon_lowbit.options(LR, rank_budget=0.62)[1].momentum_format
+  assert isinstance(budget, qm.formats.BudgetSubspace)
+  per_param = qm.nbytes(jax.eval_shape(
+      qm.muon_lowbit(LR, rank_budget=0.62).init, params)) / (
+          shape[0] * shape[1])
+  assert 0.615 < per_param <= 0.62, per_param
+  assert budget.rank_for(shape) >= default.rank_for(shape)
+  if shape[0] != shape[1]:
+    assert budget.rank_for(shape) > 1.4 * default.rank_for(shape)
 
 
 def test_muon_lowbit_is_its_recipe():
