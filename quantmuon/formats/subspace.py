@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from quantmuon import memory
 from quantmuon.formats import layout, placement
 from quantmuon.formats.base import Format, Stored, positive_int
 from quantmuon.formats.grid import Grid
@@ -396,8 +397,7 @@ class Subspace(Format):
 def stored_bytes(fmt: Format, rows: int, cols: int) -> int:
   """Bytes of ``fmt``'s stored value of a ``(rows, cols)`` matrix, from
   shapes alone."""
-  return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
-             for leaf in jax.tree.leaves(_stored_shapes(fmt, rows, cols)))
+  return memory.nbytes(_stored_shapes(fmt, rows, cols))
 
 
 @dataclasses.dataclass(frozen=True)
