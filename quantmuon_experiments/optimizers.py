@@ -34,6 +34,8 @@ ABLATIONS: dict[str, registry.Variant] = {
                                                 {"nesterov": False}),
     "muon_lowbit_2bit_rank8": registry.Variant(
         quantmuon.muon_lowbit, {"bits": 2, "rank_divisor": 8}),
+    "muon_lowbit_2bit_budget": registry.Variant(
+        quantmuon.muon_lowbit, {"bits": 2, "rank_budget": 0.4}),
     "muon_8bit_block64": registry.Variant(
         quantmuon.muon_8bit, {"block_size": 64, "scale_dtype": "bfloat16"}),
 }
