@@ -117,17 +117,18 @@ def optimizer_step() -> str | None:
   data = _load("optimizer_step")
   if data is None:
     return None
-  rows = [{**row, "step_time": (
+  rows = [{**row, "layout": row.get("layout", "unscanned"), "step_time": (
       f"{row['step_time_ratio']:.3g} ({row['step_time_ratio_min']:.3g}-"
       f"{row['step_time_ratio_max']:.3g})")} for row in data["rows"]]
   table = tables.markdown(rows, {
-      "width": "width", "optimizer": "preset",
+      "width": "width", "layout": "layers", "optimizer": "preset",
       "state_bytes_per_matrix_param": "state B / matrix param",
       "state_reduction_vs_muon": "state reduction vs muon",
       "step_time": "step time vs optax muon, median (min-max)",
       "step_memory_ratio": "step memory vs optax muon"}, digits=3)
   settings = data.get("settings", {})
-  return (f"Optimizer step on a 4-layer GPT-like tree "
+  return (f"Optimizer step on a 4-layer GPT-like tree, its layers as "
+          f"separate leaves (unscanned) or stacked into one leaf per matrix "
           f"(`python -m benchmarks.optimizer_step`, "
           f"{settings.get('rounds')} interleaved rounds of the fastest of "
           f"{settings.get('repeats')} steps; "
