@@ -281,8 +281,11 @@ def update_memory() -> str | None:
           f"(`python -m benchmarks.update_memory`; "
           f"{_where(data['environment'])}); total = arguments + outputs + "
           f"temporaries - aliased; chained muon is `muon(..., "
-          f"pipeline='chain')`; `_stacked` scales hold each block kind as "
-          f"one `(12, m, n)` leaf, declared with `stack_axes`. Compile "
+          f"pipeline='chain')`; `gpt2_matrices` is GPT-2 small's 48 "
+          f"matrices, `llama_1b` TinyLlama-1.1B's 154 matrices with its "
+          f"32000 x 2048 embedding and head on AdamW (in 8 bits for "
+          f"`muon_lowbit`); `_stacked` scales hold each block kind as "
+          f"one `(depth, m, n)` leaf, declared with `stack_axes`. Compile "
           f"time is trace + lower + compile with `impl='auto'`, in this "
           f"process's CPU seconds, measured while other jobs shared the "
           f"machine:\n\n{table}\n\n"
@@ -344,6 +347,18 @@ def sections() -> list[tuple[str, str | None]]:
            "compare_wide_lowbit_adam8",
            "quantmuon-compare --config configs/compare_wide.py "
            "--config.optimizers=muon_lowbit --config.seeds=0,1,2")),
+      ("2-bit muon_lowbit with rank_budget=0.4, width 128",
+       quantization_costs(
+           "compare_2bit_budget",
+           "quantmuon-compare --config configs/compare_full.py "
+           "--config.optimizers=muon_lowbit_2bit_budget "
+           "--config.seeds=0,1,2")),
+      ("2-bit muon_lowbit with rank_budget=0.4, width 256",
+       quantization_costs(
+           "compare_wide_2bit_budget",
+           "quantmuon-compare --config configs/compare_wide.py "
+           "--config.optimizers=muon_lowbit_2bit_budget "
+           "--config.seeds=0,1,2")),
       ("The quick comparison", compare(
           "compare_quick", "quantmuon-compare --workdir DIR",
           note=(". What `quantmuon-compare` runs without `--config` "

@@ -23,8 +23,10 @@ from quantmuon_experiments import errors
 
 TWIN_SUFFIX = registry.TWIN_SUFFIX
 FULL_PRECISION = registry.FULL_PRECISION
-# The library's variants, and those muon_lowbit was chosen from
-# (configs/lowbit_ablation.py).
+# The library's variants: those muon_lowbit was chosen from
+# (configs/lowbit_ablation.py), 2 bits with more rank in the same bytes
+# (rank_budget, 0.40 bytes per matrix element), and muon_8bit with the
+# small blocks and bfloat16 scales its docstring measures.
 ABLATIONS: dict[str, registry.Variant] = {
     "muon_lowbit_rank16": registry.Variant(quantmuon.muon_lowbit,
                                            {"rank_divisor": 16}),
