@@ -59,12 +59,14 @@ def _pm(mean: float, std: float, digits: int = 2, sign: str = "+") -> str:
   return f"{mean:{sign}.{digits}f} ± {std:.{digits}f}"
 
 
-def quantization_costs(directory: str, command: str) -> str | None:
+def quantization_costs(directory: str, command: str, note: str = ""
+                       ) -> str | None:
   """Each quantized preset's cost against its exact twin, over seeds.
 
   Args:
     directory: a compare run recorded under ``benchmarks/results/``.
     command: the command that produced it.
+    note: what a reader must know about that run, after its facts.
 
   Returns:
     A table of mean ± spread (std over seeds) and the per-seed costs,
@@ -107,8 +109,8 @@ def quantization_costs(directory: str, command: str) -> str | None:
   return (f"`{command}` (width {model['width']}, depth {model['depth']}, "
           f"{task['params']:,} parameters, {steps} steps, seeds "
           f"{data['seeds']}; {_where(data['environment'])}; report in "
-          f"`benchmarks/results/{directory}/`). Mean ± standard deviation "
-          f"over the seeds; the cost is paired by seed. Best "
+          f"`benchmarks/results/{directory}/`){note}. Mean ± standard "
+          f"deviation over the seeds; the cost is paired by seed. Best "
           f"full-precision Muon: `{best}`, {best_loss}:"
           f"\n\n{table}")
 
@@ -379,15 +381,14 @@ def sections() -> list[tuple[str, str | None]]:
           "(mu-law codes, absmax scales), since replaced (the seed "
           "tables above)"))),
       ("1500 steps: muon_8bit, muon_lowbit and 2 bits against their "
-       "twins", compare(
+       "twins", quantization_costs(
            "compare_1500",
            "quantmuon-compare --config configs/compare_full.py "
-           "--config.optimizers=muon_8bit,muon_lowbit,muon_lowbit_2bit "
-           "--config.seeds=0 --config.train.steps=1500",
-           note=(". One seed (a second is still to run); muon_lowbit's "
-                 "AdamW state in 8 bits, its twin all float32; the wall "
-                 "time is the report's, which read the finished runs "
-                 "back (training took about 2 hours beside other jobs)"))),
+           "--config.optimizers=muon_8bit,muon_8bit_block64,muon_lowbit,"
+           "muon_lowbit_2bit --config.seeds=0,1 --config.train.steps=1500",
+           note=("; `muon_8bit_block64` is `muon_8bit(block_size=64, "
+                 "scale_dtype='bfloat16')`; muon_lowbit's AdamW state is "
+                 "in 8 bits, its twin's all float32"))),
       ("Update fidelity", fidelity()),
       ("Optimizer state at GPT-2 small's size", memory_at_scale()),
       ("Optimizer step time", optimizer_step()),
