@@ -240,15 +240,20 @@ def _parameters_of(state: Any, params: Any) -> list:
 
 
 def _placed_like(x: Array, p: Array) -> Array:
-  """``x`` (unchanged), made to depend on its parameter ``p``.
+  """``x`` (its values), made to depend on its parameter ``p``.
 
   The inner ``init`` builds its moments from shapes, so under ``jit`` on
   Auto mesh axes XLA places them, and their codes, on one device; through
   this dependence sharding propagation places them like ``p`` (as
   :meth:`quantmuon.formats.Format.init_like` does for stored momentum).
+  It also keeps XLA from evaluating their encode at compile time: encoded
+  from constants, the codes were constant-folded element by element
+  (13-16 s of CPU to compile ``muon_lowbit``'s init with a 4096 x 256
+  embedding). So a +0 computed from ``p`` is added: a select between
+  ``x`` and zeros, when ``x`` is zeros, is folded away with its
+  dependence.
   """
-  return jnp.where(placement.zeros_like(p) == 0, x,
-                   jnp.zeros_like(x))
+  return x + placement.zeros_like(p).astype(x.dtype)
 
 
 def _decode(leaf: StoredLeaf) -> Array:

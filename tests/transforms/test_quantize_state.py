@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -402,3 +404,18 @@ def test_hyperparameters_and_scalars_are_never_quantized():
       formats.FloatingPoint(4, 3), min_size=1)
   lr = tx.init(params).inner.hyperparams["learning_rate"]
   assert isinstance(lr, jax.Array) and lr.shape == (8,)
+
+
+def test_init_encodes_from_the_parameters_not_constants():
+  """The moments' codes are computed when init runs, not folded into the
+  program: encoded from the inner init's constant zeros, XLA evaluated
+  the encode element by element while compiling (seconds per instruction
+  at a 4096 x 256 embedding)."""
+  tx = qm.quantize_state(optax.adam(1e-3),
+                         formats.Blockwise(bits=8, codebook="dynamic"))
+  params = {"embedding": jnp.ones((512, 32))}
+  hlo = jax.jit(tx.init).lower(params).compile().as_text()
+  folded = re.findall(  # codes made from constants alone
+      r"= u8\[[\d,]+\]\S* (?:fusion|broadcast)\((?:%constant[\w.]*(?:, )?)+\)",
+      hlo)
+  assert "u8[512,32]" in hlo and not folded, folded
