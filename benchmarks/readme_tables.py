@@ -361,6 +361,20 @@ def sections() -> list[tuple[str, str | None]]:
            "quantmuon-compare --config configs/compare_wide.py "
            "--config.optimizers=muon_lowbit_2bit_budget "
            "--config.seeds=0,1,2")),
+      ("muon_8bit with blocks of 64 and bfloat16 scales, width 128",
+       quantization_costs(
+           "compare_8bit_block64",
+           "quantmuon-compare --config configs/compare_full.py "
+           "--config.optimizers=muon_8bit,muon_8bit_block64 "
+           "--config.seeds=0,1,2",
+           note=("; `muon_8bit_block64` is `muon_8bit(block_size=64, "
+                 "scale_dtype='bfloat16')`"))),
+      ("muon_8bit with blocks of 64 and bfloat16 scales, width 256",
+       quantization_costs(
+           "compare_wide_8bit_block64",
+           "quantmuon-compare --config configs/compare_wide.py "
+           "--config.optimizers=muon_8bit,muon_8bit_block64 "
+           "--config.seeds=0,1,2")),
       ("The quick comparison", compare(
           "compare_quick", "quantmuon-compare --workdir DIR",
           note=(". What `quantmuon-compare` runs without `--config` "
