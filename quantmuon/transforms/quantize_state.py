@@ -249,9 +249,8 @@ def _placed_like(x: Array, p: Array) -> Array:
   It also keeps XLA from evaluating their encode at compile time: encoded
   from constants, the codes were constant-folded element by element
   (13-16 s of CPU to compile ``muon_lowbit``'s init with a 4096 x 256
-  embedding). So a +0 computed from ``p`` is added: a select between
-  ``x`` and zeros, when ``x`` is zeros, is folded away with its
-  dependence.
+  embedding). So a +0 computed from ``p`` is added rather than selected:
+  XLA folds a select between two zero arrays, dependence and all.
   """
   return x + placement.zeros_like(p).astype(x.dtype)
 
