@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from quantmuon import memory
-from quantmuon.formats import layout, placement
+from quantmuon.formats import layout, placement, small_linalg
 from quantmuon.formats.base import Format, Stored, positive_int
 from quantmuon.formats.grid import Grid
 from quantmuon.formats.kernel_layout import Factored
@@ -107,9 +107,10 @@ def orthonormalize(a: Array) -> Array:
   Shifted Cholesky QR, twice (CholeskyQR2): ``a <- a @ inv(chol(a^T a))^T``.
   Only k x k factorizations and matrix products, where a Householder QR is
   slow on XLA's CPU backend (0.73 s against 0.04 s for 4096 x 256 here) and
-  gets no help from the MXU. The k x k inverse is applied as a product: a
-  triangular solve with many right-hand sides was slow on the CPU for small
-  k. For ``a`` of full column rank this is Householder QR's Q up to column
+  gets no help from the MXU. The k x k factor and inverse are
+  :mod:`quantmuon.formats.small_linalg`'s (on the CPU plain XLA loops, no
+  LAPACK), and the inverse is applied as a product. For ``a`` of full
+  column rank this is Householder QR's Q up to column
   signs. A small shift (1e-6 of the mean eigenvalue) keeps most
   rank-deficient inputs finite; where its Cholesky factorization breaks
   down, a shift that provably cannot is used instead. Columns beyond the
@@ -151,14 +152,14 @@ def orthonormalize(a: Array) -> Array:
     # goes through it.
     def attempt(i: Array, chol: Array) -> Array:
       shift = jnp.where(i == 0, 1e-6 * trace / k, safe * trace)
-      fresh = jnp.linalg.cholesky(gram + (shift + tiny) * eye)
+      fresh = small_linalg.cholesky(gram + (shift + tiny) * eye)
       return jnp.where(jnp.all(jnp.isfinite(chol)), chol, fresh)
 
     return jax.lax.fori_loop(0, 2, attempt,
                              jnp.full((k, k), jnp.nan, a.dtype))
 
   def one_pass(_: Array, a: Array) -> Array:
-    return a @ jnp.linalg.inv(factor(a.T @ a)).T
+    return a @ small_linalg.lower_inverse(factor(a.T @ a)).T
 
   return jax.lax.fori_loop(0, 2, one_pass, a)
 
