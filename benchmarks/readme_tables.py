@@ -119,7 +119,7 @@ def optimizer_step() -> str | None:
   data = _load("optimizer_step")
   if data is None:
     return None
-  rows = [{**row, "layout": row.get("layout", "unscanned"), "step_time": (
+  rows = [{**row, "step_time": (
       f"{row['step_time_ratio']:.3g} ({row['step_time_ratio_min']:.3g}-"
       f"{row['step_time_ratio_max']:.3g})")} for row in data["rows"]]
   table = tables.markdown(rows, {
@@ -129,11 +129,13 @@ def optimizer_step() -> str | None:
       "step_time": "step time vs optax muon, median (min-max)",
       "step_memory_ratio": "step memory vs optax muon"}, digits=3)
   settings = data.get("settings", {})
+  widths = ",".join(str(w) for w in sorted({r["width"] for r in rows}))
   return (f"Optimizer step on a 4-layer GPT-like tree, its layers as "
           f"separate leaves (unscanned) or stacked into one leaf per matrix "
-          f"(`python -m benchmarks.optimizer_step`, "
-          f"{settings.get('rounds')} interleaved rounds of the fastest of "
-          f"{settings.get('repeats')} steps; "
+          f"(`python -m benchmarks.optimizer_step --widths {widths} "
+          f"--repeats {settings.get('repeats')} --rounds "
+          f"{settings.get('rounds')}`: {settings.get('rounds')} interleaved "
+          f"rounds of the fastest of {settings.get('repeats')} steps; "
           f"{_where(data['environment'])}):\n\n{table}")
 
 
