@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,6 +150,26 @@ def test_over_matrices_is_one_loop_of_a_python_loop():
       lambda xs, cs: schedule.over_matrices(fn, xs, cs))(xs, carried)
   names = [e.primitive.name for e in jaxpr.eqns]
   assert names.count("while") + names.count("scan") == 1
+
+
+def test_over_matrices_copies_no_stack_per_matrix():
+  """A loop that updated the carried stack in place made XLA's CPU program
+  copy the whole stack twice in every iteration (read and write in
+  separate fusions): the compiled loop body holds no copy of a stack."""
+  xs = jax.ShapeDtypeStruct((4, 64, 32), jnp.float32)
+
+  def fn(b, x, c):
+    m = 0.9 * c + x
+    return m @ m.T @ m, m
+
+  hlo = jax.jit(lambda xs, cs: schedule.over_matrices(fn, xs, cs)).lower(
+      xs, xs).compile().as_text()
+  body = re.search(r" while\(.*body=(%[\w.]+)", hlo).group(1)
+  block = hlo[hlo.index(f"\n{body} "):]
+  block = block[:block.index("\n}")]
+  copies = [line for line in block.splitlines()
+            if re.search(r"= f32\[4,64,32\]\S* copy\(", line)]
+  assert not copies, copies
 
 
 @pytest.mark.parametrize("name", ["muon", "muonq"])
