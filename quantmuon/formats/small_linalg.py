@@ -9,11 +9,11 @@ needs, and the large matrix products that follow run on fewer threads.
 Measured on a 2-core CPU: one MuonQ momentum step and Newton-Schulz of a
 512 x 2048 matrix took 103-112 ms with LAPACK against 76 ms with
 ``OPENBLAS_NUM_THREADS=1`` (the step alone 8-13 ms, Newton-Schulz 66-82).
-So on the CPU both functions here are loops over rows of plain XLA
-operations, which call no library; elsewhere they are ``jax.lax.linalg``'s.
-The choice is made when the program is lowered
-(``jax.lax.platform_dependent``), so an export for several platforms
-carries each platform's function.
+So on the CPU both functions here are loops of plain XLA operations (the
+factor by columns, the inverse by rows), which call no library;
+elsewhere they are ``jax.lax.linalg``'s. The choice is made when the
+program is lowered (``jax.lax.platform_dependent``), so an export for
+several platforms carries each platform's function.
 
 The loops are the textbook algorithms (Golub and Van Loan, Matrix
 Computations, 4th ed., algorithms 4.2.1 and 3.1.1): k steps of a k-vector
