@@ -332,6 +332,19 @@ noisy: the compare reports give each step time as the median with min-max
 over interleaved rounds, and `benchmarks.optimizer_step` is the place for
 step-time ratios. Results recorded before a later change of the code say
 so in their section; the date tells which build ran them.
+
+On 2026-12-06 at 19:29 UTC the Subspace formats (`muonq`, `muon_grasp`,
+`muon_lowbit`) began to factor their small k x k matrices on the CPU with
+plain XLA loops instead of LAPACK (`quantmuon/formats/small_linalg.py`).
+Both agree with float64 to about 5e-8 but round differently, and training
+amplifies the difference: rerun on the new build, `muon_lowbit`'s three
+300-step runs at width 128 (8-bit AdamW state) moved by +0.14, -0.39 and
+-1.07% (cost against the twin +0.18 ± 0.10% before, -0.26 ± 0.48%
+after), and the 1500-step runs of `muon_lowbit` and its 2-bit form by
+-0.30 to +0.43%. A rounding change is worth about as much as a change of
+seed. The twins and the blockwise presets do not use these functions and
+reproduced to the last digit. Training records of the Subspace presets
+dated before that time ran the earlier build.
 """
 
 
