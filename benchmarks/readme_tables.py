@@ -115,14 +115,6 @@ def quantization_costs(directory: str, command: str, note: str = ""
           f"\n\n{table}")
 
 
-# Said beside the step-time table until it is recorded again.
-STEP_TIME_NOTE = (
-    ". The stacked rows were recorded before `schedule.over_matrices` "
-    "became a scan (two copies of a stacked leaf per matrix fewer): "
-    "measured after it at widths 256 and 512, step memory fell 1-3.5% and "
-    "step time did not move beyond the rounds' spread")
-
-
 def optimizer_step() -> str | None:
   data = _load("optimizer_step")
   if data is None:
@@ -144,7 +136,7 @@ def optimizer_step() -> str | None:
           f"--repeats {settings.get('repeats')} --rounds "
           f"{settings.get('rounds')}`: {settings.get('rounds')} interleaved "
           f"rounds of the fastest of {settings.get('repeats')} steps; "
-          f"{_where(data['environment'])}){STEP_TIME_NOTE}:\n\n{table}")
+          f"{_where(data['environment'])}):\n\n{table}")
 
 
 def formats() -> str | None:

@@ -219,8 +219,13 @@ def compile_update(tx: optax.GradientTransformation, params: Any
   Returns:
     ``(compiled, {"compile_s": wall seconds, "compile_cpu_s": this
     process's CPU seconds} to trace, lower and compile, state shapes)``.
+    JAX's caches are cleared first, so that every compile starts as a
+    user's first one does: the leaf functions that presets share across
+    leaves (and that stacked leaves share with unscanned ones) would
+    otherwise come traced from an earlier row.
   """
   state = jax.eval_shape(tx.init, params)
+  jax.clear_caches()
   wall, cpu = time.perf_counter(), time.process_time()
   compiled = jax.jit(tx.update, donate_argnums=(1,)).lower(
       params, state, params).compile()
