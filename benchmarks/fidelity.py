@@ -54,7 +54,7 @@ from flax import nnx
 import quantmuon as qm
 from benchmarks import common
 from quantmuon import registry
-from quantmuon_experiments import defaults, tasks
+from quantmuon_experiments import defaults, optimizers, tasks
 
 LR = 1e-2
 #: Cosines from this update on (counting from 0) are the settled ones.
@@ -69,12 +69,11 @@ PRESETS: dict[str, registry.Variant] = {
     "muon_grasp": registry.QUANTIZED["muon_grasp"],
     "muon_lowbit": registry.QUANTIZED["muon_lowbit"],
     "muon_lowbit_2bit": registry.QUANTIZED["muon_lowbit_2bit"],
-    "muon_lowbit_2bit_budget": registry.Variant(
-        qm.muon_lowbit, {"bits": 2, "rank_budget": 0.4}),
-    "muon_lowbit_r8": registry.Variant(qm.muon_lowbit, {"rank_divisor": 8}),
+    "muon_lowbit_2bit_budget": optimizers.ABLATIONS[
+        "muon_lowbit_2bit_budget"],
+    "muon_lowbit_r8": optimizers.ABLATIONS["muon_lowbit_rank8"],
     "muon_lowbit_g64": registry.Variant(qm.muon_lowbit, {"group_size": 64}),
-    "muon_8bit_b64_bf16": registry.Variant(
-        qm.muon_8bit, {"block_size": 64, "scale_dtype": "bfloat16"}),
+    "muon_8bit_b64_bf16": optimizers.ABLATIONS["muon_8bit_block64"],
 }
 #: The kind of each captured leaf.
 KINDS = {"fc": "mlp", "query": "attention", "w": "synthetic"}
